@@ -1,0 +1,11 @@
+#ifndef CSLIPWAY_SYSTEM_H
+#define CSLIPWAY_SYSTEM_H
+#include <spawn.h>
+
+/// pipe2(O_CLOEXEC): both ends close-on-exec, so concurrently spawned steps never inherit each other's pipes.
+int slipway_pipe_cloexec(int fds[2]);
+/// posix_spawn_file_actions_addchdir_np (glibc >= 2.29), which Swift's Glibc module hides behind _GNU_SOURCE.
+int slipway_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+/// Makes this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER).
+int slipway_set_child_subreaper(void);
+#endif

@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the pipeline locally.",
+        discussion: "Exit codes: 0 success, 1 the pipeline failed or was cancelled, 2 bad input."
+    )
+
+    @OptionGroup var project: ProjectOptions
+
+    @Option(name: .customLong("job"), help: "Run only this job and what it needs (repeatable).")
+    var jobs: [String] = []
+
+    @Option(help: "The event to simulate: push, pull_request, schedule, manual. Checked against `on:`.")
+    var event: String?
+
+    @Option(help: "The branch to simulate (default: the current git branch). Checked against `on:`.")
+    var branch: String?
+
+    @Option(name: .customLong("env"), help: "Override or add a top-level env variable, K=V (repeatable).")
+    var envOverrides: [String] = []
+
+    @Option(name: .customLong("input"), help: "A manual input, k=v (repeatable).")
+    var inputs: [String] = []
+
+    @Option(name: .customLong("jobs"), help: "How many jobs run at once (default: number of cores).")
+    var parallelism: Int?
+
+    @Flag(help: "Continue the latest interrupted run (or --run N) instead of starting a new one.")
+    var resume = false
+
+    @Option(name: .customLong("run"), help: "With --resume: the run number to continue.")
+    var runNumber: Int64?
+
+    @Flag(name: .customLong("no-cache"), help: "Run every job even when its cache key matches.")
+    var noCache = false
+
+    @Flag(help: "Run the HEAD commit only, without uncommitted changes.")
+    var clean = false
+
+    @Option(name: .customLong("grace"), help: "How long a cancelled or timed-out step gets after SIGTERM before SIGKILL.")
+    var grace: String = "5s"
+
+    @Flag(name: .customLong("plain"), help: "Plain prefixed output even on a terminal.")
+    var plain = false
+
+    func validate() throws {
+        if let parallelism, parallelism < 1 { throw ValidationError("--jobs must be at least 1") }
+        if DurationParser.parse(grace) == nil { throw ValidationError("--grace '\(grace)' is not a duration (e.g. 5s)") }
+        if let event, !TriggerMatcher.events.contains(event) {
+            throw ValidationError("unknown event '\(event)'; use one of \(TriggerMatcher.events.joined(separator: ", "))")
+        }
+    }
+
+    static func keyValues(_ items: [String], option: String) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for item in items {
+            guard let equals = item.firstIndex(of: "="), equals != item.startIndex else {
+                throw CLIError.badInput("\(option) '\(item)' must look like NAME=value")
+            }
+            result[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        return result
+    }
+
+    func run() async throws {
+        let context = ProjectContext(project)
+        let secrets = try context.loadSecrets()
+        let store = try context.openStore(create: true)
+        let live = !plain && Terminal.stdoutIsTTY
+        let reporter: Reporter = live ? LiveReporter() : PlainReporter()
+        let engine = RunEngine(store: store, layout: context.layout, project: context.projectDirectory, secrets: secrets,
+                               observer: reporter, live: reporter.lineSink, gracePeriod: DurationParser.parse(grace) ?? .seconds(5))
+        let interrupts = InterruptHandler(control: engine.control, store: store)
+        let finished: RunRecord
+        if resume {
+            let target: RunRecord
+            if let runNumber {
+                guard let found = try store.run(number: runNumber) else { throw CLIError.badInput("there is no run #\(runNumber)") }
+                target = found
+            } else {
+                guard let found = try store.latestUnfinishedRun() else { throw CLIError.badInput("no interrupted run to resume; see `slipway history`") }
+                target = found
+            }
+            if target.status.isFinal { throw CLIError.badInput("run #\(target.number) already finished (\(target.status.rawValue)); nothing to resume") }
+            if let pid = target.pid, pid != getpid(), ProcessReaper.isSlipwayProcess(pid) {
+                throw CLIError.badInput("run #\(target.number) is still running in process \(pid); stop it first")
+            }
+            interrupts.install(runID: target.id)
+            do { finished = try await engine.resume(run: target) } catch { throw CLIError.failure(error.message) }
+        } else {
+            let (pipeline, text) = try context.loadPipeline()
+            let env = try Self.keyValues(envOverrides, option: "--env")
+            let inputValues = try Self.keyValues(inputs, option: "--input")
+            let gitBranch = Helper.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], in: context.projectDirectory)
+            let currentBranch = branch ?? (gitBranch.status == 0 && !gitBranch.text.isEmpty ? gitBranch.text : nil)
+            let eventName = event ?? "push"
+            let decision = TriggerMatcher.decide(pipeline.triggers, event: eventName, branch: currentBranch)
+            if !decision.matches {
+                if event != nil || branch != nil {
+                    Terminal.print("not triggered: \(decision.reason)")
+                    return
+                }
+                Terminal.print(Terminal.dim("note: \(decision.reason); running anyway because no --event or --branch was given"))
+            }
+            if let manual = pipeline.triggers.manualInputs, eventName == "manual" {
+                for input in manual where input.required && inputValues[input.name] == nil && input.defaultValue == nil {
+                    throw CLIError.badInput("manual input '\(input.name)' is required; pass --input \(input.name)=VALUE")
+                }
+            }
+            let options = RunOptions(targets: jobs, event: eventName, branch: currentBranch, envOverrides: env, inputs: inputValues,
+                                     useCache: !noCache, parallelism: parallelism ?? ProcessInfo.processInfo.activeProcessorCount, clean: clean)
+            interrupts.install(runID: nil)
+            do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options) } catch { throw CLIError.failure(error.message) }
+        }
+        reporter.finish()
+        TestsCommand.printSummary(store: store, run: finished, compact: true)
+        switch finished.status {
+        case .success: return
+        case .cancelled: throw ExitCode(interrupts.wasInterrupted ? 130 : 1)
+        default: throw ExitCode(1)
+        }
+    }
+}
+
+/// Ctrl-C once: cancel gracefully. Twice: kill everything and exit at once.
+final class InterruptHandler: @unchecked Sendable {
+    // Mutated only on `queue`.
+    let control: RunControl
+    let store: SQLiteRunStore
+    let queue = DispatchQueue(label: "slipway.signals")
+    var sources: [DispatchSourceSignal] = []
+    var count = 0
+    var runID: Int64?
+    private(set) var wasInterrupted = false
+
+    init(control: RunControl, store: SQLiteRunStore) {
+        self.control = control
+        self.store = store
+    }
+
+    func install(runID: Int64?) {
+        self.runID = runID
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { [self] in handle(signalNumber) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func handle(_ signalNumber: Int32) {
+        count += 1
+        wasInterrupted = true
+        if count == 1 {
+            Terminal.write(Array("\nslipway: cancelling (steps get SIGTERM); press Ctrl-C again to kill them now\n".utf8), fd: 2)
+            control.cancel()
+        } else {
+            Terminal.write(Array("\nslipway: killing all steps\n".utf8), fd: 2)
+            control.killAll()
+            if let latest = try? store.latestUnfinishedRun() {
+                try? store.updateRun(id: latest.id, status: .cancelled, finishedAt: Date(), pid: nil)
+                try? store.appendEvent(RunEventRecord(runID: latest.id, jobKey: nil, kind: "run-killed", message: "killed by a second interrupt"))
+            }
+            exit(130)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+
+/// `slipway`: the root command; each verb lives in its own file.
+public struct SlipwayCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "slipway",
+        abstract: "A deployment pipeline in one binary: build, test, release, deploy.",
+        discussion: "Exit codes: 0 success, 1 the pipeline failed, 2 bad input.",
+        version: "0.1.0",
+        subcommands: [InitCommand.self, ValidateCommand.self, RunCommand.self, HistoryCommand.self, LogsCommand.self, ExplainCommand.self, TestsCommand.self]
+    )
+
+    public init() {}
+
+    /// Runs the command line, mapping errors to the documented exit codes.
+    public static func start() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIError {
+            Terminal.error(error.message)
+            Foundation.exit(error.code)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure || code.rawValue == 64 {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+/// An error that ends the command with a message and an exit code (2 = bad input, 1 = failure).
+struct CLIError: Error {
+    var message: String
+    var code: Int32
+
+    static func badInput(_ message: String) -> CLIError { CLIError(message: message, code: 2) }
+    static func failure(_ message: String) -> CLIError { CLIError(message: message, code: 1) }
+}

@@ -1,0 +1,187 @@
+/// A parsed, validated pipeline file. Strings that may hold `${{ }}` are kept as source text and
+/// resolved at run time, when contexts such as `matrix` and `needs` are known.
+public struct Pipeline: Sendable {
+    public var name: String
+    public var file: String
+    public var env: [EnvironmentVariable]
+    public var triggers: Triggers
+    public var jobs: [Job]
+
+    public init(name: String, file: String, env: [EnvironmentVariable] = [], triggers: Triggers = .init(), jobs: [Job] = []) {
+        self.name = name
+        self.file = file
+        self.env = env
+        self.triggers = triggers
+        self.jobs = jobs
+    }
+
+    public func job(_ id: String) -> Job? { jobs.first { $0.id == id } }
+}
+
+public struct EnvironmentVariable: Sendable, Equatable, Codable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+public struct Triggers: Sendable, Equatable {
+    /// True when the file has an `on:` block; without one every event runs the pipeline.
+    public var declared: Bool = false
+    public var push: RefFilter?
+    public var pullRequest: RefFilter?
+    public var schedules: [String] = []
+    public var manualInputs: [ManualInput]?
+
+    public init() {}
+}
+
+public struct ManualInput: Sendable, Equatable {
+    public var name: String
+    public var defaultValue: String?
+    public var required: Bool
+    public init(name: String, defaultValue: String?, required: Bool) {
+        self.name = name
+        self.defaultValue = defaultValue
+        self.required = required
+    }
+}
+
+/// Branch, tag and path filters of a trigger, glob patterns as in GitHub Actions.
+public struct RefFilter: Sendable, Equatable {
+    public var branches: [String] = []
+    public var branchesIgnore: [String] = []
+    public var tags: [String] = []
+    public var paths: [String] = []
+    public var pathsIgnore: [String] = []
+    public init() {}
+}
+
+public struct Job: Sendable {
+    public var id: String
+    public var location: SourceLocation
+    public var needs: [String] = []
+    public var condition: Expression?
+    public var runsOn: [String] = []
+    public var steps: [Step] = []
+    public var timeout: Duration?
+    public var env: [EnvironmentVariable] = []
+    public var continueOnError: Bool = false
+    public var retry: RetryPolicy = .init()
+    public var matrix: Matrix?
+    public var maxParallel: Int?
+    public var failFast: Bool = true
+    public var outputs: [String] = []
+    public var artifacts: [String] = []
+    public var cache: CacheSpec?
+    public var junitReports: [String] = []
+
+    public init(id: String, location: SourceLocation) {
+        self.id = id
+        self.location = location
+    }
+}
+
+public struct Step: Sendable {
+    public var name: String?
+    public var run: String
+    public var location: SourceLocation
+    public var env: [EnvironmentVariable] = []
+    public var workingDirectory: String?
+    public var timeout: Duration?
+    public var continueOnError: Bool = false
+    public var condition: Expression?
+
+    public init(name: String?, run: String, location: SourceLocation) {
+        self.name = name
+        self.run = run
+        self.location = location
+    }
+
+    /// The name shown in logs: the given name, or the first line of the command.
+    public func displayName(index: Int) -> String {
+        if let name, !name.isEmpty { return name }
+        let firstLine = run.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? "step \(index + 1)"
+        return firstLine.count > 60 ? String(firstLine.prefix(57)) + "..." : firstLine
+    }
+}
+
+public struct RetryPolicy: Sendable, Equatable, Codable {
+    public enum Condition: Sendable, Equatable, Codable, CustomStringConvertible {
+        case timeout
+        case exitCode(Int32)
+        case any
+
+        public var description: String {
+            switch self {
+            case .timeout: "timeout"
+            case .exitCode(let code): "exit:\(code)"
+            case .any: "any"
+            }
+        }
+    }
+
+    /// How many extra attempts after the first one.
+    public var max: Int = 0
+    public var on: [Condition] = [.any]
+
+    public init(max: Int = 0, on: [Condition] = [.any]) {
+        self.max = max
+        self.on = on
+    }
+
+    /// Whether a failure of this kind may be retried.
+    public func allows(_ failure: AttemptFailure) -> Bool {
+        on.contains { condition in
+            switch (condition, failure) {
+            case (.any, _): true
+            case (.timeout, .timeout): true
+            case (.exitCode(let want), .exit(let got)): want == got
+            default: false
+            }
+        }
+    }
+}
+
+/// Why an attempt failed, for retry decisions and explanations.
+public enum AttemptFailure: Sendable, Equatable, Codable, CustomStringConvertible {
+    case exit(Int32)
+    case timeout
+    case signal(Int32)
+    case error(String)
+
+    public var description: String {
+        switch self {
+        case .exit(let code): "exit code \(code)"
+        case .timeout: "timed out"
+        case .signal(let signal): "killed by signal \(signal)"
+        case .error(let message): message
+        }
+    }
+}
+
+public struct CacheSpec: Sendable, Equatable {
+    public var inputs: [String]
+    public init(inputs: [String]) { self.inputs = inputs }
+}
+
+/// `strategy.matrix`: named dimensions, plus `include` and `exclude` combinations.
+public struct Matrix: Sendable, Equatable {
+    public var dimensions: [(name: String, values: [String])]
+    public var include: [[(String, String)]]
+    public var exclude: [[(String, String)]]
+
+    public init(dimensions: [(name: String, values: [String])], include: [[(String, String)]] = [], exclude: [[(String, String)]] = []) {
+        self.dimensions = dimensions
+        self.include = include
+        self.exclude = exclude
+    }
+
+    public static func == (lhs: Matrix, rhs: Matrix) -> Bool {
+        lhs.dimensions.elementsEqual(rhs.dimensions) { $0.name == $1.name && $0.values == $1.values }
+            && lhs.include.elementsEqual(rhs.include) { $0.elementsEqual($1, by: ==) }
+            && lhs.exclude.elementsEqual(rhs.exclude) { $0.elementsEqual($1, by: ==) }
+    }
+}

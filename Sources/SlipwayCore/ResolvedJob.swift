@@ -1,0 +1,145 @@
+import Crypto
+import Foundation
+
+/// A job instance with every expression evaluated: exactly what will run. Its JSON is the
+/// "definition" part of the cache key and what `explain` compares.
+public struct ResolvedJob: Sendable, Codable, Equatable {
+    public struct ResolvedStep: Sendable, Codable, Equatable {
+        public var name: String
+        public var run: String
+        public var env: [String: String]
+        public var workingDirectory: String?
+        public var timeoutMilliseconds: Int64?
+        public var continueOnError: Bool
+        public var condition: String?
+    }
+
+    public var key: String
+    public var jobID: String
+    public var matrix: [String: String]
+    public var env: [String: String]
+    public var steps: [ResolvedStep]
+    public var timeoutMilliseconds: Int64?
+    public var outputs: [String]
+    public var artifacts: [String]
+    public var cacheInputs: [String]?
+    public var junitReports: [String]
+
+    /// Renders every template of `instance` in `context`. Job env sees pipeline env; step env sees both.
+    public static func resolve(_ instance: JobInstance, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
+        guard let job = pipeline.job(instance.jobID) else { throw CoreError("unknown job '\(instance.jobID)'") }
+        var context = context
+        var env: [String: String] = [:]
+        func render(_ text: String, _ what: String) throws(CoreError) -> String {
+            guard text.contains("${{") else { return text }
+            do {
+                return try Template(parsing: text).render(in: context)
+            } catch {
+                throw CoreError("job '\(instance.key)': \(what): \(error.message)")
+            }
+        }
+        func publishEnv() {
+            context.values["env"] = .object(env.mapValues { ExpressionValue.string($0) })
+        }
+        publishEnv()
+        for variable in pipeline.env {
+            env[variable.name] = try render(variable.value, "env \(variable.name)")
+            publishEnv()
+        }
+        for variable in job.env {
+            env[variable.name] = try render(variable.value, "env \(variable.name)")
+            publishEnv()
+        }
+        var steps: [ResolvedStep] = []
+        for (index, step) in job.steps.enumerated() {
+            var stepEnv: [String: String] = [:]
+            for variable in step.env { stepEnv[variable.name] = try render(variable.value, "env \(variable.name)") }
+            let name = try render(step.displayName(index: index), "step name")
+            steps.append(ResolvedStep(
+                name: name,
+                run: try render(step.run, "step '\(name)'"),
+                env: stepEnv,
+                workingDirectory: step.workingDirectory,
+                timeoutMilliseconds: step.timeout.map(Self.milliseconds),
+                continueOnError: step.continueOnError,
+                condition: step.condition?.source
+            ))
+        }
+        return ResolvedJob(
+            key: instance.key,
+            jobID: job.id,
+            matrix: Dictionary(instance.matrix?.entries.map { ($0.name, $0.value) } ?? [], uniquingKeysWith: { _, b in b }),
+            env: env,
+            steps: steps,
+            timeoutMilliseconds: job.timeout.map(Self.milliseconds),
+            outputs: job.outputs,
+            artifacts: job.artifacts,
+            cacheInputs: job.cache?.inputs,
+            junitReports: job.junitReports
+        )
+    }
+
+    static func milliseconds(_ d: Duration) -> Int64 {
+        let (seconds, attoseconds) = d.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// Canonical JSON (sorted keys) so equal definitions give equal digests.
+    public func canonicalJSON() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)) ?? Data()
+    }
+}
+
+/// The job cache key: SHA-256 over named components, so `explain` can say which one changed.
+public struct CacheKey: Sendable, Equatable, Codable {
+    /// Component name → hex digest, e.g. "definition", "file:src/main.c", "needs.build".
+    public var components: [String: String]
+
+    public init(components: [String: String]) { self.components = components }
+
+    public var digest: String {
+        var hasher = SHA256()
+        for name in components.keys.sorted() {
+            hasher.update(data: Data(name.utf8))
+            hasher.update(data: Data([0]))
+            hasher.update(data: Data(components[name]!.utf8))
+            hasher.update(data: Data([0]))
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func hex(_ data: some DataProtocol) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Builds the key from the resolved job, input file digests and each need's outputs and artifact digests.
+    public static func make(job: ResolvedJob, inputFiles: [String: String], upstream: [String: String]) -> CacheKey {
+        var components: [String: String] = ["definition": hex(job.canonicalJSON())]
+        for (path, digest) in inputFiles { components["file:\(path)"] = digest }
+        for (need, digest) in upstream { components["needs.\(need)"] = digest }
+        return CacheKey(components: components)
+    }
+
+    /// Human-readable differences from an earlier key: what was added, removed or changed.
+    public func differences(from previous: CacheKey) -> [String] {
+        var changes: [String] = []
+        for name in Set(components.keys).union(previous.components.keys).sorted() {
+            switch (previous.components[name], components[name]) {
+            case (nil, _?): changes.append("\(Self.describe(name)) is new")
+            case (_?, nil): changes.append("\(Self.describe(name)) was removed")
+            case (let a?, let b?) where a != b: changes.append("\(Self.describe(name)) changed")
+            default: break
+            }
+        }
+        return changes
+    }
+
+    static func describe(_ component: String) -> String {
+        if component == "definition" { return "the job definition (commands, env, matrix values)" }
+        if component.hasPrefix("file:") { return "input file '\(component.dropFirst(5))'" }
+        if component.hasPrefix("needs.") { return "outputs/artifacts of needed job '\(component.dropFirst(6))'" }
+        return component
+    }
+}

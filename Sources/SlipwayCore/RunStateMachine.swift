@@ -1,0 +1,274 @@
+/// The final result of a job instance, as shown to users and exposed as `needs.J.result`.
+public enum JobResult: String, Sendable, Codable, Equatable {
+    case success, failure, cancelled, skipped
+}
+
+/// What happened to one attempt of a job instance.
+public enum AttemptOutcome: Sendable, Equatable {
+    case succeeded(outputs: [String: String])
+    case cacheHit(outputs: [String: String])
+    case failed(AttemptFailure, outputs: [String: String])
+    case cancelled
+}
+
+/// The state of a job instance as persisted; used to rebuild the machine on resume.
+public struct InstanceRecord: Sendable, Equatable {
+    public var key: String
+    public var result: JobResult?
+    public var allowedFailure: Bool
+    public var attempts: Int
+    public var outputs: [String: String]
+
+    public init(key: String, result: JobResult?, allowedFailure: Bool = false, attempts: Int, outputs: [String: String] = [:]) {
+        self.key = key
+        self.result = result
+        self.allowedFailure = allowedFailure
+        self.attempts = attempts
+        self.outputs = outputs
+    }
+}
+
+/// Decides what runs next. Pure: events in, actions out; the engine performs the actions and
+/// persists them before acting (`persist` actions come first in every batch).
+public struct RunStateMachine: Sendable {
+    public enum Event: Sendable, Equatable {
+        case start
+        case attemptFinished(key: String, attempt: Int, outcome: AttemptOutcome)
+        case cancelRequested
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Run attempt `attempt` (1-based) of an instance with this expression context.
+        case startAttempt(key: String, attempt: Int, reason: String)
+        /// Stop a running attempt (fail-fast or run cancellation).
+        case cancelAttempt(key: String, reason: String)
+        /// Record a final result for an instance.
+        case finishInstance(key: String, result: JobResult, allowedFailure: Bool, reason: String)
+        case finishRun(JobResult)
+    }
+
+    enum State: Equatable {
+        case pending
+        case running(attempt: Int)
+        case finished(JobResult, allowedFailure: Bool)
+    }
+
+    public let plan: RunPlan
+    public let baseContext: ExpressionContext
+    public let parallelism: Int
+    var states: [String: State] = [:]
+    var attempts: [String: Int] = [:]
+    public private(set) var outputs: [String: [String: String]] = [:]
+    var cancelling = false
+    var runFinished = false
+    var instancesByJob: [String: [JobInstance]] = [:]
+    let ancestors: [String: Set<String>]
+
+    public init(plan: RunPlan, baseContext: ExpressionContext, parallelism: Int, previous: [InstanceRecord] = []) {
+        self.plan = plan
+        self.baseContext = baseContext
+        self.parallelism = max(1, parallelism)
+        var ancestors: [String: Set<String>] = [:]
+        for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
+        self.ancestors = ancestors
+        for instance in plan.instances {
+            states[instance.key] = .pending
+            instancesByJob[instance.jobID, default: []].append(instance)
+        }
+        for record in previous where states[record.key] != nil {
+            attempts[record.key] = record.attempts
+            if let result = record.result {
+                states[record.key] = .finished(result, allowedFailure: record.allowedFailure)
+                outputs[record.key] = record.outputs
+            }
+        }
+    }
+
+    public var isFinished: Bool { runFinished }
+    public var runningCount: Int { states.values.filter { if case .running = $0 { true } else { false } }.count }
+
+    public func result(of key: String) -> JobResult? {
+        if case .finished(let result, _)? = states[key] { return result }
+        return nil
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        guard !runFinished else { return [] }
+        var actions: [Action] = []
+        switch event {
+        case .start:
+            break
+        case .cancelRequested:
+            cancelling = true
+            for instance in plan.instances {
+                switch states[instance.key] {
+                case .running?: actions.append(.cancelAttempt(key: instance.key, reason: "the run was cancelled"))
+                case .pending?:
+                    states[instance.key] = .finished(.cancelled, allowedFailure: false)
+                    actions.append(.finishInstance(key: instance.key, result: .cancelled, allowedFailure: false, reason: "the run was cancelled before it started"))
+                default: break
+                }
+            }
+        case .attemptFinished(let key, let attempt, let outcome):
+            guard case .running(let current)? = states[key], current == attempt,
+                  let instance = plan.instances.first(where: { $0.key == key }),
+                  let job = plan.pipeline.job(instance.jobID) else { return [] }
+            switch outcome {
+            case .succeeded(let produced), .cacheHit(let produced):
+                outputs[key] = produced
+                states[key] = .finished(.success, allowedFailure: false)
+                let reason = if case .cacheHit = outcome { "restored from the cache" } else { "all steps succeeded" }
+                actions.append(.finishInstance(key: key, result: .success, allowedFailure: false, reason: reason))
+            case .cancelled:
+                states[key] = .finished(.cancelled, allowedFailure: false)
+                actions.append(.finishInstance(key: key, result: .cancelled, allowedFailure: false, reason: cancelling ? "the run was cancelled" : "cancelled by fail-fast"))
+            case .failed(let failure, let produced):
+                if !cancelling, attempt <= job.retry.max, job.retry.allows(failure) {
+                    attempts[key] = attempt + 1
+                    states[key] = .running(attempt: attempt + 1)
+                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt) of \(job.retry.max) after \(failure)"))
+                    return actions
+                }
+                outputs[key] = produced
+                let allowed = job.continueOnError
+                states[key] = .finished(.failure, allowedFailure: allowed)
+                let retried = attempt > 1 ? " after \(attempt) attempts" : ""
+                actions.append(.finishInstance(key: key, result: .failure, allowedFailure: allowed, reason: "\(failure)\(retried)" + (allowed ? " (continue-on-error)" : "")))
+                if !allowed, job.failFast, job.matrix != nil {
+                    for sibling in instancesByJob[job.id] ?? [] where sibling.key != key {
+                        switch states[sibling.key] {
+                        case .running?: actions.append(.cancelAttempt(key: sibling.key, reason: "fail-fast: '\(key)' failed"))
+                        case .pending?:
+                            states[sibling.key] = .finished(.cancelled, allowedFailure: false)
+                            actions.append(.finishInstance(key: sibling.key, result: .cancelled, allowedFailure: false, reason: "fail-fast: '\(key)' failed"))
+                        default: break
+                        }
+                    }
+                }
+            }
+        }
+        actions.append(contentsOf: schedule())
+        return actions
+    }
+
+    /// The result of a job across its instances, as `needs.J.result` reports it.
+    public func jobResult(_ jobID: String) -> (result: JobResult, allowedFailure: Bool)? {
+        var results: [(JobResult, Bool)] = []
+        for instance in instancesByJob[jobID] ?? [] {
+            guard case .finished(let result, let allowed)? = states[instance.key] else { return nil }
+            results.append((result, allowed))
+        }
+        if results.isEmpty { return nil }
+        if results.contains(where: { $0.0 == .failure && !$0.1 }) { return (.failure, false) }
+        if results.contains(where: { $0.0 == .cancelled }) { return (.cancelled, false) }
+        if results.contains(where: { $0.0 == .failure }) { return (.success, true) }
+        if results.allSatisfy({ $0.0 == .skipped }) { return (.skipped, false) }
+        return (.success, false)
+    }
+
+    /// Expression context for an instance: base contexts plus `needs` and `matrix`.
+    public func context(for instance: JobInstance) -> ExpressionContext {
+        var context = baseContext
+        var needsValue: [String: ExpressionValue] = [:]
+        let job = plan.pipeline.job(instance.jobID)
+        for need in job?.needs ?? [] {
+            var merged: [String: ExpressionValue] = [:]
+            for sibling in instancesByJob[need] ?? [] {
+                for (name, value) in outputs[sibling.key] ?? [:] { merged[name] = .string(value) }
+            }
+            let result = jobResult(need)?.result.rawValue ?? "skipped"
+            needsValue[need] = .object(["outputs": .object(merged), "result": .string(result)])
+        }
+        context.values["needs"] = .object(needsValue)
+        context.values["matrix"] = instance.matrix?.expressionValue ?? .object([:])
+        var failed = false, cancelled = false
+        for ancestor in ancestors[instance.jobID] ?? [] {
+            switch jobResult(ancestor)?.result {
+            case .failure?: failed = true
+            case .cancelled?: cancelled = true
+            default: break
+            }
+        }
+        context.status = JobStatus(anyNeedFailed: failed, anyNeedCancelled: cancelled, runCancelled: cancelling)
+        return context
+    }
+
+    mutating func schedule() -> [Action] {
+        var actions: [Action] = []
+        var running = runningCount
+        var runningByJob: [String: Int] = [:]
+        for instance in plan.instances { if case .running? = states[instance.key] { runningByJob[instance.jobID, default: 0] += 1 } }
+
+        var progressed = true
+        while progressed {
+            progressed = false
+            for instance in plan.instances where states[instance.key] == .pending {
+                guard let job = plan.pipeline.job(instance.jobID) else { continue }
+                // Wait until every need has a final result.
+                var needResults: [(JobResult, Bool)] = []
+                var ready = true
+                for need in job.needs {
+                    guard let result = jobResult(need) else { ready = false; break }
+                    needResults.append(result)
+                }
+                if !ready { continue }
+                let context = context(for: instance)
+                let (shouldRun, reason) = decide(job: job, needResults: needResults, context: context)
+                if !shouldRun {
+                    let result: JobResult = cancelling ? .cancelled : .skipped
+                    states[instance.key] = .finished(result, allowedFailure: false)
+                    actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
+                    progressed = true
+                    continue
+                }
+                if running >= parallelism { continue }
+                if let limit = job.maxParallel, runningByJob[job.id, default: 0] >= limit { continue }
+                let attempt = (attempts[instance.key] ?? 0) + 1
+                attempts[instance.key] = attempt
+                states[instance.key] = .running(attempt: attempt)
+                running += 1
+                runningByJob[job.id, default: 0] += 1
+                let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
+                actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
+                progressed = true
+            }
+        }
+        if running == 0, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
+            runFinished = true
+            actions.append(.finishRun(overallResult()))
+        }
+        return actions
+    }
+
+    /// Whether a ready job runs, with the reason — GitHub Actions semantics for `if` and status functions.
+    func decide(job: Job, needResults: [(JobResult, Bool)], context: ExpressionContext) -> (Bool, String) {
+        let needsOK = needResults.allSatisfy { $0.0 == .success }
+        guard let condition = job.condition else {
+            if cancelling { return (false, "the run was cancelled") }
+            if needsOK { return (true, job.needs.isEmpty ? "no needs" : "all needs succeeded") }
+            return (false, "skipped because a needed job did not succeed (add `if: ${{ always() }}` to run anyway)")
+        }
+        if !condition.usesStatusFunction, !needsOK {
+            return (false, "skipped because a needed job did not succeed; its `if` has no status function such as always()")
+        }
+        if cancelling, !condition.usesStatusFunction { return (false, "the run was cancelled") }
+        do {
+            let value = try condition.evaluate(in: context)
+            if value.isTruthy { return (true, "`if: \(condition.source)` was true") }
+            return (false, "`if: \(condition.source)` was false")
+        } catch {
+            return (false, "`if: \(condition.source)` could not be evaluated: \(error.message)")
+        }
+    }
+
+    func overallResult() -> JobResult {
+        var sawCancelled = false
+        for instance in plan.instances {
+            if case .finished(let result, let allowed)? = states[instance.key] {
+                if result == .failure, !allowed { return .failure }
+                if result == .cancelled { sawCancelled = true }
+            }
+        }
+        return sawCancelled || cancelling ? .cancelled : .success
+    }
+}

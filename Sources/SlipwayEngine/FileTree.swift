@@ -1,0 +1,187 @@
+import Crypto
+import Foundation
+import SlipwayCore
+
+/// File-system helpers for workspaces, artifacts and cache inputs.
+public enum FileTree {
+    /// Every regular file and symlink under `root`, as sorted relative paths.
+    public static func files(under root: String) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: root) else { return [] }
+        var result: [String] = []
+        while let path = enumerator.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            let full = root + "/" + path
+            if FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), isDirectory.boolValue {
+                // A symlink to a directory is listed as a file and not followed.
+                if (try? FileManager.default.destinationOfSymbolicLink(atPath: full)) != nil {
+                    result.append(path)
+                    enumerator.skipDescendants()
+                }
+                continue
+            }
+            result.append(path)
+        }
+        return result.sorted()
+    }
+
+    /// Copies a directory tree (contents of `source` into `destination`, created if needed).
+    public static func copyContents(of source: String, into destination: String) throws {
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
+        for entry in try manager.contentsOfDirectory(atPath: source) {
+            let target = destination + "/" + entry
+            if manager.fileExists(atPath: target) || (try? manager.destinationOfSymbolicLink(atPath: target)) != nil {
+                var isDirectory: ObjCBool = false
+                if manager.fileExists(atPath: target, isDirectory: &isDirectory), isDirectory.boolValue,
+                   manager.fileExists(atPath: source + "/" + entry, isDirectory: &isDirectory), isDirectory.boolValue {
+                    try copyContents(of: source + "/" + entry, into: target)
+                    continue
+                }
+                try manager.removeItem(atPath: target)
+            }
+            try manager.copyItem(atPath: source + "/" + entry, toPath: target)
+        }
+    }
+
+    /// Copies a list of relative paths from `root` to `destination`, keeping their relative layout.
+    public static func copy(paths: [String], from root: String, to destination: String) throws {
+        let manager = FileManager.default
+        var createdDirectories = Set<String>()
+        for path in paths {
+            let source = root + "/" + path
+            let target = destination + "/" + path
+            let parent = (target as NSString).deletingLastPathComponent
+            if createdDirectories.insert(parent).inserted {
+                try manager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            }
+            if (try? manager.destinationOfSymbolicLink(atPath: source)) == nil, !manager.fileExists(atPath: source) { continue }
+            try manager.copyItem(atPath: source, toPath: target)
+        }
+    }
+
+    public static func sha256(ofFile path: String) -> String? {
+        if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+            return CacheKey.hex(Data(("symlink:" + link).utf8))
+        }
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Digest of a whole tree: sorted relative paths with their content digests.
+    public static func digest(ofTree root: String) -> String {
+        var hasher = SHA256()
+        for path in files(under: root) {
+            hasher.update(data: Data(path.utf8))
+            hasher.update(data: Data([0]))
+            hasher.update(data: Data((sha256(ofFile: root + "/" + path) ?? "").utf8))
+            hasher.update(data: Data([0]))
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A file-system-safe, collision-free name for a job instance key such as "test (1, linux)".
+    public static func safeName(_ key: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        let cleaned = String(key.map { allowed.contains($0) ? $0 : "_" })
+        if cleaned == key { return key }
+        return cleaned + "-" + CacheKey.hex(Data(key.utf8)).prefix(8)
+    }
+}
+
+/// Runs a short helper command (git) and captures its output; not for pipeline steps.
+public enum Helper {
+    public struct Output: Sendable {
+        public var status: Int32
+        public var stdout: Data
+        public var stderr: String
+        public var text: String { String(decoding: stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
+    public static func run(_ arguments: [String], in directory: String, input: Data? = nil) -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch {
+            return Output(status: 127, stdout: Data(), stderr: "\(error)")
+        }
+        // Read both pipes fully before waiting, so a large output cannot dead-lock the child.
+        let group = DispatchGroup()
+        nonisolated(unsafe) var errorData = Data()
+        group.enter()
+        DispatchQueue.global().async {
+            errorData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: data, stderr: String(decoding: errorData, as: UTF8.self))
+    }
+}
+
+/// What a run starts from: a copy of the project as it is (or as committed with `--clean`).
+public struct ProjectSnapshot: Sendable {
+    public var commit: String?
+    public var branch: String?
+    public var dirty: Bool
+    public var fileCount: Int
+
+    /// Copies the project into `destination`. Inside git: tracked and untracked-but-not-ignored files;
+    /// outside git: every file. `.slipway/` and `.git/` are never copied.
+    public static func capture(project: String, into destination: String, clean: Bool) throws(EngineError) -> ProjectSnapshot {
+        let manager = FileManager.default
+        do { try manager.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
+            throw EngineError("cannot create the run workspace \(destination): \(error.localizedDescription)")
+        }
+        let inside = Helper.run(["git", "rev-parse", "--is-inside-work-tree"], in: project)
+        guard inside.status == 0, inside.text == "true" else {
+            let files = FileTree.files(under: project).filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") && $0 != ".slipway" }
+            do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
+                throw EngineError("cannot copy the project into the workspace: \(error.localizedDescription)")
+            }
+            return ProjectSnapshot(commit: nil, branch: nil, dirty: true, fileCount: files.count)
+        }
+        let headOutput = Helper.run(["git", "rev-parse", "--verify", "-q", "HEAD"], in: project)
+        let commit = headOutput.status == 0 ? headOutput.text : nil
+        let branchOutput = Helper.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], in: project)
+        let branch = branchOutput.status == 0 && !branchOutput.text.isEmpty ? branchOutput.text : nil
+        if clean {
+            guard commit != nil else { throw EngineError("--clean needs a commit, but the repository has none yet; commit first or run without --clean") }
+            let prefix = Helper.run(["git", "rev-parse", "--show-prefix"], in: project).text
+            let archive = Helper.run(["git", "archive", "--format=tar", "HEAD:\(prefix)"], in: project)
+            guard archive.status == 0 else { throw EngineError("git archive failed: \(archive.stderr)") }
+            let tarFile = destination + "/../snapshot.tar"
+            _ = manager.createFile(atPath: tarFile, contents: archive.stdout)
+            let untar = Helper.run(["tar", "-x", "-f", tarFile, "-C", destination], in: project)
+            try? manager.removeItem(atPath: tarFile)
+            guard untar.status == 0 else { throw EngineError("cannot unpack the commit: \(untar.stderr)") }
+            return ProjectSnapshot(commit: commit, branch: branch, dirty: false, fileCount: FileTree.files(under: destination).count)
+        }
+        let listing = Helper.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], in: project)
+        guard listing.status == 0 else { throw EngineError("git ls-files failed: \(listing.stderr)") }
+        let files = Array(Set(listing.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }))
+            .filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") }
+            .sorted()
+        do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
+            throw EngineError("cannot copy the project into the workspace: \(error.localizedDescription)")
+        }
+        let status = Helper.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", "."], in: project)
+        let dirty = !status.text.split(separator: "\n").filter { !$0.contains(".slipway/") }.isEmpty
+        return ProjectSnapshot(commit: commit, branch: branch, dirty: dirty, fileCount: files.count)
+    }
+}
+
+/// The engine's error: a message a user can act on.
+public struct EngineError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

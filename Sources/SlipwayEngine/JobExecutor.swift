@@ -1,0 +1,329 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SlipwayCore
+import SlipwayStore
+import Synchronization
+
+/// Everything one attempt needs to run, fixed before it starts.
+struct AttemptContext: Sendable {
+    var run: RunRecord
+    var instance: JobInstance
+    var jobRowID: Int64
+    var attempt: Int
+    var resolved: ResolvedJob
+    var context: ExpressionContext
+    /// Artifact directories of the jobs this one needs, copied into its workspace.
+    var upstreamArtifacts: [String]
+}
+
+/// Runs one attempt of a job instance: fresh workspace, steps as real processes, outputs, artifacts, reports.
+struct JobExecutor: Sendable {
+    let store: RunStore
+    let layout: DataLayout
+    let masker: SecretMasker
+    let baseEnvironment: [String: String]
+    let live: LiveOutput?
+    let observer: RunObserver?
+    let gracePeriod: Duration
+    let control: RunControl
+
+    func runAttempt(_ a: AttemptContext) async -> AttemptOutcome {
+        let key = a.instance.key
+        let number = a.run.number
+        control.clearJob(key)
+        let attemptRecord: AttemptRecord
+        do {
+            attemptRecord = try store.insertAttempt(AttemptRecord(jobRowID: a.jobRowID, number: a.attempt))
+        } catch {
+            return .failed(.error(error.message), outputs: [:])
+        }
+        var failure: AttemptFailure?
+        var cancelled = false
+        var outputs: [String: String] = [:]
+        var processGroups: [pid_t] = []
+        let workspace = layout.workspace(number, job: key)
+        let outputFile = layout.outputFile(number, job: key, attempt: a.attempt)
+        defer {
+            // Background processes a step left behind end with the job.
+            for group in processGroups { _ = Glibc.kill(-group, SIGKILL) }
+        }
+        do {
+            try? FileManager.default.removeItem(atPath: workspace)
+            try FileTree.copyContents(of: layout.snapshot(number), into: workspace)
+            for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
+                try FileTree.copyContents(of: directory, into: workspace)
+            }
+            try FileManager.default.createDirectory(atPath: (outputFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: outputFile, contents: Data())
+        } catch {
+            failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
+        }
+
+        let clock = ContinuousClock()
+        let jobDeadline = a.resolved.timeoutMilliseconds.map { clock.now + .milliseconds($0) }
+        var environment = baseEnvironment
+        for (name, value) in a.resolved.env { environment[name] = value }
+        environment["SLIPWAY"] = "true"
+        environment["CI"] = "true"
+        environment["SLIPWAY_RUN_ID"] = String(a.run.id)
+        environment["SLIPWAY_RUN_NUMBER"] = String(a.run.number)
+        environment["SLIPWAY_JOB"] = a.instance.jobID
+        environment["SLIPWAY_JOB_KEY"] = key
+        environment["SLIPWAY_ATTEMPT"] = String(a.attempt)
+        environment["SLIPWAY_EVENT"] = a.run.event
+        environment["SLIPWAY_BRANCH"] = a.run.branch ?? ""
+        environment["SLIPWAY_COMMIT"] = a.run.commit ?? ""
+        environment["SLIPWAY_WORKSPACE"] = workspace
+        environment["SLIPWAY_OUTPUT"] = outputFile
+        for entry in a.instance.matrix?.entries ?? [] {
+            environment["SLIPWAY_MATRIX_" + entry.name.uppercased().replacingOccurrences(of: "-", with: "_")] = entry.value
+        }
+
+        for (index, step) in a.resolved.steps.enumerated() {
+            let logPath = layout.log(number, job: key, attempt: a.attempt, step: index)
+            // Step conditions: by default a step runs only while all before it succeeded.
+            var stepContext = a.context
+            stepContext.status.anyNeedFailed = failure != nil
+            let jobCancelled = cancelled || control.isCancelled(job: key)
+            stepContext.status.runCancelled = jobCancelled
+            var shouldRun = failure == nil && !jobCancelled
+            var skipReason = jobCancelled ? "the job was cancelled" : "an earlier step failed"
+            if let source = step.condition, let condition = try? Expression(parsing: source) {
+                if condition.usesStatusFunction || shouldRun {
+                    shouldRun = ((try? condition.evaluate(in: stepContext)) ?? .bool(false)).isTruthy
+                    if !shouldRun { skipReason = "`if: \(source)` was false" }
+                }
+            }
+            if !shouldRun {
+                if jobCancelled { cancelled = true }
+                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
+                observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: .skipped, detail: skipReason))
+                continue
+            }
+            var timeout = step.timeoutMilliseconds.map { Duration.milliseconds($0) }
+            if let jobDeadline {
+                let remaining = jobDeadline - clock.now
+                timeout = min(timeout ?? remaining, remaining)
+            }
+            var stepEnvironment = environment
+            for (name, value) in step.env { stepEnvironment[name] = value }
+            var directory = workspace
+            if let sub = step.workingDirectory {
+                directory = workspace + "/" + sub
+                if !FileManager.default.fileExists(atPath: directory) {
+                    let message = "working-directory '\(sub)' does not exist in the workspace"
+                    _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
+                    observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: .failure, detail: message))
+                    if !step.continueOnError { failure = .error(message) }
+                    continue
+                }
+            }
+            let log: StepLog
+            do {
+                log = try StepLog(path: logPath, jobKey: key, masker: masker, live: live)
+            } catch {
+                failure = .error(error.message)
+                continue
+            }
+            observer?.progress(.stepStarted(key: key, index: index, name: step.name))
+            let processControl = ProcessControl()
+            let registration = control.register(processControl, job: key)
+            let stepRecord = Mutex<StepRecord?>(nil)
+            let started = Date()
+            let termination: ProcessTermination
+            do {
+                termination = try await StepProcess.run(
+                    .init(executable: "/bin/bash", arguments: ["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", step.run],
+                          environment: stepEnvironment, workingDirectory: directory, timeout: timeout, gracePeriod: gracePeriod),
+                    control: processControl, sink: log,
+                    onStart: { pid in
+                        let record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, logPath: logPath, processGroup: pid, startedAt: started))
+                        stepRecord.withLock { $0 = record }
+                    })
+            } catch {
+                control.unregister(registration)
+                log.note("slipway: \(error.description)")
+                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .failure, failure: error.description, logPath: logPath, finishedAt: Date()))
+                if !step.continueOnError { failure = .error(error.description) }
+                continue
+            }
+            control.unregister(registration)
+            processGroups.append(processControl.processGroup)
+            var status: WorkStatus = .success
+            var exitCode: Int32?
+            var stepFailure: AttemptFailure?
+            switch termination {
+            case .exited(0): break
+            case .exited(let code):
+                exitCode = code
+                stepFailure = .exit(code)
+            case .signalled(let signal): stepFailure = .signal(signal)
+            case .timedOut: stepFailure = .timeout
+            case .cancelled:
+                cancelled = true
+                status = .cancelled
+            }
+            if let stepFailure {
+                status = .failure
+                log.note("slipway: step '\(step.name)' failed: \(stepFailure)" + (step.continueOnError ? " (continue-on-error)" : ""))
+                if !step.continueOnError { failure = stepFailure }
+            }
+            if var record = stepRecord.withLock({ $0 }) {
+                record.status = status
+                record.exitCode = exitCode ?? (termination == .exited(0) ? 0 : nil)
+                record.failure = stepFailure?.description
+                record.finishedAt = Date()
+                try? store.updateStep(record)
+            }
+            observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: status, detail: stepFailure?.description ?? (status == .failure ? nil : log.lastLine)))
+        }
+
+        // Outputs: only the declared ones when the job declares any; masked before they are stored.
+        if let data = FileManager.default.contents(atPath: outputFile) {
+            let parsed = KeyValueFile.parse(String(decoding: data, as: UTF8.self))
+            let declared = Set(a.resolved.outputs)
+            for (name, value) in parsed.values where declared.isEmpty || declared.contains(name) {
+                outputs[name] = masker.mask(value)
+            }
+        }
+        if failure == nil, !cancelled {
+            if let problem = saveArtifacts(a, workspace: workspace) { failure = .error(problem) }
+        }
+        collectTestReports(a, workspace: workspace)
+
+        var finished = attemptRecord
+        finished.finishedAt = Date()
+        if cancelled && failure == nil {
+            finished.status = .cancelled
+            try? store.updateAttempt(finished)
+            return .cancelled
+        }
+        if let failure {
+            finished.status = .failure
+            finished.failure = masker.mask(failure.description)
+            try? store.updateAttempt(finished)
+            return .failed(failure, outputs: outputs)
+        }
+        finished.status = .success
+        try? store.updateAttempt(finished)
+        return .succeeded(outputs: outputs)
+    }
+
+    /// Copies the declared artifact paths into the run's artifact store; a missing path fails the job.
+    func saveArtifacts(_ a: AttemptContext, workspace: String) -> String? {
+        guard !a.resolved.artifacts.isEmpty else { return nil }
+        let destination = layout.artifacts(a.run.number, job: a.instance.key)
+        try? FileManager.default.removeItem(atPath: destination)
+        for path in a.resolved.artifacts {
+            let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+            let glob = Glob(trimmed)
+            var matches: [String] = []
+            if glob.hasWildcards {
+                matches = FileTree.files(under: workspace).filter { glob.matches($0) }
+            } else if FileManager.default.fileExists(atPath: workspace + "/" + trimmed) {
+                matches = [trimmed]
+            }
+            if matches.isEmpty { return "artifact '\(path)' was not produced (nothing at that path in the workspace)" }
+            do {
+                for match in matches {
+                    let target = destination + "/" + match
+                    try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    var isDirectory: ObjCBool = false
+                    if FileManager.default.fileExists(atPath: workspace + "/" + match, isDirectory: &isDirectory), isDirectory.boolValue {
+                        try FileTree.copyContents(of: workspace + "/" + match, into: target)
+                    } else {
+                        try? FileManager.default.removeItem(atPath: target)
+                        try FileManager.default.copyItem(atPath: workspace + "/" + match, toPath: target)
+                    }
+                }
+            } catch {
+                return "cannot save artifact '\(path)': \(error.localizedDescription)"
+            }
+        }
+        return nil
+    }
+
+    func collectTestReports(_ a: AttemptContext, workspace: String) {
+        guard !a.resolved.junitReports.isEmpty else { return }
+        let files = FileTree.files(under: workspace).filter { Glob.matchesList(a.resolved.junitReports, $0) }
+        var records: [TestResultRecord] = []
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: workspace + "/" + file) else { continue }
+            do {
+                for test in try JUnitReport.parse(data, fileName: file) {
+                    records.append(TestResultRecord(runID: a.run.id, jobKey: a.instance.key, attempt: a.attempt, testID: test.id, suite: test.suite, name: test.name, status: test.status.rawValue, duration: test.duration, message: test.message.map(masker.mask), file: test.file, line: test.line))
+                }
+            } catch {
+                try? store.appendEvent(RunEventRecord(runID: a.run.id, jobKey: a.instance.key, kind: "report-error", message: masker.mask(error.description)))
+            }
+        }
+        try? store.insertTestResults(records)
+    }
+}
+
+/// Every running process of a run, by job, so Ctrl-C or fail-fast can stop them.
+public final class RunControl: Sendable {
+    struct State {
+        var next = 0
+        var processes: [Int: (job: String, control: ProcessControl)] = [:]
+        var cancelledJobs: Set<String> = []
+        var cancelled = false
+        var killed = false
+    }
+    let state = Mutex(State())
+
+    public init() {}
+
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    func isCancelled(job: String) -> Bool { state.withLock { $0.cancelled || $0.cancelledJobs.contains(job) } }
+
+    func register(_ process: ProcessControl, job: String) -> Int {
+        let (id, cancelled, killed) = state.withLock { s in
+            s.next += 1
+            s.processes[s.next] = (job, process)
+            return (s.next, s.cancelled || s.cancelledJobs.contains(job), s.killed)
+        }
+        if killed { process.killImmediately() } else if cancelled { process.cancel() }
+        return id
+    }
+
+    func unregister(_ id: Int) {
+        _ = state.withLock { $0.processes.removeValue(forKey: id) }
+    }
+
+    /// Stops one job (fail-fast): its running step gets SIGTERM and no further step starts.
+    func cancelJob(_ job: String) {
+        let processes = state.withLock { s in
+            s.cancelledJobs.insert(job)
+            return s.processes.values.filter { $0.job == job }.map(\.control)
+        }
+        for process in processes { process.cancel() }
+    }
+
+    /// A new attempt of a job starts clean.
+    func clearJob(_ job: String) {
+        _ = state.withLock { $0.cancelledJobs.remove(job) }
+    }
+
+    /// First Ctrl-C: stop every step gracefully; no new work starts.
+    public func cancel() {
+        let processes = state.withLock { s in
+            s.cancelled = true
+            return s.processes.values.map(\.control)
+        }
+        for process in processes { process.cancel() }
+    }
+
+    /// Second Ctrl-C: SIGKILL everything now.
+    public func killAll() {
+        let processes = state.withLock { s in
+            s.cancelled = true
+            s.killed = true
+            return s.processes.values.map(\.control)
+        }
+        for process in processes { process.killImmediately() }
+    }
+}

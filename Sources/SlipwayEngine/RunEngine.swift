@@ -1,0 +1,275 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SlipwayCore
+import SlipwayStore
+
+/// How a run was asked for; stored with the run so `--resume` runs the same thing.
+public struct RunOptions: Sendable, Codable, Equatable {
+    public var targets: [String]
+    public var event: String
+    public var branch: String?
+    public var envOverrides: [String: String]
+    public var inputs: [String: String]
+    public var useCache: Bool
+    public var parallelism: Int
+    public var clean: Bool
+
+    public init(targets: [String] = [], event: String = "push", branch: String? = nil, envOverrides: [String: String] = [:], inputs: [String: String] = [:], useCache: Bool = true, parallelism: Int = ProcessInfo.processInfo.activeProcessorCount, clean: Bool = false) {
+        self.targets = targets
+        self.event = event
+        self.branch = branch
+        self.envOverrides = envOverrides
+        self.inputs = inputs
+        self.useCache = useCache
+        self.parallelism = parallelism
+        self.clean = clean
+    }
+}
+
+/// Executes runs: plans them, drives the `RunStateMachine`, persists every transition before acting on it.
+public final class RunEngine: Sendable {
+    public let store: RunStore
+    public let layout: DataLayout
+    public let project: String
+    let secrets: [String: String]
+    let masker: SecretMasker
+    let observer: RunObserver?
+    let live: LiveOutput?
+    let gracePeriod: Duration
+    public let control = RunControl()
+
+    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5)) {
+        self.store = store
+        self.layout = layout
+        self.project = project
+        self.secrets = secrets
+        self.masker = SecretMasker(secrets: Array(secrets.values))
+        self.observer = observer
+        self.live = live
+        self.gracePeriod = gracePeriod
+    }
+
+    /// Starts a new run of `pipeline` (loaded from `pipelineText`).
+    public func start(pipeline: Pipeline, pipelineText: String, options: RunOptions) async throws(EngineError) -> RunRecord {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let optionsJSON = String(decoding: (try? encoder.encode(options)) ?? Data("{}".utf8), as: UTF8.self)
+        var run: RunRecord
+        do {
+            run = try store.createRun(RunRecord(pipelineName: pipeline.name.isEmpty ? "pipeline" : pipeline.name, file: pipeline.file, pipelineText: pipelineText, event: options.event, branch: options.branch, commit: nil, dirty: false, workspace: "", options: optionsJSON, pid: getpid()))
+        } catch { throw EngineError(error.message) }
+        let snapshot = try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean)
+        run.commit = snapshot.commit
+        run.branch = options.branch ?? snapshot.branch
+        run.dirty = snapshot.dirty
+        run.workspace = layout.run(run.number)
+        // The run row is rewritten with what the snapshot found (commit, branch, dirty).
+        do {
+            try store.updateRunDetails(run)
+        } catch { throw EngineError(error.message) }
+        let plan = try makePlan(pipeline: pipeline, run: run, options: options)
+        do {
+            try store.insertJobs(plan.instances.map { JobRecord(runID: run.id, key: $0.key, jobID: $0.jobID) })
+            try store.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-started", message: "run #\(run.number) started: event \(run.event), branch \(run.branch ?? "-"), commit \(run.commit.map { String($0.prefix(12)) } ?? "-")\(run.dirty ? " + uncommitted changes" : "")"))
+        } catch { throw EngineError(error.message) }
+        observer?.progress(.runStarted(run: run, jobs: plan.instances.map(\.key), resumed: false))
+        return try await execute(run: run, plan: plan, options: options, previous: [])
+    }
+
+    /// Continues an interrupted run: finished jobs keep their results, interrupted ones run again as new attempts.
+    public func resume(run original: RunRecord) async throws(EngineError) -> RunRecord {
+        var run = original
+        let options = (try? JSONDecoder().decode(RunOptions.self, from: Data(run.options.utf8))) ?? RunOptions()
+        let loaded = PipelineLoader.load(text: run.pipelineText, file: run.file)
+        guard let pipeline = loaded.pipeline else { throw EngineError("the stored pipeline of run #\(run.number) no longer loads") }
+        let plan = try makePlan(pipeline: pipeline, run: run, options: options)
+        let leftovers = ProcessReaper.reap(runID: run.id)
+        var previous: [InstanceRecord] = []
+        do {
+            for step in try store.runningSteps(runID: run.id) {
+                var step = step
+                step.status = .interrupted
+                step.failure = "slipway stopped while this step ran"
+                step.finishedAt = Date()
+                try store.updateStep(step)
+            }
+            for job in try store.jobs(runID: run.id) {
+                var job = job
+                switch job.status {
+                case .success, .failure, .cancelled, .skipped:
+                    previous.append(InstanceRecord(key: job.key, result: JobResult(rawValue: job.status.rawValue), allowedFailure: job.allowedFailure, attempts: job.attempts, outputs: job.outputValues))
+                case .running, .interrupted:
+                    for attempt in try store.attempts(jobRowID: job.id) where attempt.status == .running {
+                        var attempt = attempt
+                        attempt.status = .interrupted
+                        attempt.failure = "interrupted: slipway stopped during this attempt"
+                        attempt.finishedAt = Date()
+                        try store.updateAttempt(attempt)
+                    }
+                    job.status = .interrupted
+                    try store.updateJob(job)
+                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts))
+                case .pending:
+                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts))
+                }
+            }
+            run.status = .running
+            run.pid = getpid()
+            try store.updateRun(id: run.id, status: .running, finishedAt: nil, pid: getpid())
+            try store.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-resumed", message: "run #\(run.number) resumed by process \(getpid())" + (leftovers > 0 ? "; ended \(leftovers) leftover process(es) of the interrupted run" : "")))
+        } catch { throw EngineError(error.message) }
+        observer?.progress(.runStarted(run: run, jobs: plan.instances.map(\.key), resumed: true))
+        return try await execute(run: run, plan: plan, options: options, previous: previous)
+    }
+
+    func makePlan(pipeline: Pipeline, run: RunRecord, options: RunOptions) throws(EngineError) -> RunPlan {
+        do {
+            return try RunPlan(pipeline: pipeline, selecting: options.targets, matrixContext: baseContext(pipeline: pipeline, run: run, options: options))
+        } catch { throw EngineError(error.message) }
+    }
+
+    func baseContext(pipeline: Pipeline, run: RunRecord, options: RunOptions) -> ExpressionContext {
+        var inputs: [String: ExpressionValue] = [:]
+        for input in pipeline.triggers.manualInputs ?? [] { if let value = input.defaultValue { inputs[input.name] = .string(value) } }
+        for (name, value) in options.inputs { inputs[name] = .string(value) }
+        var env: [String: ExpressionValue] = [:]
+        for variable in pipeline.env { env[variable.name] = .string(variable.value) }
+        return ExpressionContext(values: [
+            "branch": run.branch.map { .string($0) } ?? .null,
+            "event": .string(run.event),
+            "commit": run.commit.map { .string($0) } ?? .null,
+            "run": .object(["id": .number(Double(run.id)), "number": .number(Double(run.number)), "dirty": .bool(run.dirty)]),
+            "env": .object(env),
+            "secrets": .object(secrets.mapValues { .string($0) }),
+            "inputs": .object(inputs),
+        ])
+    }
+
+    /// The process environment for steps: Slipway's own, minus secrets (steps get secrets only through `${{ secrets.X }}`).
+    func stepBaseEnvironment(options: RunOptions) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLIPWAY_") }
+        for (name, value) in options.envOverrides { environment[name] = value }
+        return environment
+    }
+
+    func execute(run: RunRecord, plan: RunPlan, options: RunOptions, previous: [InstanceRecord]) async throws(EngineError) -> RunRecord {
+        let started = ContinuousClock.now
+        var overrides = plan.pipeline
+        // `--env K=V` overrides the pipeline's top-level env.
+        for (name, value) in options.envOverrides {
+            if let index = overrides.env.firstIndex(where: { $0.name == name }) { overrides.env[index].value = value } else { overrides.env.append(EnvironmentVariable(name: name, value: value)) }
+        }
+        let pipeline = overrides
+        var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
+        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control)
+        var jobRows: [String: JobRecord] = [:]
+        do {
+            for job in try store.jobs(runID: run.id) { jobRows[job.key] = job }
+        } catch { throw EngineError(error.message) }
+        let instances = Dictionary(plan.instances.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        var finalResult: JobResult = .failure
+        var cancelFed = false
+        let cacheStore = JobCache(store: store, layout: layout)
+
+        await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?).self) { group in
+            var actions = machine.handle(.start)
+            while true {
+                for action in actions {
+                    switch action {
+                    case .startAttempt(let key, let attempt, let reason):
+                        guard let instance = instances[key], var row = jobRows[key] else { continue }
+                        let context = machine.context(for: instance)
+                        let resolved: ResolvedJob
+                        do {
+                            resolved = try ResolvedJob.resolve(instance, in: pipeline, context: context)
+                        } catch {
+                            let message = masker.mask((error as? CoreError)?.message ?? "\(error)")
+                            group.addTask { (key, attempt, .failed(.error(message), outputs: [:]), nil) }
+                            continue
+                        }
+                        row.status = .running
+                        row.attempts = attempt
+                        row.startedAt = row.startedAt ?? Date()
+                        row.definition = masker.mask(String(decoding: resolved.canonicalJSON(), as: UTF8.self))
+                        row.reason = masker.mask(reason)
+                        jobRows[key] = row
+                        try? store.updateJob(row)
+                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"))
+                        observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
+                        let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
+                            plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
+                        }
+                        let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, resolved: resolved, context: context, upstreamArtifacts: upstream)
+                        let useCache = options.useCache && resolved.cacheInputs != nil
+                        let needOutputs = Dictionary(uniqueKeysWithValues: (pipeline.job(instance.jobID)?.needs ?? []).map { need in
+                            (need, plan.instances.filter { $0.jobID == need }.map { machine.outputs[$0.key] ?? [:] })
+                        })
+                        group.addTask {
+                            var cacheKey: CacheKey?
+                            if useCache {
+                                let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: self.layout.snapshot(run.number))
+                                cacheKey = computed
+                                if let outputs = cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)) {
+                                    return (key, attempt, .cacheHit(outputs: outputs), computed)
+                                }
+                            }
+                            let outcome = await executor.runAttempt(attemptContext)
+                            if let cacheKey, case .succeeded(let outputs) = outcome {
+                                cacheStore.save(key: cacheKey, jobKey: key, outputs: outputs, artifacts: self.layout.artifacts(run.number, job: key), runID: run.id)
+                            }
+                            return (key, attempt, outcome, cacheKey)
+                        }
+                    case .cancelAttempt(let key, let reason):
+                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "cancel", message: reason))
+                        control.cancelJob(key)
+                    case .finishInstance(let key, let result, let allowed, let reason):
+                        guard var row = jobRows[key] else { continue }
+                        row.status = WorkStatus(rawValue: result.rawValue) ?? .failure
+                        row.allowedFailure = allowed
+                        row.reason = masker.mask(reason)
+                        row.finishedAt = Date()
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = .sortedKeys
+                        row.outputs = String(decoding: (try? encoder.encode(machine.outputs[key] ?? [:])) ?? Data("{}".utf8), as: UTF8.self)
+                        jobRows[key] = row
+                        try? store.updateJob(row)
+                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason)))
+                        let duration: Duration? = row.startedAt.map { .milliseconds(Int64(Date().timeIntervalSince($0) * 1000)) }
+                        observer?.progress(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: masker.mask(reason), cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration))
+                    case .finishRun(let result):
+                        finalResult = result
+                    }
+                }
+                if machine.isFinished { break }
+                guard let (key, attempt, outcome, cacheKey) = await group.next() else { break }
+                if control.isCancelled, !cancelFed {
+                    cancelFed = true
+                    actions = machine.handle(.cancelRequested)
+                } else {
+                    actions = []
+                }
+                if var row = jobRows[key] {
+                    if let cacheKey {
+                        row.cacheKey = cacheKey.digest
+                        row.cacheComponents = String(decoding: (try? JSONEncoder().encode(cacheKey)) ?? Data(), as: UTF8.self)
+                    }
+                    if case .cacheHit = outcome { row.cacheHit = true }
+                    jobRows[key] = row
+                }
+                actions += machine.handle(.attemptFinished(key: key, attempt: attempt, outcome: outcome))
+            }
+        }
+        var finished = run
+        finished.status = RunStatus(rawValue: finalResult.rawValue) ?? .failure
+        finished.finishedAt = Date()
+        finished.pid = nil
+        do {
+            try store.updateRun(id: run.id, status: finished.status, finishedAt: finished.finishedAt, pid: nil)
+            try store.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-finished", message: "run #\(run.number) finished: \(finalResult.rawValue)"))
+        } catch { throw EngineError(error.message) }
+        observer?.progress(.runFinished(run: finished, result: finalResult, duration: ContinuousClock.now - started))
+        return finished
+    }
+}

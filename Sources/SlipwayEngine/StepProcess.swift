@@ -1,0 +1,248 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CSlipwaySystem
+import Foundation
+import Synchronization
+
+/// How a process ended.
+public enum ProcessTermination: Sendable, Equatable {
+    case exited(Int32)
+    case signalled(Int32)
+    case timedOut
+    case cancelled
+}
+
+/// Receives a process's output on its reader thread, in order; `stream` 1 is stdout, 2 is stderr.
+public protocol ProcessOutputSink: AnyObject {
+    func consume(stream: Int, bytes: UnsafeRawBufferPointer)
+    func finish()
+}
+
+/// Lets another task stop a running process: SIGTERM to its whole process group, SIGKILL after a grace period.
+public final class ProcessControl: Sendable {
+    struct State {
+        var processGroup: pid_t = 0
+        var cancelRequested = false
+        var killNow = false
+    }
+    let state = Mutex(State())
+
+    public init() {}
+
+    public var processGroup: pid_t { state.withLock { $0.processGroup } }
+
+    /// Graceful stop: SIGTERM now, SIGKILL when the grace period ends (sent by the reader thread).
+    public func cancel() {
+        let group: pid_t = state.withLock {
+            $0.cancelRequested = true
+            return $0.processGroup
+        }
+        if group > 0 { _ = Glibc.kill(-group, SIGTERM) }
+    }
+
+    /// Immediate stop: SIGKILL to the whole group.
+    public func killImmediately() {
+        let group: pid_t = state.withLock {
+            $0.cancelRequested = true
+            $0.killNow = true
+            return $0.processGroup
+        }
+        if group > 0 { _ = Glibc.kill(-group, SIGKILL) }
+    }
+
+    var flags: (cancelled: Bool, killNow: Bool) { state.withLock { ($0.cancelRequested, $0.killNow) } }
+}
+
+public struct StepProcessError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
+/// Runs one command as a real process in its own process group, its output read on a dedicated thread
+/// (never blocking the concurrency pool). On timeout or cancellation the whole group gets SIGTERM, then
+/// SIGKILL after the grace period, so no child survives, however deep.
+public enum StepProcess {
+    public struct Configuration: Sendable {
+        public var executable: String
+        public var arguments: [String]
+        public var environment: [String: String]
+        public var workingDirectory: String
+        public var timeout: Duration?
+        public var gracePeriod: Duration
+
+        public init(executable: String, arguments: [String], environment: [String: String], workingDirectory: String, timeout: Duration? = nil, gracePeriod: Duration = .seconds(5)) {
+            self.executable = executable
+            self.arguments = arguments
+            self.environment = environment
+            self.workingDirectory = workingDirectory
+            self.timeout = timeout
+            self.gracePeriod = gracePeriod
+        }
+    }
+
+    struct Spawned: Sendable {
+        var pid: pid_t
+        var stdout: Int32
+        var stderr: Int32
+    }
+
+    /// The sink is used only by the reader thread once handed over.
+    struct SinkTransfer: @unchecked Sendable {
+        let sink: ProcessOutputSink
+    }
+
+    /// Starts the process and returns once it has ended and its output is drained. `onStart` gets the
+    /// process group id before any output is read, so the caller can persist it.
+    public static func run(
+        _ configuration: Configuration,
+        control: ProcessControl,
+        sink: ProcessOutputSink,
+        onStart: (pid_t) -> Void = { _ in }
+    ) async throws(StepProcessError) -> ProcessTermination {
+        let spawned = try spawn(configuration)
+        control.state.withLock { $0.processGroup = spawned.pid }
+        onStart(spawned.pid)
+        let transfer = SinkTransfer(sink: sink)
+        let timeout = configuration.timeout
+        let grace = configuration.gracePeriod
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
+                let thread = Thread {
+                    let result = readUntilExit(spawned, timeout: timeout, grace: grace, control: control, sink: transfer.sink)
+                    continuation.resume(returning: result)
+                }
+                thread.stackSize = 256 * 1024
+                thread.start()
+            }
+        } onCancel: {
+            control.cancel()
+        }
+    }
+
+    static func readUntilExit(_ process: Spawned, timeout: Duration?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) -> ProcessTermination {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let deadline = timeout.map { started + $0 }
+        let bufferSize = 256 * 1024
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+        defer { buffer.deallocate() }
+        var fds = [pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: process.stderr, events: Int16(POLLIN), revents: 0)]
+        var open = 2
+        var status: Int32 = 0
+        var exited = false
+        var timedOut = false
+        var cancelled = false
+        var termSentAt: ContinuousClock.Instant?
+
+        func readOnce(_ index: Int) -> Bool {
+            let n = read(fds[index].fd, buffer.baseAddress, bufferSize)
+            if n > 0 {
+                sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                return true
+            }
+            if n < 0, errno == EINTR { return true }
+            if n < 0, errno == EAGAIN { return false }
+            close(fds[index].fd)
+            fds[index].fd = -1
+            open -= 1
+            return false
+        }
+
+        while true {
+            if open > 0 {
+                let ready = poll(&fds, 2, 50)
+                if ready > 0 {
+                    for index in 0..<2 where fds[index].fd >= 0 && fds[index].revents != 0 {
+                        _ = readOnce(index)
+                    }
+                }
+            }
+            if !exited {
+                let waited = open == 0 ? waitpid(process.pid, &status, 0) : waitpid(process.pid, &status, WNOHANG)
+                if waited == process.pid { exited = true }
+            }
+            if exited {
+                // The main process is gone; children that kept the pipes open are not waited for.
+                for index in 0..<2 where fds[index].fd >= 0 {
+                    _ = fcntl(fds[index].fd, F_SETFL, fcntl(fds[index].fd, F_GETFL) | O_NONBLOCK)
+                    while fds[index].fd >= 0, readOnce(index) {}
+                    if fds[index].fd >= 0 {
+                        close(fds[index].fd)
+                        fds[index].fd = -1
+                        open -= 1
+                    }
+                }
+                break
+            }
+            let now = clock.now
+            if termSentAt == nil {
+                if let deadline, now >= deadline {
+                    timedOut = true
+                    termSentAt = now
+                    _ = Glibc.kill(-process.pid, SIGTERM)
+                } else if control.flags.cancelled {
+                    cancelled = true
+                    termSentAt = now
+                    _ = Glibc.kill(-process.pid, SIGTERM)
+                }
+            }
+            if let sent = termSentAt, now - sent >= grace || control.flags.killNow {
+                _ = Glibc.kill(-process.pid, SIGKILL)
+            }
+        }
+        sink.finish()
+        if timedOut { return .timedOut }
+        if cancelled { return .cancelled }
+        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
+        return .signalled(status & 0x7f)
+    }
+
+    static func spawn(_ configuration: Configuration) throws(StepProcessError) -> Spawned {
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        guard slipway_pipe_cloexec(&outPipe) == 0 else { throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))") }
+        guard slipway_pipe_cloexec(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        slipway_spawn_addchdir(&actions, configuration.workingDirectory)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+
+        let argv = ([configuration.executable] + configuration.arguments).map { strdup($0) } + [nil]
+        let envp = configuration.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, configuration.executable, &actions, &attributes, argv, envp)
+        close(outPipe[1])
+        close(errPipe[1])
+        guard result == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw StepProcessError(description: "cannot start \(configuration.executable): \(String(cString: strerror(result)))")
+        }
+        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+    }
+}
