@@ -70,7 +70,7 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
             Terminal.print("▶ \(Terminal.bold(key))" + Terminal.dim(attempt > 1 ? " attempt \(attempt): \(reason)" : ""))
         case .stepStarted: break
         case .stepFinished(let key, _, let name, let status, let detail):
-            if status == .failure || status == .skipped {
+            if status == .skipped {
                 Terminal.print(Terminal.dim("  [\(key)] step '\(name)' \(status.rawValue)\(detail.map { ": \($0)" } ?? "")"))
             }
         case .jobFinished(let key, let result, let allowed, let reason, let cached, let duration):

@@ -57,6 +57,8 @@ public struct PipelineLoader {
     let lines: [Substring]
     var diagnostics: [Diagnostic] = []
     var visitedNodes = 0
+    /// Each job's `needs` node, so graph errors can point at the offending entry.
+    var needsNodes: [String: Node] = [:]
 
     init(file: String, text: String) {
         self.file = file
@@ -98,6 +100,10 @@ public struct PipelineLoader {
             return nil
         }
         guard let root else {
+            error(at: origin, "the file is empty", hint: "add `jobs:` with at least one job; `slipway init` writes a starter file")
+            return nil
+        }
+        if isNull(root) {
             error(at: origin, "the file is empty", hint: "add `jobs:` with at least one job; `slipway init` writes a starter file")
             return nil
         }
@@ -155,6 +161,7 @@ public struct PipelineLoader {
         checkKeys(map, allowed: Self.jobKeys, context: "job '\(id)'")
         if let needs = map["needs"] {
             job.needs = stringList(needs, "`needs` of job '\(id)'", allowScalar: true)
+            needsNodes[id] = needs
             var seen = Set<String>()
             for (index, need) in job.needs.enumerated() where !seen.insert(need).inserted {
                 error(needs.sequence?[index] ?? needs, "job '\(id)' lists '\(need)' in `needs` twice", hint: "remove the duplicate")
@@ -435,11 +442,15 @@ public struct PipelineLoader {
         var validEdges: [String: [String]] = [:]
         for job in pipeline.jobs {
             for need in job.needs {
+                // The `needs` entry naming this job, or the job itself when it cannot be found.
+                let needsNode = needsNodes[job.id]
+                let entry = needsNode?.sequence?.first { $0.scalar?.string == need } ?? needsNode
+                let at = entry.map { location($0) } ?? job.location
                 if need == job.id {
-                    error(at: job.location, "job '\(job.id)' needs itself", hint: "remove '\(need)' from its `needs`")
+                    error(at: at, "job '\(job.id)' needs itself", hint: "remove '\(need)' from its `needs`")
                 } else if !ids.contains(need) {
                     let suggestion = Suggestion.nearest(to: need, in: ids)
-                    error(at: job.location, "job '\(job.id)' needs unknown job '\(need)'", hint: suggestion.map { "did you mean '\($0)'?" } ?? "defined jobs: \(pipeline.jobs.map(\.id).joined(separator: ", "))")
+                    error(at: at, "job '\(job.id)' needs unknown job '\(need)'", hint: suggestion.map { "did you mean '\($0)'?" } ?? "defined jobs: \(pipeline.jobs.map(\.id).joined(separator: ", "))")
                 } else {
                     validEdges[job.id, default: []].append(need)
                 }
@@ -449,6 +460,8 @@ public struct PipelineLoader {
             if let condition = job.condition { referenced.formUnion(condition.referencedNeeds) }
             for step in job.steps {
                 referenced.formUnion(Self.needsReferenced(by: step.run))
+                if let condition = step.condition { referenced.formUnion(condition.referencedNeeds) }
+                for env in step.env { referenced.formUnion(Self.needsReferenced(by: env.value)) }
             }
             for env in job.env { referenced.formUnion(Self.needsReferenced(by: env.value)) }
             for name in referenced.sorted() where !job.needs.contains(name) {
@@ -511,7 +524,7 @@ public struct PipelineLoader {
 
     mutating func integer(_ node: Node, _ what: String) -> Int? {
         if let s = node.scalar?.string, let value = Int(s.trimmingCharacters(in: .whitespaces)) { return value }
-        error(node, "\(what) must be a whole number, found \(kind(node))")
+        error(node, "\(what) must be a whole number, found \(kind(node))", hint: "write a number without quotes or units, e.g. 2")
         return nil
     }
 
@@ -520,7 +533,7 @@ public struct PipelineLoader {
         case "true"?: return true
         case "false"?: return false
         default:
-            error(node, "\(what) must be true or false, found \(kind(node))")
+            error(node, "\(what) must be true or false, found \(kind(node))", hint: "write `true` or `false`")
             return nil
         }
     }
@@ -561,21 +574,22 @@ public struct PipelineLoader {
     mutating func condition(_ node: Node, context: String) -> Expression? {
         guard let raw = scalarString(node, context) else { return nil }
         var source = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        var shift = raw.distance(from: raw.startIndex, to: raw.firstIndex(where: { !$0.isWhitespace }) ?? raw.startIndex)
         if source.hasPrefix("${{"), source.hasSuffix("}}"), source.count >= 5 {
             source = String(source.dropFirst(3).dropLast(2))
-            shift += 3
         }
         if source.trimmingCharacters(in: .whitespaces).isEmpty {
             error(node, "\(context) is empty", hint: "write a condition such as `${{ branch == 'main' }}`")
             return nil
         }
         do {
-            return try Expression(parsing: source)
+            // Parse the text as written: `Expression` unwraps one `${{ }}` itself and rejects text around it
+            // or a second `${{ }}`, with offsets into the raw text.
+            _ = try Expression(parsing: raw)
         } catch {
-            diagnostics.append(Diagnostic(locate(offset: shift + error.offset, in: raw, node: node), "\(context): \(error.message)", hint: "expressions use `==`, `&&`, `||`, `!`, contexts like `branch`, and functions like `success()`"))
+            diagnostics.append(Diagnostic(locate(offset: error.offset, in: raw, node: node), "\(context): \(error.message)", hint: "expressions use `==`, `&&`, `||`, `!`, contexts like `branch`, and functions like `success()`"))
             return nil
         }
+        return (try? Expression(parsing: source)) ?? (try? Expression(parsing: raw))
     }
 
     mutating func checkTemplate(_ node: Node, _ value: String, context: String) {
@@ -670,13 +684,20 @@ public struct PipelineLoader {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _), .composer(let context, let problem, let mark, _):
             var message = "invalid YAML: \(problem)"
             if let context { message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
-            return Diagnostic(SourceLocation(file: file, line: max(1, mark.line), column: max(1, mark.column)), message, hint: yamlHint(problem))
+            // An unterminated quote or flow collection runs to the end of the file; its start is the useful position.
+            let at = problem.contains("end of stream") ? (context?.mark ?? mark) : mark
+            var hint = yamlHint(problem + " " + (context?.text ?? ""))
+            let indentation = at.line >= 1 && at.line <= lines.count ? lines[at.line - 1].prefix { $0 == " " || $0 == "\t" } : ""
+            if indentation.contains("\t"), at.column <= indentation.count + 1 {
+                hint = "indent with spaces, not tabs"
+            }
+            return Diagnostic(SourceLocation(file: file, line: max(1, at.line), column: max(1, at.column)), message, hint: hint)
         case .reader(let problem, _, _, _):
             return Diagnostic(origin, "invalid input: \(problem)", hint: "save the file as UTF-8 text without control characters")
         case .duplicatedKeysInMapping(let duplicates, let context):
             let key = duplicates.first ?? "?"
             let first = context.mark
-            let second = secondOccurrence(ofKey: key, after: first.line) ?? SourceLocation(file: file, line: max(1, first.line), column: max(1, first.column))
+            let second = secondOccurrence(ofKey: key, after: first.line, column: first.column) ?? SourceLocation(file: file, line: max(1, first.line), column: max(1, first.column))
             return Diagnostic(second, "duplicate key '\(key)' (first defined at line \(first.line))", hint: "each key, such as a job name, may appear only once in a mapping; rename or merge them")
         default:
             return Diagnostic(origin, "cannot parse YAML: \(yamlError)")
@@ -691,11 +712,11 @@ public struct PipelineLoader {
         return "check the YAML syntax near this position"
     }
 
-    func secondOccurrence(ofKey key: String, after line: Int) -> SourceLocation? {
+    func secondOccurrence(ofKey key: String, after line: Int, column: Int = 0) -> SourceLocation? {
         let firstIndex = max(0, line - 1)
         guard firstIndex < lines.count else { return nil }
         let firstLine = lines[firstIndex]
-        let indent = firstLine.prefix { $0 == " " }.count
+        let indent = column > 0 ? column - 1 : firstLine.prefix { $0 == " " }.count
         var index = firstIndex + 1
         while index < lines.count {
             let candidate = lines[index]

@@ -54,10 +54,14 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
         for (index, step) in job.steps.enumerated() {
             var stepEnv: [String: String] = [:]
             for variable in step.env { stepEnv[variable.name] = try render(variable.value, "env \(variable.name)") }
-            let name = try render(step.displayName(index: index), "step name")
+            // Name the step after rendering: truncating first could cut an expression in half.
+            let run = try render(step.run, "step \(index + 1)")
+            var display = Step(name: try step.name.map { name throws(CoreError) in try render(name, "step name") }, run: run, location: step.location)
+            display.name = display.name.flatMap { $0.isEmpty ? nil : $0 }
+            let name = display.displayName(index: index)
             steps.append(ResolvedStep(
                 name: name,
-                run: try render(step.run, "step '\(name)'"),
+                run: run,
                 env: stepEnv,
                 workingDirectory: step.workingDirectory,
                 timeoutMilliseconds: step.timeout.map(Self.milliseconds),

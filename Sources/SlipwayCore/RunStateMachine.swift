@@ -100,13 +100,10 @@ public struct RunStateMachine: Sendable {
             break
         case .cancelRequested:
             cancelling = true
+            // Pending jobs are decided by `schedule()`: cancelled, unless their `if` asks for always().
             for instance in plan.instances {
-                switch states[instance.key] {
-                case .running?: actions.append(.cancelAttempt(key: instance.key, reason: "the run was cancelled"))
-                case .pending?:
-                    states[instance.key] = .finished(.cancelled, allowedFailure: false)
-                    actions.append(.finishInstance(key: instance.key, result: .cancelled, allowedFailure: false, reason: "the run was cancelled before it started"))
-                default: break
+                if case .running? = states[instance.key] {
+                    actions.append(.cancelAttempt(key: instance.key, reason: "the run was cancelled"))
                 }
             }
         case .attemptFinished(let key, let attempt, let outcome):

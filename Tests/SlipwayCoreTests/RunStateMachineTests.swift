@@ -1,0 +1,258 @@
+import Testing
+@testable import SlipwayCore
+
+/// Drives the state machine by hand: no processes, no I/O.
+struct RunStateMachineTests {
+    func pipeline(_ yaml: String) throws -> Pipeline {
+        let result = PipelineLoader.load(text: yaml, file: "test.yml")
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        return try #require(result.pipeline)
+    }
+
+    func machine(_ yaml: String, parallelism: Int = 4, targets: [String]? = nil, previous: [InstanceRecord] = []) throws -> RunStateMachine {
+        let plan = try RunPlan(pipeline: try pipeline(yaml), selecting: targets)
+        let context = ExpressionContext(values: ["branch": .string("main"), "event": .string("push")])
+        return RunStateMachine(plan: plan, baseContext: context, parallelism: parallelism, previous: previous)
+    }
+
+    static func started(_ actions: [RunStateMachine.Action]) -> [String] {
+        actions.compactMap { if case .startAttempt(let key, _, _) = $0 { key } else { nil } }
+    }
+
+    static func finished(_ actions: [RunStateMachine.Action]) -> [String: JobResult] {
+        var result: [String: JobResult] = [:]
+        for action in actions { if case .finishInstance(let key, let r, _, _) = action { result[key] = r } }
+        return result
+    }
+
+    static func runResult(_ actions: [RunStateMachine.Action]) -> JobResult? {
+        for action in actions { if case .finishRun(let r) = action { return r } }
+        return nil
+    }
+
+    let diamond = """
+    jobs:
+      a: { steps: [ { run: x } ] }
+      b: { needs: [a], steps: [ { run: x } ] }
+      c: { needs: [a], steps: [ { run: x } ] }
+      d: { needs: [b, c], steps: [ { run: x } ] }
+    """
+
+    @Test func diamondRunsInDependencyOrder() throws {
+        var m = try machine(diamond)
+        #expect(Self.started(m.handle(.start)) == ["a"])
+        let afterA = m.handle(.attemptFinished(key: "a", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Set(Self.started(afterA)) == ["b", "c"])
+        #expect(Self.started(m.handle(.attemptFinished(key: "b", attempt: 1, outcome: .succeeded(outputs: [:])))).isEmpty)
+        let afterC = m.handle(.attemptFinished(key: "c", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.started(afterC) == ["d"])
+        let end = m.handle(.attemptFinished(key: "d", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.runResult(end) == .success)
+        #expect(m.isFinished)
+    }
+
+    @Test func parallelismLimitsRunningJobs() throws {
+        let yaml = "jobs:\n" + (1...5).map { "  j\($0): { steps: [ { run: x } ] }" }.joined(separator: "\n")
+        var m = try machine(yaml, parallelism: 2)
+        let first = Self.started(m.handle(.start))
+        #expect(first.count == 2)
+        let next = Self.started(m.handle(.attemptFinished(key: first[0], attempt: 1, outcome: .succeeded(outputs: [:]))))
+        #expect(next.count == 1)
+        #expect(m.runningCount == 2)
+    }
+
+    @Test func failedNeedSkipsDependentsButAlwaysRuns() throws {
+        let yaml = """
+        jobs:
+          build: { steps: [ { run: x } ] }
+          test: { needs: [build], steps: [ { run: x } ] }
+          cleanup: { needs: [test], if: "${{ always() }}", steps: [ { run: x } ] }
+          notify: { needs: [test], if: "${{ failure() }}", steps: [ { run: x } ] }
+          deploy: { needs: [test], if: "${{ success() }}", steps: [ { run: x } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let actions = m.handle(.attemptFinished(key: "build", attempt: 1, outcome: .failed(.exit(2), outputs: [:])))
+        let finished = Self.finished(actions)
+        #expect(finished["build"] == .failure)
+        #expect(finished["test"] == .skipped)
+        #expect(finished["deploy"] == .skipped)
+        #expect(Set(Self.started(actions)) == ["cleanup", "notify"])
+        _ = m.handle(.attemptFinished(key: "cleanup", attempt: 1, outcome: .succeeded(outputs: [:])))
+        let end = m.handle(.attemptFinished(key: "notify", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.runResult(end) == .failure)
+    }
+
+    @Test func retriesOnlyListedFailures() throws {
+        let yaml = """
+        jobs:
+          flaky: { retry: { max: 2, on: ["exit:75", timeout] }, steps: [ { run: x } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        var actions = m.handle(.attemptFinished(key: "flaky", attempt: 1, outcome: .failed(.exit(75), outputs: [:])))
+        #expect(actions.contains { if case .startAttempt("flaky", 2, _) = $0 { true } else { false } })
+        actions = m.handle(.attemptFinished(key: "flaky", attempt: 2, outcome: .failed(.timeout, outputs: [:])))
+        #expect(actions.contains { if case .startAttempt("flaky", 3, _) = $0 { true } else { false } })
+        actions = m.handle(.attemptFinished(key: "flaky", attempt: 3, outcome: .failed(.timeout, outputs: [:])))
+        #expect(Self.finished(actions)["flaky"] == .failure)
+        #expect(Self.runResult(actions) == .failure)
+
+        var other = try machine(yaml)
+        _ = other.handle(.start)
+        let noRetry = other.handle(.attemptFinished(key: "flaky", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(Self.started(noRetry).isEmpty)
+        #expect(Self.finished(noRetry)["flaky"] == .failure)
+    }
+
+    @Test func staleAttemptEventsAreIgnored() throws {
+        var m = try machine("jobs:\n  a: { retry: 1, steps: [ { run: x } ] }")
+        _ = m.handle(.start)
+        _ = m.handle(.attemptFinished(key: "a", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
+        // A late report from attempt 1 must not finish attempt 2.
+        #expect(m.handle(.attemptFinished(key: "a", attempt: 1, outcome: .succeeded(outputs: [:]))).isEmpty)
+        #expect(m.result(of: "a") == nil)
+    }
+
+    @Test func failFastCancelsMatrixSiblings() throws {
+        let yaml = """
+        jobs:
+          test:
+            strategy: { matrix: { shard: [1, 2, 3] }, max-parallel: 2 }
+            steps: [ { run: x } ]
+        """
+        var m = try machine(yaml)
+        let started = Self.started(m.handle(.start))
+        #expect(started == ["test (1)", "test (2)"])
+        let actions = m.handle(.attemptFinished(key: "test (1)", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(actions.contains(.cancelAttempt(key: "test (2)", reason: "fail-fast: 'test (1)' failed")))
+        #expect(Self.finished(actions)["test (3)"] == .cancelled)
+        let end = m.handle(.attemptFinished(key: "test (2)", attempt: 1, outcome: .cancelled))
+        #expect(Self.runResult(end) == .failure)
+    }
+
+    @Test func failFastFalseLetsSiblingsFinish() throws {
+        let yaml = """
+        jobs:
+          test:
+            strategy: { matrix: { shard: [1, 2] }, fail-fast: false }
+            steps: [ { run: x } ]
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let actions = m.handle(.attemptFinished(key: "test (1)", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(!actions.contains { if case .cancelAttempt = $0 { true } else { false } })
+        #expect(m.result(of: "test (2)") == nil)
+    }
+
+    @Test func continueOnErrorCountsAsSuccessForDependents() throws {
+        let yaml = """
+        jobs:
+          lint: { continue-on-error: true, steps: [ { run: x } ] }
+          release: { needs: [lint], steps: [ { run: x } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let actions = m.handle(.attemptFinished(key: "lint", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(Self.started(actions) == ["release"])
+        let end = m.handle(.attemptFinished(key: "release", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.runResult(end) == .success)
+    }
+
+    @Test func outputsAndResultsReachNeedsContext() throws {
+        let yaml = """
+        jobs:
+          build: { outputs: [version], steps: [ { run: x } ] }
+          ship: { needs: [build], if: "${{ needs.build.outputs.version == '1.2' }}", steps: [ { run: "echo ${{ needs.build.outputs.version }}" } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let actions = m.handle(.attemptFinished(key: "build", attempt: 1, outcome: .succeeded(outputs: ["version": "1.2"])))
+        #expect(Self.started(actions) == ["ship"])
+        let context = m.context(for: JobInstance(jobID: "ship"))
+        let resolved = try ResolvedJob.resolve(JobInstance(jobID: "ship"), in: m.plan.pipeline, context: context)
+        #expect(resolved.steps[0].run == "echo 1.2")
+        #expect(try Expression(parsing: "needs.build.result").evaluate(in: context) == .string("success"))
+    }
+
+    @Test func falseConditionSkipsWithReason() throws {
+        var m = try machine("jobs:\n  a: { if: \"${{ branch == 'release' }}\", steps: [ { run: x } ] }")
+        let actions = m.handle(.start)
+        guard case .finishInstance("a", .skipped, _, let reason)? = actions.first else {
+            Issue.record("expected a skip, got \(actions)")
+            return
+        }
+        #expect(reason.contains("was false"))
+        #expect(Self.runResult(actions) == .success)
+    }
+
+    @Test func cancellationCancelsRunningAndPendingButRunsAlwaysJobs() throws {
+        let yaml = """
+        jobs:
+          a: { steps: [ { run: x } ] }
+          b: { needs: [a], steps: [ { run: x } ] }
+          cleanup: { needs: [a], if: "${{ always() }}", steps: [ { run: x } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let cancel = m.handle(.cancelRequested)
+        #expect(cancel.contains { if case .cancelAttempt("a", _) = $0 { true } else { false } })
+        let actions = m.handle(.attemptFinished(key: "a", attempt: 1, outcome: .cancelled))
+        #expect(Self.finished(actions)["b"] == .cancelled)
+        #expect(Self.finished(actions)["a"] == .cancelled)
+        #expect(Self.started(actions) == ["cleanup"])
+        let end = m.handle(.attemptFinished(key: "cleanup", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.runResult(end) == .cancelled)
+    }
+
+    @Test func resumeKeepsFinishedJobsAndRestartsInterruptedOnes() throws {
+        let previous = [
+            InstanceRecord(key: "a", result: .success, attempts: 1, outputs: ["v": "1"]),
+            InstanceRecord(key: "b", result: nil, attempts: 1),
+        ]
+        var m = try machine("jobs:\n  a: { steps: [ { run: x } ] }\n  b: { needs: [a], steps: [ { run: x } ] }\n  c: { needs: [b], steps: [ { run: x } ] }", previous: previous)
+        let actions = m.handle(.start)
+        #expect(actions == [.startAttempt(key: "b", attempt: 2, reason: "attempt 2 (the previous attempt was interrupted)")])
+        #expect(m.outputs["a"] == ["v": "1"])
+    }
+
+    @Test func jobSelectionIncludesTransitiveNeeds() throws {
+        let plan = try RunPlan(pipeline: try pipeline(diamond), selecting: ["c"])
+        #expect(plan.instances.map(\.key) == ["a", "c"])
+        #expect(throws: CoreError.self) { try RunPlan(pipeline: try pipeline(diamond), selecting: ["e"]) }
+    }
+}
+
+struct KeyValueFileTests {
+    @Test func parsesPairsAndHeredocs() {
+        let (values, problems) = KeyValueFile.parse("a=1\nb=x=y\n# comment\nnotes<<EOF\nline 1\nline 2\nEOF\nempty=\n")
+        #expect(problems.isEmpty)
+        #expect(values.map(\.0) == ["a", "b", "notes", "empty"])
+        #expect(values[1].1 == "x=y")
+        #expect(values[2].1 == "line 1\nline 2")
+        #expect(values[3].1 == "")
+    }
+
+    @Test func reportsProblemsWithLineNumbers() {
+        let (_, problems) = KeyValueFile.parse("ok=1\nnot a pair\nx<<END\nnever closed")
+        #expect(problems.map(\.line) == [2, 4])
+    }
+}
+
+struct CacheKeyTests {
+    func resolved(_ run: String) -> ResolvedJob {
+        ResolvedJob(key: "b", jobID: "b", matrix: [:], env: [:], steps: [.init(name: "s", run: run, env: [:], workingDirectory: nil, timeoutMilliseconds: nil, continueOnError: false, condition: nil)], timeoutMilliseconds: nil, outputs: [], artifacts: [], cacheInputs: ["src/**"], junitReports: [])
+    }
+
+    @Test func keyChangesWithEachComponentAndNamesIt() {
+        let base = CacheKey.make(job: resolved("make"), inputFiles: ["src/a.c": "1"], upstream: ["a": "x"])
+        #expect(base.digest == CacheKey.make(job: resolved("make"), inputFiles: ["src/a.c": "1"], upstream: ["a": "x"]).digest)
+        let file = CacheKey.make(job: resolved("make"), inputFiles: ["src/a.c": "2"], upstream: ["a": "x"])
+        #expect(file.digest != base.digest)
+        #expect(file.differences(from: base) == ["input file 'src/a.c' changed"])
+        let command = CacheKey.make(job: resolved("make all"), inputFiles: ["src/a.c": "1"], upstream: ["a": "x"])
+        #expect(command.differences(from: base).first?.contains("job definition") == true)
+        let upstream = CacheKey.make(job: resolved("make"), inputFiles: ["src/a.c": "1", "src/b.c": "3"], upstream: ["a": "y"])
+        #expect(upstream.differences(from: base) == ["input file 'src/b.c' is new", "outputs/artifacts of needed job 'a' changed"])
+    }
+}

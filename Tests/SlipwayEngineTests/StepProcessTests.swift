@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+@testable import SlipwayCore
+@testable import SlipwayEngine
+
+/// Collects output in memory for assertions.
+final class CollectingSink: ProcessOutputSink, @unchecked Sendable {
+    var stdout: [UInt8] = []
+    var stderr: [UInt8] = []
+    var finished = false
+    func consume(stream: Int, bytes: UnsafeRawBufferPointer) {
+        if stream == 1 { stdout.append(contentsOf: bytes) } else { stderr.append(contentsOf: bytes) }
+    }
+    func finish() { finished = true }
+}
+
+func bash(_ script: String, timeout: Duration? = nil, grace: Duration = .seconds(2), env: [String: String] = [:]) -> StepProcess.Configuration {
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    return .init(executable: "/bin/bash", arguments: ["-e", "-o", "pipefail", "-c", script], environment: environment, workingDirectory: NSTemporaryDirectory(), timeout: timeout, gracePeriod: grace)
+}
+
+/// Whether any process's command line contains `marker`.
+func processExists(withMarker marker: String) -> Bool {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
+    for entry in entries where Int(entry) != nil {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        let text = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+        if text.contains(marker) { return true }
+    }
+    return false
+}
+
+@Suite(.serialized) struct StepProcessTests {
+    @Test func capturesBothStreamsAndExitCode() async throws {
+        let sink = CollectingSink()
+        let result = try await StepProcess.run(bash("echo out; echo err >&2; exit 7"), control: ProcessControl(), sink: sink)
+        #expect(result == .exited(7))
+        #expect(String(decoding: sink.stdout, as: UTF8.self) == "out\n")
+        #expect(String(decoding: sink.stderr, as: UTF8.self) == "err\n")
+        #expect(sink.finished)
+    }
+
+    @Test func pipefailFailsOnFirstCommandOfAPipe() async throws {
+        let result = try await StepProcess.run(bash("false | cat"), control: ProcessControl(), sink: CollectingSink())
+        #expect(result == .exited(1))
+    }
+
+    @Test func timeoutKillsTheWholeProcessTree() async throws {
+        let marker = "sleep 311.\(Int.random(in: 100...999))"
+        let script = "\(marker) & bash -c '\(marker) & wait' & wait"
+        let started = ContinuousClock.now
+        let result = try await StepProcess.run(bash(script, timeout: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink())
+        #expect(result == .timedOut)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!processExists(withMarker: marker))
+    }
+
+    @Test func graceExpiresForAProcessThatIgnoresSIGTERM() async throws {
+        let started = ContinuousClock.now
+        let result = try await StepProcess.run(bash("trap '' TERM; sleep 30 & wait; sleep 30", timeout: .milliseconds(200), grace: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink())
+        #expect(result == .timedOut)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test func cancellationStopsTheGroup() async throws {
+        let control = ProcessControl()
+        let marker = "sleep 312.\(Int.random(in: 100...999))"
+        async let result = StepProcess.run(bash("\(marker) & wait"), control: control, sink: CollectingSink())
+        try await Task.sleep(for: .milliseconds(300))
+        control.cancel()
+        #expect(try await result == .cancelled)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!processExists(withMarker: marker))
+    }
+
+    @Test func backgroundChildHoldingThePipeDoesNotBlockCompletion() async throws {
+        let control = ProcessControl()
+        let started = ContinuousClock.now
+        let result = try await StepProcess.run(bash("sleep 5 & echo done"), control: control, sink: CollectingSink())
+        #expect(result == .exited(0))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        kill(-control.processGroup, SIGKILL)
+    }
+
+    @Test func environmentAndWorkingDirectoryAreApplied() async throws {
+        let sink = CollectingSink()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-wd-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var configuration = bash("echo \"$GREETING\"; pwd", env: ["GREETING": "hello"])
+        configuration.workingDirectory = directory
+        _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: sink)
+        let lines = String(decoding: sink.stdout, as: UTF8.self).split(separator: "\n")
+        #expect(lines.first == "hello")
+        #expect(lines.last.map(String.init) == directory)
+    }
+
+    @Test func missingExecutableIsAnError() async {
+        var configuration = bash("true")
+        configuration.executable = "/nonexistent/bash"
+        await #expect(throws: StepProcessError.self) {
+            _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
+        }
+    }
+}
+
+struct StepLogTests {
+    func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("slipway-log-\(UUID().uuidString)/step.log").path
+    }
+
+    final class Live: LiveOutput, @unchecked Sendable {
+        var text = ""
+        func lines(job: String, bytes: [UInt8]) { text += String(decoding: bytes, as: UTF8.self) }
+    }
+
+    @Test func writesTimestampedLinesAndJoinsPartialWrites() throws {
+        let path = temporaryPath()
+        let live = Live()
+        let log = try StepLog(path: path, jobKey: "build", masker: SecretMasker(secrets: []), live: live)
+        for chunk in ["hel", "lo\nwor", "ld\n", "tail"] {
+            Array(chunk.utf8).withUnsafeBytes { log.consume(stream: 1, bytes: $0) }
+        }
+        Array("oops\n".utf8).withUnsafeBytes { log.consume(stream: 2, bytes: $0) }
+        log.finish()
+        let lines = LogReader.lines(of: try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(lines.map { String($0.text) } == ["hello", "world", "oops", "tail"])
+        #expect(lines.map(\.stream) == ["o", "o", "e", "o"])
+        #expect(lines.allSatisfy { $0.time != nil })
+        #expect(live.text == "hello\nworld\noops\ntail\n")
+    }
+
+    @Test func masksSecretsSplitAcrossWrites() throws {
+        let path = temporaryPath()
+        let live = Live()
+        let log = try StepLog(path: path, jobKey: "deploy", masker: SecretMasker(secrets: ["hunter2-secret"]), live: live)
+        for chunk in ["token=hunter2-", "secret done\n"] {
+            Array(chunk.utf8).withUnsafeBytes { log.consume(stream: 1, bytes: $0) }
+        }
+        log.note("failed with hunter2-secret in message")
+        log.finish()
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(!text.contains("hunter2"))
+        #expect(text.contains("token=*** done"))
+        #expect(!live.text.contains("hunter2"))
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quick start: installs what the build needs (when missing), builds Slipway, runs the example pipeline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+swift build -c release --product slipway
+bin=".build/release/slipway"
+echo "== slipway validate examples/shop/slipway.yml"
+"$bin" validate examples/shop/slipway.yml
+echo "== slipway run --file examples/shop/slipway.yml"
+"$bin" run --file examples/shop/slipway.yml
+echo
+echo "== again: the unchanged build job is restored from the cache"
+"$bin" run --file examples/shop/slipway.yml --plain | grep -E "build|run #"
+echo
+echo "Try: $bin history --file examples/shop/slipway.yml · $bin explain build --file examples/shop/slipway.yml · $bin logs --file examples/shop/slipway.yml"
