@@ -60,6 +60,19 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 
+    /// The live view shows no log lines, so show the end of each failed step's log after the run.
+    static func printFailedLogTails(store: SQLiteRunStore, run: RunRecord, lines: Int = 15) {
+        guard let jobs = try? store.jobs(runID: run.id) else { return }
+        for job in jobs where job.status == .failure {
+            guard let attempt = (try? store.attempts(jobRowID: job.id))?.last,
+                  let step = (try? store.steps(attemptID: attempt.id))?.last(where: { $0.status == .failure }),
+                  let data = FileManager.default.contents(atPath: step.logPath) else { continue }
+            let tail = LogReader.lines(of: data).suffix(lines)
+            Terminal.print(Terminal.bold("── \(job.key) · step '\(step.name)' · last \(tail.count) lines (slipway logs \(run.number) \"\(job.key)\")"))
+            Terminal.print(tail.map { String($0.text) }.joined(separator: "\n"))
+        }
+    }
+
     static func keyValues(_ items: [String], option: String) throws -> [String: String] {
         var result: [String: String] = [:]
         for item in items {
@@ -98,6 +111,11 @@ struct RunCommand: AsyncParsableCommand {
             do { finished = try await engine.resume(run: target) } catch { throw CLIError.failure(error.message) }
         } else {
             let (pipeline, text) = try context.loadPipeline()
+            // An unknown --job is bad input (exit 2), caught before a run is recorded.
+            let ids = pipeline.jobs.map(\.id)
+            for job in jobs where pipeline.job(job) == nil {
+                throw CLIError.badInput("no job named '\(job)' in \(context.displayName)" + (Suggestion.nearest(to: job, in: ids).map { "; did you mean '\($0)'?" } ?? "; jobs: \(ids.joined(separator: ", "))"))
+            }
             let env = try Self.keyValues(envOverrides, option: "--env")
             let inputValues = try Self.keyValues(inputs, option: "--input")
             let gitBranch = Helper.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], in: context.projectDirectory)
@@ -122,6 +140,7 @@ struct RunCommand: AsyncParsableCommand {
             do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options) } catch { throw CLIError.failure(error.message) }
         }
         reporter.finish()
+        if live { Self.printFailedLogTails(store: store, run: finished) }
         TestsCommand.printSummary(store: store, run: finished, compact: true)
         switch finished.status {
         case .success: return

@@ -83,6 +83,8 @@ struct JobExecutor: Sendable {
 
         for (index, step) in a.resolved.steps.enumerated() {
             let logPath = layout.log(number, job: key, attempt: a.attempt, step: index)
+            // A step named after its command may hold a resolved `${{ secrets.X }}`: masked before it is stored or shown.
+            let stepName = masker.mask(step.name)
             // Step conditions: by default a step runs only while all before it succeeded.
             var stepContext = a.context
             stepContext.status.anyNeedFailed = failure != nil
@@ -98,8 +100,8 @@ struct JobExecutor: Sendable {
             }
             if !shouldRun {
                 if jobCancelled { cancelled = true }
-                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
-                observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: .skipped, detail: skipReason))
+                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
+                observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .skipped, detail: skipReason))
                 continue
             }
             var timeout = step.timeoutMilliseconds.map { Duration.milliseconds($0) }
@@ -114,8 +116,8 @@ struct JobExecutor: Sendable {
                 directory = workspace + "/" + sub
                 if !FileManager.default.fileExists(atPath: directory) {
                     let message = "working-directory '\(sub)' does not exist in the workspace"
-                    _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
-                    observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: .failure, detail: message))
+                    _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
+                    observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .failure, detail: message))
                     if !step.continueOnError { failure = .error(message) }
                     continue
                 }
@@ -127,7 +129,7 @@ struct JobExecutor: Sendable {
                 failure = .error(error.message)
                 continue
             }
-            observer?.progress(.stepStarted(key: key, index: index, name: step.name))
+            observer?.progress(.stepStarted(key: key, index: index, name: stepName))
             let processControl = ProcessControl()
             let registration = control.register(processControl, job: key)
             let stepRecord = Mutex<StepRecord?>(nil)
@@ -139,13 +141,13 @@ struct JobExecutor: Sendable {
                           environment: stepEnvironment, workingDirectory: directory, timeout: timeout, gracePeriod: gracePeriod),
                     control: processControl, sink: log,
                     onStart: { pid in
-                        let record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, logPath: logPath, processGroup: pid, startedAt: started))
+                        let record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath, processGroup: pid, startedAt: started))
                         stepRecord.withLock { $0 = record }
                     })
             } catch {
                 control.unregister(registration)
                 log.note("slipway: \(error.description)")
-                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: step.name, status: .failure, failure: error.description, logPath: logPath, finishedAt: Date()))
+                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: error.description, logPath: logPath, finishedAt: Date()))
                 if !step.continueOnError { failure = .error(error.description) }
                 continue
             }
@@ -167,7 +169,7 @@ struct JobExecutor: Sendable {
             }
             if let stepFailure {
                 status = .failure
-                log.note("slipway: step '\(step.name)' failed: \(stepFailure)" + (step.continueOnError ? " (continue-on-error)" : ""))
+                log.note("slipway: step '\(stepName)' failed: \(stepFailure)" + (step.continueOnError ? " (continue-on-error)" : ""))
                 if !step.continueOnError { failure = stepFailure }
             }
             if var record = stepRecord.withLock({ $0 }) {
@@ -177,7 +179,7 @@ struct JobExecutor: Sendable {
                 record.finishedAt = Date()
                 try? store.updateStep(record)
             }
-            observer?.progress(.stepFinished(key: key, index: index, name: step.name, status: status, detail: stepFailure?.description ?? (status == .failure ? nil : log.lastLine)))
+            observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: status, detail: stepFailure?.description ?? (status == .failure ? nil : log.lastLine)))
         }
 
         // Outputs: only the declared ones when the job declares any; masked before they are stored.

@@ -124,6 +124,17 @@ public final class RunEngine: Sendable {
         return try await execute(run: run, plan: plan, options: options, previous: previous)
     }
 
+    static func masked(_ job: ResolvedJob, by masker: SecretMasker) -> ResolvedJob {
+        var job = job
+        job.env = job.env.mapValues(masker.mask)
+        for index in job.steps.indices {
+            job.steps[index].run = masker.mask(job.steps[index].run)
+            job.steps[index].env = job.steps[index].env.mapValues(masker.mask)
+        }
+        job.matrix = job.matrix.mapValues(masker.mask)
+        return job
+    }
+
     func makePlan(pipeline: Pipeline, run: RunRecord, options: RunOptions) throws(EngineError) -> RunPlan {
         do {
             return try RunPlan(pipeline: pipeline, selecting: options.targets, matrixContext: baseContext(pipeline: pipeline, run: run, options: options))
@@ -181,9 +192,11 @@ public final class RunEngine: Sendable {
                     case .startAttempt(let key, let attempt, let reason):
                         guard let instance = instances[key], var row = jobRows[key] else { continue }
                         let context = machine.context(for: instance)
-                        let resolved: ResolvedJob
+                        var resolved: ResolvedJob
                         do {
                             resolved = try ResolvedJob.resolve(instance, in: pipeline, context: context)
+                            // Step names come from commands, which may hold rendered secrets.
+                            for index in resolved.steps.indices { resolved.steps[index].name = masker.mask(resolved.steps[index].name) }
                         } catch {
                             let message = masker.mask((error as? CoreError)?.message ?? "\(error)")
                             group.addTask { (key, attempt, .failed(.error(message), outputs: [:]), nil) }
@@ -192,7 +205,8 @@ public final class RunEngine: Sendable {
                         row.status = .running
                         row.attempts = attempt
                         row.startedAt = row.startedAt ?? Date()
-                        row.definition = masker.mask(String(decoding: resolved.canonicalJSON(), as: UTF8.self))
+                        // Mask before encoding: JSON escaping would otherwise hide a secret from the masker.
+                        row.definition = String(decoding: Self.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
                         try? store.updateJob(row)
