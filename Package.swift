@@ -55,6 +55,7 @@ let package = Package(
         .target(name: "CSlipwaySystem"),
         .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),
-        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["SlipwayCore"], swiftSettings: strict),
+        // Depends on the executable so `swift test` builds the binary these tests run.
+        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore"], swiftSettings: strict),
     ]
 )

@@ -23,11 +23,22 @@ public struct Glob: Sendable, Equatable {
 
     public func matches(_ path: String) -> Bool {
         let text = Array(path.unicodeScalars)
-        return match(0, text, 0, depth: 0)
+        var failed = Set<Int>()
+        return match(0, text, 0, depth: 0, failed: &failed)
     }
 
-    private func match(_ pi: Int, _ text: [Unicode.Scalar], _ ti: Int, depth: Int) -> Bool {
+    /// `failed` remembers (pattern, text) positions that cannot match, so patterns such as `*a*a*a*b`
+    /// take polynomial rather than exponential time.
+    private func match(_ pi: Int, _ text: [Unicode.Scalar], _ ti: Int, depth: Int, failed: inout Set<Int>) -> Bool {
         if depth > 64 { return false }
+        let memo = pi * (text.count + 1) + ti
+        if failed.contains(memo) { return false }
+        if matchUncached(pi, text, ti, depth: depth, failed: &failed) { return true }
+        failed.insert(memo)
+        return false
+    }
+
+    private func matchUncached(_ pi: Int, _ text: [Unicode.Scalar], _ ti: Int, depth: Int, failed: inout Set<Int>) -> Bool {
         var p = pi, t = ti
         while p < scalars.count {
             let c = scalars[p]
@@ -36,22 +47,27 @@ public struct Glob: Sendable, Equatable {
                 let doubleStar = p + 1 < scalars.count && scalars[p + 1] == "*"
                 if doubleStar {
                     var next = p + 2
-                    // "**/" also matches zero directories.
+                    // "**/" matches zero or more whole directories: what follows starts a path segment.
                     if next < scalars.count, scalars[next] == "/" {
-                        if match(next + 1, text, t, depth: depth + 1) { return true }
                         next += 1
+                        var k = t
+                        while k <= text.count {
+                            if k == t || text[k - 1] == "/", match(next, text, k, depth: depth + 1, failed: &failed) { return true }
+                            k += 1
+                        }
+                        return false
                     }
                     if next >= scalars.count { return true }
                     var k = t
                     while k <= text.count {
-                        if match(next, text, k, depth: depth + 1) { return true }
+                        if match(next, text, k, depth: depth + 1, failed: &failed) { return true }
                         k += 1
                     }
                     return false
                 }
                 var k = t
                 while true {
-                    if match(p + 1, text, k, depth: depth + 1) { return true }
+                    if match(p + 1, text, k, depth: depth + 1, failed: &failed) { return true }
                     if k >= text.count || text[k] == "/" { return false }
                     k += 1
                 }

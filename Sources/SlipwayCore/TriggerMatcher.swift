@@ -22,6 +22,10 @@ public enum TriggerMatcher {
                     : Decision(matches: false, reason: "tag '\(tag)' does not match `tags` \(filter.tags)")
             }
             if let branch {
+                // As in GitHub Actions: a filter with only `tags` does not run for branch pushes.
+                if filter.branches.isEmpty, filter.branchesIgnore.isEmpty, !filter.tags.isEmpty {
+                    return Decision(matches: false, reason: "only tags trigger '\(event)', not branch '\(branch)'")
+                }
                 if !filter.branches.isEmpty, !Glob.matchesList(filter.branches, branch) {
                     return Decision(matches: false, reason: "branch '\(branch)' does not match `\(event).branches` \(filter.branches)")
                 }

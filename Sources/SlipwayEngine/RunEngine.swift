@@ -275,6 +275,12 @@ public final class RunEngine: Sendable {
                 actions += machine.handle(.attemptFinished(key: key, attempt: attempt, outcome: outcome))
             }
         }
+        // Workspaces and the snapshot are only needed while a run can still resume; logs, outputs and
+        // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging.
+        if ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1" {
+            try? FileManager.default.removeItem(atPath: layout.run(run.number) + "/ws")
+            try? FileManager.default.removeItem(atPath: layout.snapshot(run.number))
+        }
         var finished = run
         finished.status = RunStatus(rawValue: finalResult.rawValue) ?? .failure
         finished.finishedAt = Date()
