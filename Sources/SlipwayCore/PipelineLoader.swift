@@ -11,7 +11,7 @@ public struct PipelineLoader {
 
     /// Files larger than this are refused before parsing.
     public static let maximumFileSize = 4 * 1024 * 1024
-    static let maximumNodes = 200_000
+    static let maximumNodes = 2_000_000
     static let maximumFlowDepth = 64
 
     public static let topLevelKeys = ["name", "on", "env", "jobs", "concurrency", "environments"]
@@ -89,15 +89,37 @@ public struct PipelineLoader {
             error(at: deep, "collections nest more than \(Self.maximumFlowDepth) levels deep", hint: "flatten the structure; a pipeline file never needs this depth")
             return nil
         }
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let yamlError as YamlError {
-            diagnostics.append(diagnostic(for: yamlError))
-            return nil
-        } catch {
-            self.error(at: origin, "cannot parse YAML: \(error)")
-            return nil
+        var root: Node?
+        // Yams stops at the first duplicate key. To still report every other problem at once, rename the
+        // duplicate in place (same length, private-use characters, so every position stays the same),
+        // record it, and parse again; diagnostics about the renamed keys are dropped at the end.
+        var working = text
+        var renamed = 0
+        while true {
+            do {
+                root = try Yams.compose(yaml: working)
+                break
+            } catch let yamlError as YamlError {
+                let workingLines = working.split(separator: "\n", omittingEmptySubsequences: false)
+                if case .duplicatedKeysInMapping(let duplicates, let context) = yamlError, renamed < 50,
+                   let key = duplicates.first, !key.isEmpty,
+                   let second = secondOccurrence(ofKey: key, after: context.mark.line, column: context.mark.column, in: workingLines) {
+                    diagnostics.append(Diagnostic(second, "duplicate key '\(key)' (first defined at line \(context.mark.line))", hint: "each key, such as a job name, may appear only once in a mapping; rename or merge them"))
+                    working = Self.renameKey(in: workingLines, at: second, length: key.count, marker: renamed)
+                    renamed += 1
+                    continue
+                }
+                diagnostics.append(diagnostic(for: yamlError))
+                return nil
+            } catch {
+                self.error(at: origin, "cannot parse YAML: \(error)")
+                return nil
+            }
+        }
+        defer {
+            if renamed > 0 {
+                diagnostics.removeAll { $0.message.unicodeScalars.contains { Self.isRenameMarker($0) } }
+            }
         }
         guard let root else {
             error(at: origin, "the file is empty", hint: "add `jobs:` with at least one job; `slipway init` writes a starter file")
@@ -108,7 +130,7 @@ public struct PipelineLoader {
             return nil
         }
         guard countNodes(root) else {
-            error(at: origin, "the document has more than \(Self.maximumNodes) nodes (are YAML aliases expanding it?)", hint: "remove anchors/aliases that repeat large blocks")
+            error(at: origin, "the document expands to more than \(Self.maximumNodes) YAML nodes", hint: "remove anchors/aliases that repeat large blocks")
             return nil
         }
         guard let top = mapping(root, "the top level of the file") else { return nil }
@@ -712,7 +734,27 @@ public struct PipelineLoader {
         return "check the YAML syntax near this position"
     }
 
+    static func isRenameMarker(_ scalar: Unicode.Scalar) -> Bool { (0xE000...0xE0FF).contains(scalar.value) }
+
+    /// Replaces the key at `location` by as many private-use characters as it has characters.
+    static func renameKey(in lines: [Substring], at location: SourceLocation, length: Int, marker: Int) -> String {
+        var result = lines.map(String.init)
+        let index = location.line - 1
+        guard index >= 0, index < result.count else { return result.joined(separator: "\n") }
+        var characters = Array(result[index])
+        var start = location.column - 1
+        if start < characters.count, characters[start] == "\"" || characters[start] == "'" { start += 1 }
+        let replacement = Character(Unicode.Scalar(0xE000 + UInt32(marker % 256))!)
+        for offset in 0..<length where start + offset < characters.count { characters[start + offset] = replacement }
+        result[index] = String(characters)
+        return result.joined(separator: "\n")
+    }
+
     func secondOccurrence(ofKey key: String, after line: Int, column: Int = 0) -> SourceLocation? {
+        secondOccurrence(ofKey: key, after: line, column: column, in: lines)
+    }
+
+    func secondOccurrence(ofKey key: String, after line: Int, column: Int = 0, in lines: [Substring]) -> SourceLocation? {
         let firstIndex = max(0, line - 1)
         guard firstIndex < lines.count else { return nil }
         let firstLine = lines[firstIndex]
