@@ -16,10 +16,11 @@ RUNS_B=${RUNS_B:-${RUNS:-5}}
 RUNS_C=${RUNS_C:-${RUNS:-5}}
 RUNS_D=${RUNS_D:-${RUNS:-10}}
 WARMUP=${WARMUP:-1}
-STEPS=500
-WIDE=1000
-CACHED_JOBS=20
-OUTPUT_BYTES=100000000
+# Sizes: change only for a quick smoke test; the targets are defined for these values.
+STEPS=${STEPS:-500}
+WIDE=${WIDE:-1000}
+CACHED_JOBS=${CACHED_JOBS:-20}
+OUTPUT_BYTES=${OUTPUT_BYTES:-100000000}
 OUTPUT_CMD="yes 0123456789012345678901234567890123456789012345678 | head -c $OUTPUT_BYTES"
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -52,6 +53,9 @@ SLIPWAY_BIN=$(realpath "$SLIPWAY_BIN")
 SW=$(printf '%q' "$SLIPWAY_BIN")
 
 mkdir -p "$OUT"
+rm -f "$OUT"/{a-steps,b-wide,c-output,d-cached}.json
+printf '{"steps": %d, "wide": %d, "cached_jobs": %d, "output_bytes": %d}\n' \
+    "$STEPS" "$WIDE" "$CACHED_JOBS" "$OUTPUT_BYTES" >"$OUT/params.json"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slipway-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
