@@ -26,7 +26,7 @@ let package = Package(
         .target(
             name: "SlipwayCLI",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -49,11 +49,20 @@ let package = Package(
         ),
         .target(
             name: "SlipwayEngine",
-            dependencies: ["SlipwayCore", "SlipwayStore", "CSlipwaySystem"],
+            dependencies: ["SlipwayCore", "SlipwayStore", "SlipwayArtifacts", "CSlipwaySystem"],
             swiftSettings: strict
         ),
         .target(name: "CSlipwaySystem"),
+        .target(
+            name: "SlipwayArtifacts",
+            dependencies: [
+                "SlipwayCore", "SlipwayStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
         .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore"], swiftSettings: strict),

@@ -49,13 +49,13 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
         let prefix = Array("[\(job)] ".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + bytes.count / 8)
-        var start = 0
-        bytes.withUnsafeBufferPointer { buffer in
-            while start < buffer.count {
-                var end = start
-                while end < buffer.count, buffer[end] != 0x0A { end += 1 }
+        bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var start = 0
+            while start < raw.count {
+                let end = memchr(base + start, 0x0A, raw.count - start).map { UnsafeRawPointer($0) - base } ?? (raw.count - 1)
                 out.append(contentsOf: prefix)
-                out.append(contentsOf: buffer[start..<min(end + 1, buffer.count)])
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[start...end]))
                 start = end + 1
             }
         }

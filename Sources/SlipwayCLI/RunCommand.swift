@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import Foundation
+import SlipwayArtifacts
 import SlipwayCore
 import SlipwayEngine
 import SlipwayStore
@@ -91,7 +92,8 @@ struct RunCommand: AsyncParsableCommand {
         let live = !plain && Terminal.stdoutIsTTY
         let reporter: Reporter = live ? LiveReporter() : PlainReporter()
         let engine = RunEngine(store: store, layout: context.layout, project: context.projectDirectory, secrets: secrets,
-                               observer: reporter, live: reporter.lineSink, gracePeriod: DurationParser.parse(grace) ?? .seconds(5))
+                               observer: reporter, live: reporter.lineSink, gracePeriod: DurationParser.parse(grace) ?? .seconds(5),
+                               releases: ReleaseService(store: store, dataRoot: context.layout.root))
         let interrupts = InterruptHandler(control: engine.control, store: store)
         let finished: RunRecord
         if resume {
@@ -118,8 +120,7 @@ struct RunCommand: AsyncParsableCommand {
             }
             let env = try Self.keyValues(envOverrides, option: "--env")
             let inputValues = try Self.keyValues(inputs, option: "--input")
-            let gitBranch = Helper.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], in: context.projectDirectory)
-            let currentBranch = branch ?? (gitBranch.status == 0 && !gitBranch.text.isEmpty ? gitBranch.text : nil)
+            let currentBranch = branch ?? GitInfo.read(context.projectDirectory)?.branch
             let eventName = event ?? "push"
             let decision = TriggerMatcher.decide(pipeline.triggers, event: eventName, branch: currentBranch)
             if !decision.matches {

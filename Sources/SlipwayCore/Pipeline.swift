@@ -1,3 +1,5 @@
+import Foundation
+
 /// A parsed, validated pipeline file. Strings that may hold `${{ }}` are kept as source text and
 /// resolved at run time, when contexts such as `matrix` and `needs` are known.
 public struct Pipeline: Sendable {
@@ -77,6 +79,7 @@ public struct Job: Sendable {
     public var artifacts: [String] = []
     public var cache: CacheSpec?
     public var junitReports: [String] = []
+    public var release: ReleaseSpec?
 
     public init(id: String, location: SourceLocation) {
         self.id = id
@@ -93,6 +96,9 @@ public struct Step: Sendable {
     public var timeout: Duration?
     public var continueOnError: Bool = false
     public var condition: Expression?
+    /// A built-in step (`uses:`) instead of a command, with its `with:` inputs.
+    public var uses: BuiltinStep?
+    public var with: [EnvironmentVariable] = []
 
     public init(name: String?, run: String, location: SourceLocation) {
         self.name = name
@@ -103,6 +109,7 @@ public struct Step: Sendable {
     /// The name shown in logs: the given name, or the first line of the command.
     public func displayName(index: Int) -> String {
         if let name, !name.isEmpty { return name }
+        if let uses { return uses.rawValue }
         let firstLine = run.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? "step \(index + 1)"
         return firstLine.count > 60 ? String(firstLine.prefix(57)) + "..." : firstLine
     }
@@ -183,5 +190,58 @@ public struct Matrix: Sendable, Equatable {
         lhs.dimensions.elementsEqual(rhs.dimensions) { $0.name == $1.name && $0.values == $1.values }
             && lhs.include.elementsEqual(rhs.include) { $0.elementsEqual($1, by: ==) }
             && lhs.exclude.elementsEqual(rhs.exclude) { $0.elementsEqual($1, by: ==) }
+    }
+}
+
+/// `release:` of a job: what to release, as which name and version (templates allowed).
+public struct ReleaseSpec: Sendable, Equatable, Codable {
+    public var name: String
+    public var version: String
+    public var path: String
+    public var sbom: Bool
+
+    public init(name: String, version: String, path: String, sbom: Bool = true) {
+        self.name = name
+        self.version = version
+        self.path = path
+        self.sbom = sbom
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.count <= 128,
+              ("a"..."z").contains(first) || ("0"..."9").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }
+    }
+
+    public static func isValidVersion(_ version: String) -> Bool {
+        guard let first = version.unicodeScalars.first, version.count <= 128, first != ".", first != "-" else { return false }
+        return version.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "._-+".unicodeScalars.contains($0) }
+    }
+}
+
+/// Steps built into Slipway, used with `uses:`.
+public enum BuiltinStep: String, Sendable, Codable, CaseIterable {
+    case secretScan = "slipway/secret-scan"
+    case dependencyCheck = "slipway/dependency-check"
+
+    public var inputs: [String] {
+        switch self {
+        case .secretScan: ["path", "allowlist"]
+        case .dependencyCheck: ["advisories", "severity", "path"]
+        }
+    }
+
+    public var requiredInputs: [String] {
+        switch self {
+        case .secretScan: []
+        case .dependencyCheck: ["advisories"]
+        }
+    }
+
+    public var requiredHint: String {
+        switch self {
+        case .secretScan: ""
+        case .dependencyCheck: "point it at an OSV advisory file in the workspace, e.g. `with: { advisories: security/osv.json, severity: high }`"
+        }
     }
 }

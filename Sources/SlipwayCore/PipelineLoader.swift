@@ -21,6 +21,7 @@ public struct PipelineLoader {
     public static let strategyKeys = ["matrix", "max-parallel", "fail-fast"]
     public static let retryKeys = ["max", "on"]
     public static let cacheKeys = ["inputs"]
+    public static let releaseKeys = ["name", "version", "path", "sbom"]
     public static let reportKeys = ["junit"]
     public static let triggerKeys = ["push", "pull_request", "schedule", "manual"]
     public static let refFilterKeys = ["branches", "branches-ignore", "tags", "paths", "paths-ignore"]
@@ -222,11 +223,10 @@ public struct PipelineLoader {
             checkKeys(reportMap, allowed: Self.reportKeys, context: "`reports`")
             if let junit = reportMap["junit"] { job.junitReports = stringList(junit, "`reports.junit`", allowScalar: true) }
         }
-        for key in ["release", "deploy"] {
-            if let node = map[key] {
-                error(node, "`\(key)` jobs are not supported by this version of Slipway yet", hint: "run the \(key) with `steps` for now")
-            }
+        if let node = map["deploy"] {
+            error(node, "`deploy` jobs are not supported by this version of Slipway yet", hint: "run the deployment with `steps` for now")
         }
+        if let node = map["release"] { job.release = releaseSpec(node, jobID: id) }
         if let steps = map["steps"] {
             if let sequence = steps.sequence {
                 if sequence.count == 0 {
@@ -253,12 +253,41 @@ public struct PipelineLoader {
         }
         guard let map = mapping(node, context) else { return nil }
         checkKeys(map, allowed: Self.stepKeys, context: context)
-        if let uses = map["uses"] {
-            error(uses, "`uses` is not supported by this version of Slipway yet", hint: "write the command with `run`")
-            return nil
+        if let usesNode = map["uses"] {
+            if map["run"] != nil {
+                error(usesNode, "\(context) has both `uses` and `run`", hint: "a step either runs a command or uses a built-in step; split it in two")
+                return nil
+            }
+            guard let uses = scalarString(usesNode, "`uses`") else { return nil }
+            guard let builtin = BuiltinStep(rawValue: uses) else {
+                let suggestion = Suggestion.nearest(to: uses, in: BuiltinStep.allCases.map(\.rawValue))
+                error(usesNode, "unknown built-in step '\(uses)'", hint: suggestion.map { "did you mean '\($0)'?" } ?? "built-in steps: \(BuiltinStep.allCases.map(\.rawValue).joined(separator: ", "))")
+                return nil
+            }
+            var step = Step(name: nil, run: "", location: location(node))
+            step.uses = builtin
+            if let name = map["name"] { step.name = scalarString(name, "`name`") }
+            if let withNode = map["with"], let withMap = mapping(withNode, "`with`") {
+                checkKeys(withMap, allowed: builtin.inputs, context: "`with` of \(uses)")
+                for (k, v) in withMap {
+                    guard let key = k.scalar?.string, let value = scalarString(v, "`with.\(k.scalar?.string ?? "?")`") else { continue }
+                    checkTemplate(v, value, context: "`with.\(key)`")
+                    step.with.append(EnvironmentVariable(name: key, value: value))
+                }
+            }
+            for required in builtin.requiredInputs where !step.with.contains(where: { $0.name == required }) {
+                error(usesNode, "\(uses) needs `with: { \(required): ... }`", hint: builtin.requiredHint)
+            }
+            if let cond = map["if"] { step.condition = condition(cond, context: "`if` of \(context)") }
+            if let coe = map["continue-on-error"] { step.continueOnError = bool(coe, "`continue-on-error`") ?? false }
+            if let timeout = map["timeout"] { step.timeout = duration(timeout, "`timeout` of \(context)") }
+            return step
+        }
+        if let withNode = map["with"] {
+            error(withNode, "`with` only goes with `uses`", hint: "pass values to a command with `env`")
         }
         guard let runNode = map["run"] else {
-            error(node, "\(context) has no `run`", hint: "add `run: <command>`")
+            error(node, "\(context) has no `run`", hint: "add `run: <command>` or `uses: slipway/secret-scan`")
             return nil
         }
         guard let run = scalarString(runNode, "`run` of \(context)") else { return nil }
@@ -283,6 +312,36 @@ public struct PipelineLoader {
         if let coe = map["continue-on-error"] { step.continueOnError = bool(coe, "`continue-on-error`") ?? false }
         if let cond = map["if"] { step.condition = condition(cond, context: "`if` of \(context)") }
         return step
+    }
+
+    mutating func releaseSpec(_ node: Node, jobID: String) -> ReleaseSpec? {
+        guard let map = mapping(node, "`release` of job '\(jobID)'") else { return nil }
+        checkKeys(map, allowed: Self.releaseKeys, context: "`release`")
+        var values: [String: String] = [:]
+        for key in ["name", "version", "path"] {
+            guard let valueNode = map[key] else {
+                error(node, "`release` of job '\(jobID)' needs `\(key)`", hint: "write `release: { name: my-app, version: \"1.2.3\", path: dist/ }`")
+                continue
+            }
+            guard let value = scalarString(valueNode, "`release.\(key)`") else { continue }
+            checkTemplate(valueNode, value, context: "`release.\(key)`")
+            if !value.contains("${{") {
+                if key == "name", !ReleaseSpec.isValidName(value) {
+                    error(valueNode, "invalid release name '\(value)'", hint: "use lowercase letters, digits, '.', '-' and '_', starting with a letter or digit")
+                }
+                if key == "version", !ReleaseSpec.isValidVersion(value) {
+                    error(valueNode, "invalid release version '\(value)'", hint: "use letters, digits, '.', '-', '+' and '_' (e.g. 1.2.3 or 1.2.3+abc)")
+                }
+                if key == "path", value.hasPrefix("/") || value.split(separator: "/").contains("..") {
+                    error(valueNode, "release path '\(value)' leaves the workspace", hint: "use a path relative to the workspace")
+                }
+            }
+            values[key] = value
+        }
+        var sbom = true
+        if let sbomNode = map["sbom"] { sbom = bool(sbomNode, "`release.sbom`") ?? true }
+        guard let name = values["name"], let version = values["version"], let path = values["path"] else { return nil }
+        return ReleaseSpec(name: name, version: version, path: path, sbom: sbom)
     }
 
     mutating func parseStrategy(_ node: Node, into job: inout Job) {

@@ -12,6 +12,8 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
         public var timeoutMilliseconds: Int64?
         public var continueOnError: Bool
         public var condition: String?
+        public var uses: BuiltinStep?
+        public var with: [String: String]?
     }
 
     public var key: String
@@ -24,6 +26,7 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
     public var artifacts: [String]
     public var cacheInputs: [String]?
     public var junitReports: [String]
+    public var release: ReleaseSpec?
 
     /// Renders every template of `instance` in `context`. Job env sees pipeline env; step env sees both.
     public static func resolve(_ instance: JobInstance, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
@@ -58,7 +61,14 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
             let run = try render(step.run, "step \(index + 1)")
             var display = Step(name: try step.name.map { name throws(CoreError) in try render(name, "step name") }, run: run, location: step.location)
             display.name = display.name.flatMap { $0.isEmpty ? nil : $0 }
+            display.uses = step.uses
             let name = display.displayName(index: index)
+            var with: [String: String]?
+            if step.uses != nil {
+                var values: [String: String] = [:]
+                for input in step.with { values[input.name] = try render(input.value, "with.\(input.name)") }
+                with = values
+            }
             steps.append(ResolvedStep(
                 name: name,
                 run: run,
@@ -66,7 +76,9 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
                 workingDirectory: step.workingDirectory,
                 timeoutMilliseconds: step.timeout.map(Self.milliseconds),
                 continueOnError: step.continueOnError,
-                condition: step.condition?.source
+                condition: step.condition?.source,
+                uses: step.uses,
+                with: with
             ))
         }
         return ResolvedJob(
@@ -79,7 +91,10 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
             outputs: job.outputs,
             artifacts: job.artifacts,
             cacheInputs: job.cache?.inputs,
-            junitReports: job.junitReports
+            junitReports: job.junitReports,
+            release: try job.release.map { spec throws(CoreError) in
+                ReleaseSpec(name: try render(spec.name, "release.name"), version: try render(spec.version, "release.version"), path: try render(spec.path, "release.path"), sbom: spec.sbom)
+            }
         )
     }
 
@@ -111,11 +126,11 @@ public struct CacheKey: Sendable, Equatable, Codable {
             hasher.update(data: Data(components[name]!.utf8))
             hasher.update(data: Data([0]))
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexString
     }
 
     public static func hex(_ data: some DataProtocol) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: data).hexString
     }
 
     /// Builds the key from the resolved job, input file digests and each need's outputs and artifact digests.

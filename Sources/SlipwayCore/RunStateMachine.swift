@@ -63,6 +63,13 @@ public struct RunStateMachine: Sendable {
     var runFinished = false
     var instancesByJob: [String: [JobInstance]] = [:]
     let ancestors: [String: Set<String>]
+    let jobs: [String: Job]
+    let instanceIndex: [String: Int]
+    /// Indices into `plan.instances` still pending, in plan order; kept small so a 1000-job DAG
+    /// does not rescan finished work after every event.
+    var pending: [Int] = []
+    var running = 0
+    var runningByJob: [String: Int] = [:]
 
     public init(plan: RunPlan, baseContext: ExpressionContext, parallelism: Int, previous: [InstanceRecord] = []) {
         self.plan = plan
@@ -71,6 +78,8 @@ public struct RunStateMachine: Sendable {
         var ancestors: [String: Set<String>] = [:]
         for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
         self.ancestors = ancestors
+        self.jobs = Dictionary(plan.pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        self.instanceIndex = Dictionary(plan.instances.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { first, _ in first })
         for instance in plan.instances {
             states[instance.key] = .pending
             instancesByJob[instance.jobID, default: []].append(instance)
@@ -82,10 +91,24 @@ public struct RunStateMachine: Sendable {
                 outputs[record.key] = record.outputs
             }
         }
+        pending = plan.instances.indices.filter { states[plan.instances[$0].key] == .pending }
     }
 
     public var isFinished: Bool { runFinished }
-    public var runningCount: Int { states.values.filter { if case .running = $0 { true } else { false } }.count }
+    public var runningCount: Int { running }
+
+    mutating func setState(_ key: String, _ state: State) {
+        let jobID = plan.instances[instanceIndex[key]!].jobID
+        if case .running? = states[key] {
+            running -= 1
+            runningByJob[jobID, default: 1] -= 1
+        }
+        if case .running = state {
+            running += 1
+            runningByJob[jobID, default: 0] += 1
+        }
+        states[key] = state
+    }
 
     public func result(of key: String) -> JobResult? {
         if case .finished(let result, _)? = states[key] { return result }
@@ -108,27 +131,26 @@ public struct RunStateMachine: Sendable {
             }
         case .attemptFinished(let key, let attempt, let outcome):
             guard case .running(let current)? = states[key], current == attempt,
-                  let instance = plan.instances.first(where: { $0.key == key }),
-                  let job = plan.pipeline.job(instance.jobID) else { return [] }
+                  let index = instanceIndex[key], let job = jobs[plan.instances[index].jobID] else { return [] }
             switch outcome {
             case .succeeded(let produced), .cacheHit(let produced):
                 outputs[key] = produced
-                states[key] = .finished(.success, allowedFailure: false)
+                setState(key, .finished(.success, allowedFailure: false))
                 let reason = if case .cacheHit = outcome { "restored from the cache" } else { "all steps succeeded" }
                 actions.append(.finishInstance(key: key, result: .success, allowedFailure: false, reason: reason))
             case .cancelled:
-                states[key] = .finished(.cancelled, allowedFailure: false)
+                setState(key, .finished(.cancelled, allowedFailure: false))
                 actions.append(.finishInstance(key: key, result: .cancelled, allowedFailure: false, reason: cancelling ? "the run was cancelled" : "cancelled by fail-fast"))
             case .failed(let failure, let produced):
                 if !cancelling, attempt <= job.retry.max, job.retry.allows(failure) {
                     attempts[key] = attempt + 1
-                    states[key] = .running(attempt: attempt + 1)
+                    setState(key, .running(attempt: attempt + 1))
                     actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt) of \(job.retry.max) after \(failure)"))
                     return actions
                 }
                 outputs[key] = produced
                 let allowed = job.continueOnError
-                states[key] = .finished(.failure, allowedFailure: allowed)
+                setState(key, .finished(.failure, allowedFailure: allowed))
                 let retried = attempt > 1 ? " after \(attempt) attempts" : ""
                 actions.append(.finishInstance(key: key, result: .failure, allowedFailure: allowed, reason: "\(failure)\(retried)" + (allowed ? " (continue-on-error)" : "")))
                 if !allowed, job.failFast, job.matrix != nil {
@@ -136,7 +158,7 @@ public struct RunStateMachine: Sendable {
                         switch states[sibling.key] {
                         case .running?: actions.append(.cancelAttempt(key: sibling.key, reason: "fail-fast: '\(key)' failed"))
                         case .pending?:
-                            states[sibling.key] = .finished(.cancelled, allowedFailure: false)
+                            setState(sibling.key, .finished(.cancelled, allowedFailure: false))
                             actions.append(.finishInstance(key: sibling.key, result: .cancelled, allowedFailure: false, reason: "fail-fast: '\(key)' failed"))
                         default: break
                         }
@@ -167,8 +189,7 @@ public struct RunStateMachine: Sendable {
     public func context(for instance: JobInstance) -> ExpressionContext {
         var context = baseContext
         var needsValue: [String: ExpressionValue] = [:]
-        let job = plan.pipeline.job(instance.jobID)
-        for need in job?.needs ?? [] {
+        for need in jobs[instance.jobID]?.needs ?? [] {
             var merged: [String: ExpressionValue] = [:]
             for sibling in instancesByJob[need] ?? [] {
                 for (name, value) in outputs[sibling.key] ?? [:] { merged[name] = .string(value) }
@@ -192,45 +213,42 @@ public struct RunStateMachine: Sendable {
 
     mutating func schedule() -> [Action] {
         var actions: [Action] = []
-        var running = runningCount
-        var runningByJob: [String: Int] = [:]
-        for instance in plan.instances { if case .running? = states[instance.key] { runningByJob[instance.jobID, default: 0] += 1 } }
-
         var progressed = true
         while progressed {
             progressed = false
-            for instance in plan.instances where states[instance.key] == .pending {
-                guard let job = plan.pipeline.job(instance.jobID) else { continue }
+            for index in pending {
+                let instance = plan.instances[index]
+                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else { continue }
                 // Wait until every need has a final result.
-                var needResults: [(JobResult, Bool)] = []
+                var needsOK = true
                 var ready = true
                 for need in job.needs {
                     guard let result = jobResult(need) else { ready = false; break }
-                    needResults.append(result)
+                    if result.result != .success { needsOK = false }
                 }
                 if !ready { continue }
-                let context = context(for: instance)
-                let (shouldRun, reason) = decide(job: job, needResults: needResults, context: context)
+                let limitReached = running >= parallelism || (job.maxParallel.map { runningByJob[job.id, default: 0] >= $0 } ?? false)
+                // Without an `if`, a ready job with good needs just waits for a slot: no context needed.
+                if limitReached, job.condition == nil, needsOK, !cancelling { continue }
+                let (shouldRun, reason) = decide(job: job, needsOK: needsOK, instance: instance)
                 if !shouldRun {
                     let result: JobResult = cancelling ? .cancelled : .skipped
-                    states[instance.key] = .finished(result, allowedFailure: false)
+                    setState(instance.key, .finished(result, allowedFailure: false))
                     actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
                     progressed = true
                     continue
                 }
-                if running >= parallelism { continue }
-                if let limit = job.maxParallel, runningByJob[job.id, default: 0] >= limit { continue }
+                if limitReached { continue }
                 let attempt = (attempts[instance.key] ?? 0) + 1
                 attempts[instance.key] = attempt
-                states[instance.key] = .running(attempt: attempt)
-                running += 1
-                runningByJob[job.id, default: 0] += 1
+                setState(instance.key, .running(attempt: attempt))
                 let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
                 actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
                 progressed = true
             }
+            pending.removeAll { states[plan.instances[$0].key] != .pending }
         }
-        if running == 0, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
+        if running == 0, pending.isEmpty, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
             runFinished = true
             actions.append(.finishRun(overallResult()))
         }
@@ -238,8 +256,7 @@ public struct RunStateMachine: Sendable {
     }
 
     /// Whether a ready job runs, with the reason — GitHub Actions semantics for `if` and status functions.
-    func decide(job: Job, needResults: [(JobResult, Bool)], context: ExpressionContext) -> (Bool, String) {
-        let needsOK = needResults.allSatisfy { $0.0 == .success }
+    func decide(job: Job, needsOK: Bool, instance: JobInstance) -> (Bool, String) {
         guard let condition = job.condition else {
             if cancelling { return (false, "the run was cancelled") }
             if needsOK { return (true, job.needs.isEmpty ? "no needs" : "all needs succeeded") }
@@ -250,7 +267,7 @@ public struct RunStateMachine: Sendable {
         }
         if cancelling, !condition.usesStatusFunction { return (false, "the run was cancelled") }
         do {
-            let value = try condition.evaluate(in: context)
+            let value = try condition.evaluate(in: context(for: instance))
             if value.isTruthy { return (true, "`if: \(condition.source)` was true") }
             return (false, "`if: \(condition.source)` was false")
         } catch {

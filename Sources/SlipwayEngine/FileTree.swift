@@ -67,7 +67,7 @@ public enum FileTree {
         defer { try? handle.close() }
         var hasher = SHA256()
         while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexString
     }
 
     /// Digest of a whole tree: sorted relative paths with their content digests.
@@ -79,7 +79,7 @@ public enum FileTree {
             hasher.update(data: Data((sha256(ofFile: root + "/" + path) ?? "").utf8))
             hasher.update(data: Data([0]))
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexString
     }
 
     /// A file-system-safe, collision-free name for a job instance key such as "test (1, linux)".
@@ -100,10 +100,25 @@ public enum Helper {
         public var text: String { String(decoding: stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 
+    static func resolve(_ program: String) -> String? {
+        if program.contains("/") { return program }
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
     public static func run(_ arguments: [String], in directory: String, input: Data? = nil) -> Output {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
+        // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
+        if let program = arguments.first, let path = resolve(program) {
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = Array(arguments.dropFirst())
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -141,18 +156,15 @@ public struct ProjectSnapshot: Sendable {
         do { try manager.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
             throw EngineError("cannot create the run workspace \(destination): \(error.localizedDescription)")
         }
-        let inside = Helper.run(["git", "rev-parse", "--is-inside-work-tree"], in: project)
-        guard inside.status == 0, inside.text == "true" else {
+        guard let git = GitInfo.read(project) else {
             let files = FileTree.files(under: project).filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") && $0 != ".slipway" }
             do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
                 throw EngineError("cannot copy the project into the workspace: \(error.localizedDescription)")
             }
             return ProjectSnapshot(commit: nil, branch: nil, dirty: true, fileCount: files.count)
         }
-        let headOutput = Helper.run(["git", "rev-parse", "--verify", "-q", "HEAD"], in: project)
-        let commit = headOutput.status == 0 ? headOutput.text : nil
-        let branchOutput = Helper.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], in: project)
-        let branch = branchOutput.status == 0 && !branchOutput.text.isEmpty ? branchOutput.text : nil
+        let commit = git.commit
+        let branch = git.branch
         if clean {
             guard commit != nil else { throw EngineError("--clean needs a commit, but the repository has none yet; commit first or run without --clean") }
             let prefix = Helper.run(["git", "rev-parse", "--show-prefix"], in: project).text
@@ -173,9 +185,7 @@ public struct ProjectSnapshot: Sendable {
         do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
             throw EngineError("cannot copy the project into the workspace: \(error.localizedDescription)")
         }
-        let status = Helper.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", "."], in: project)
-        let dirty = !status.text.split(separator: "\n").filter { !$0.contains(".slipway/") }.isEmpty
-        return ProjectSnapshot(commit: commit, branch: branch, dirty: dirty, fileCount: files.count)
+        return ProjectSnapshot(commit: commit, branch: branch, dirty: git.dirty, fileCount: files.count)
     }
 }
 
@@ -184,4 +194,33 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Commit, branch and dirtiness of a project directory from one `git status --porcelain=v2 --branch`.
+public struct GitInfo: Sendable, Equatable {
+    public var commit: String?
+    public var branch: String?
+    public var dirty: Bool
+
+    /// nil when `directory` is not inside a git work tree.
+    public static func read(_ directory: String) -> GitInfo? {
+        let status = Helper.run(["git", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--", "."], in: directory)
+        guard status.status == 0 else { return nil }
+        var info = GitInfo(commit: nil, branch: nil, dirty: false)
+        for entry in status.stdout.split(separator: 0) {
+            let line = String(decoding: entry, as: UTF8.self)
+            if line.hasPrefix("# branch.oid ") {
+                let oid = String(line.dropFirst("# branch.oid ".count))
+                info.commit = oid == "(initial)" ? nil : oid
+            } else if line.hasPrefix("# branch.head ") {
+                let head = String(line.dropFirst("# branch.head ".count))
+                info.branch = head == "(detached)" ? nil : head
+            } else if line.hasPrefix("#") {
+                continue
+            } else if !line.contains(".slipway/"), line.first.map({ "12u?".contains($0) }) == true {
+                info.dirty = true
+            }
+        }
+        return info
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import SlipwayCore
 import SlipwayStore
+import Synchronization
 
 /// The content-addressed job cache: keys from `CacheKey`, outputs in the database, artifacts under
 /// `.slipway/cache/<key>/`.
@@ -9,12 +10,12 @@ struct JobCache: Sendable {
     let layout: DataLayout
 
     /// Key = resolved definition + contents of `cache.inputs` files in the snapshot + each need's outputs and artifacts.
-    func key(for attempt: AttemptContext, needOutputs: [String: [[String: String]]], snapshot: String) -> CacheKey {
+    func key(for attempt: AttemptContext, needOutputs: [String: [[String: String]]], snapshot: SnapshotIndex) -> CacheKey {
         var files: [String: String] = [:]
         let patterns = attempt.resolved.cacheInputs ?? []
         if !patterns.isEmpty {
-            for path in FileTree.files(under: snapshot) where Glob.matchesList(patterns, path) {
-                files[path] = FileTree.sha256(ofFile: snapshot + "/" + path) ?? "unreadable"
+            for path in snapshot.files where Glob.matchesList(patterns, path) {
+                files[path] = snapshot.digest(of: path)
             }
         }
         var upstream: [String: String] = [:]
@@ -67,5 +68,30 @@ struct JobCache: Sendable {
         let outputsJSON = String(decoding: (try? encoder.encode(outputs)) ?? Data("{}".utf8), as: UTF8.self)
         let components = String(decoding: (try? encoder.encode(key)) ?? Data("{}".utf8), as: UTF8.self)
         try? store.putCacheEntry(CacheEntryRecord(key: digest, jobKey: jobKey, components: components, outputs: outputsJSON, artifactsPath: savedPath, artifactsDigest: artifactsDigest, runID: runID))
+    }
+}
+
+/// The run's snapshot never changes while the run lasts: list it once and hash each file at most once,
+/// however many jobs name it in `cache.inputs`.
+final class SnapshotIndex: Sendable {
+    let root: String
+    let listing = Mutex<[String]?>(nil)
+    let digests = Mutex<[String: String]>([:])
+
+    init(root: String) { self.root = root }
+
+    /// Listed on first use: runs without cached jobs never walk the tree.
+    var files: [String] {
+        if let files = listing.withLock({ $0 }) { return files }
+        let files = FileTree.files(under: root)
+        listing.withLock { $0 = files }
+        return files
+    }
+
+    func digest(of path: String) -> String {
+        if let known = digests.withLock({ $0[path] }) { return known }
+        let digest = FileTree.sha256(ofFile: root + "/" + path) ?? "unreadable"
+        digests.withLock { $0[path] = digest }
+        return digest
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SlipwayArtifacts
 import SlipwayCore
 import SlipwayStore
 import Synchronization
@@ -28,6 +29,8 @@ struct JobExecutor: Sendable {
     let observer: RunObserver?
     let gracePeriod: Duration
     let control: RunControl
+    let releases: ReleaseService?
+    let builtins: BuiltinSteps
 
     func runAttempt(_ a: AttemptContext) async -> AttemptOutcome {
         let key = a.instance.key
@@ -130,6 +133,23 @@ struct JobExecutor: Sendable {
                 continue
             }
             observer?.progress(.stepStarted(key: key, index: index, name: stepName))
+            if let builtin = step.uses {
+                var record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
+                let outcome = builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
+                for line in outcome.lines { log.write(line) }
+                if let releaseStore = builtins.releaseStore, !outcome.findings.isEmpty { try? releaseStore.insertFindings(outcome.findings) }
+                if let problem = outcome.failure {
+                    log.note("slipway: \(stepName) failed: \(problem)" + (step.continueOnError ? " (continue-on-error)" : ""))
+                    if !step.continueOnError { failure = .error(problem) }
+                }
+                log.finish()
+                record?.status = outcome.failure == nil ? .success : .failure
+                record?.failure = outcome.failure.map(masker.mask)
+                record?.finishedAt = Date()
+                if let record { try? store.updateStep(record) }
+                observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: outcome.failure == nil ? .success : .failure, detail: outcome.failure))
+                continue
+            }
             let processControl = ProcessControl()
             let registration = control.register(processControl, job: key)
             let stepRecord = Mutex<StepRecord?>(nil)
@@ -190,6 +210,11 @@ struct JobExecutor: Sendable {
                 outputs[name] = masker.mask(value)
             }
         }
+        // The raw file may hold unmasked secrets; its (masked) values now live in the database.
+        try? FileManager.default.removeItem(atPath: outputFile)
+        if failure == nil, !cancelled, let spec = a.resolved.release {
+            if let problem = release(spec, a, workspace: workspace, attemptID: attemptRecord.id, outputs: &outputs) { failure = .error(problem) }
+        }
         if failure == nil, !cancelled {
             if let problem = saveArtifacts(a, workspace: workspace) { failure = .error(problem) }
         }
@@ -211,6 +236,47 @@ struct JobExecutor: Sendable {
         finished.status = .success
         try? store.updateAttempt(finished)
         return .succeeded(outputs: outputs)
+    }
+
+    /// Releases `spec` from the workspace: a step of its own in the logs; the digest and the reference
+    /// become the job's outputs `digest` and `release`.
+    func release(_ spec: ReleaseSpec, _ a: AttemptContext, workspace: String, attemptID: Int64, outputs: inout [String: String]) -> String? {
+        let index = a.resolved.steps.count
+        let name = masker.mask("release \(spec.name)@\(spec.version)")
+        let logPath = layout.log(a.run.number, job: a.instance.key, attempt: a.attempt, step: index)
+        guard let releases else { return "releases are not available in this mode" }
+        let log = try? StepLog(path: logPath, jobKey: a.instance.key, masker: masker, live: live)
+        observer?.progress(.stepStarted(key: a.instance.key, index: index, name: name))
+        var record = try? store.insertStep(StepRecord(attemptID: attemptID, index: index, name: name, logPath: logPath))
+        var materials: [String: String] = [:]
+        for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
+            for file in FileTree.files(under: directory) { materials[file] = FileTree.sha256(ofFile: directory + "/" + file) }
+        }
+        let build = ReleaseService.BuildContext(
+            runID: a.run.id, runNumber: a.run.number, job: a.instance.key, commit: a.run.commit, branch: a.run.branch,
+            event: a.run.event, dirty: a.run.dirty, pipelineFile: a.run.file, pipelineText: a.run.pipelineText,
+            jobDefinition: RunEngine.masked(a.resolved, by: masker).canonicalJSON(), materials: materials, startedOn: Date())
+        var problem: String?
+        do {
+            let (release, created) = try releases.release(spec, workspace: workspace, build: build)
+            outputs["digest"] = release.digest
+            outputs["release"] = release.reference
+            log?.write(created
+                ? "released \(release.reference): sha256:\(release.digest) (\(release.size) bytes, \(release.kind)), signed by key \(release.keyID)"
+                : "\(release.reference) was already released with the same content (sha256:\(release.digest)); nothing to do")
+            if let sbom = release.sbomDigest { log?.write("SBOM (CycloneDX 1.5): sha256:\(sbom)") }
+            log?.write("provenance: \(release.envelopePath)")
+        } catch {
+            problem = masker.mask(error.message)
+            log?.note("slipway: release failed: \(problem!)")
+        }
+        log?.finish()
+        record?.status = problem == nil ? .success : .failure
+        record?.failure = problem
+        record?.finishedAt = Date()
+        if let record { try? store.updateStep(record) }
+        observer?.progress(.stepFinished(key: a.instance.key, index: index, name: name, status: problem == nil ? .success : .failure, detail: problem))
+        return problem
     }
 
     /// Copies the declared artifact paths into the run's artifact store; a missing path fails the job.

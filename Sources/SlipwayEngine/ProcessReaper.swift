@@ -7,18 +7,25 @@ import Foundation
 /// environment, so they are found through /proc even when no process group was recorded in time.
 public enum ProcessReaper {
     /// Kills every process whose environment says it belongs to `runID`; returns how many.
+    /// Run ids are per project, so `runDirectory` (the run's directory, a prefix of every step's
+    /// `SLIPWAY_WORKSPACE`) keeps another project's run with the same id safe.
     @discardableResult
-    public static func reap(runID: Int64) -> Int {
+    public static func reap(runID: Int64, runDirectory: String? = nil) -> Int {
         let marker = Array("SLIPWAY_RUN_ID=\(runID)".utf8)
+        let workspaceMarker = runDirectory.map { Array("SLIPWAY_WORKSPACE=\($0)/".utf8) }
         let me = getpid()
+        let myGroup = getpgrp()
         var killed = 0
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
         for entry in entries {
             guard let pid = Int32(entry), pid != me, pid > 1 else { continue }
             guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            let matches = environ.split(separator: 0).contains { $0.elementsEqual(marker) }
+            let variables = environ.split(separator: 0)
+            let matches = variables.contains { $0.elementsEqual(marker) }
+                && (workspaceMarker.map { prefix in variables.contains { $0.starts(with: prefix) } } ?? true)
             if matches {
-                _ = kill(-getpgid(pid), SIGKILL)
+                let group = getpgid(pid)
+                if group > 1, group != myGroup { _ = kill(-group, SIGKILL) }
                 _ = kill(pid, SIGKILL)
                 killed += 1
             }

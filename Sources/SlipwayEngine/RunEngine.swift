@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SlipwayArtifacts
 import SlipwayCore
 import SlipwayStore
 
@@ -38,9 +39,11 @@ public final class RunEngine: Sendable {
     let observer: RunObserver?
     let live: LiveOutput?
     let gracePeriod: Duration
+    let releases: ReleaseService?
     public let control = RunControl()
 
-    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5)) {
+    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil) {
+        self.releases = releases
         self.store = store
         self.layout = layout
         self.project = project
@@ -85,7 +88,7 @@ public final class RunEngine: Sendable {
         let loaded = PipelineLoader.load(text: run.pipelineText, file: run.file)
         guard let pipeline = loaded.pipeline else { throw EngineError("the stored pipeline of run #\(run.number) no longer loads") }
         let plan = try makePlan(pipeline: pipeline, run: run, options: options)
-        let leftovers = ProcessReaper.reap(runID: run.id)
+        let leftovers = ProcessReaper.reap(runID: run.id, runDirectory: run.workspace.isEmpty ? layout.run(run.number) : run.workspace)
         var previous: [InstanceRecord] = []
         do {
             for step in try store.runningSteps(runID: run.id) {
@@ -174,7 +177,7 @@ public final class RunEngine: Sendable {
         }
         let pipeline = overrides
         var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
-        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control)
+        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store))
         var jobRows: [String: JobRecord] = [:]
         do {
             for job in try store.jobs(runID: run.id) { jobRows[job.key] = job }
@@ -183,6 +186,7 @@ public final class RunEngine: Sendable {
         var finalResult: JobResult = .failure
         var cancelFed = false
         let cacheStore = JobCache(store: store, layout: layout)
+        let snapshotIndex = SnapshotIndex(root: layout.snapshot(run.number))
 
         await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?).self) { group in
             var actions = machine.handle(.start)
@@ -223,7 +227,7 @@ public final class RunEngine: Sendable {
                         group.addTask {
                             var cacheKey: CacheKey?
                             if useCache {
-                                let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: self.layout.snapshot(run.number))
+                                let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: snapshotIndex)
                                 cacheKey = computed
                                 if let outputs = cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)) {
                                     return (key, attempt, .cacheHit(outputs: outputs), computed)

@@ -53,16 +53,19 @@ public final class StepLog: ProcessOutputSink {
         let prefix = Self.timestampPrefix(stream: stream)
         var file: [UInt8] = []
         var shown: [UInt8] = []
+        let hasLive = live != nil
         file.reserveCapacity(bytes.count + bytes.count / 16 + 64)
-        if live != nil { shown.reserveCapacity(bytes.count + 64) }
+        if hasLive { shown.reserveCapacity(bytes.count + 64) }
         if masker.isEmpty {
-            // Fast path: split on newlines without per-line allocations.
+            // Fast path: split on newlines with memchr, no per-line allocation. Only the first line of a
+            // chunk can continue an earlier partial line, so the rest are one contiguous run for the live view.
             var start = 0
             let count = bytes.count
             let base = bytes.baseAddress!
+            var runStart = -1
+            var runEnd = -1
             while start < count {
-                let found = memchr(base + start, 0x0A, count - start)
-                guard let found else {
+                guard let found = memchr(base + start, 0x0A, count - start) else {
                     partial[index].append(contentsOf: UnsafeRawBufferPointer(start: base + start, count: count - start))
                     if partial[index].count > maxLineBytes {
                         emit(partial[index], prefix: prefix, file: &file, shown: &shown)
@@ -70,23 +73,26 @@ public final class StepLog: ProcessOutputSink {
                     }
                     break
                 }
-                let end = UnsafeRawPointer(found) - base
+                let end = UnsafeRawPointer(found) - UnsafeRawPointer(base)
                 let segment = UnsafeRawBufferPointer(start: base + start, count: end - start)
                 if partial[index].isEmpty {
                     file.append(contentsOf: prefix)
                     file.append(contentsOf: segment)
                     file.append(0x0A)
-                    if live != nil {
-                        shown.append(contentsOf: segment)
-                        shown.append(0x0A)
-                    }
-                    if end + 1 >= count { lastLine = String(decoding: segment, as: UTF8.self) }
+                    if runStart < 0 { runStart = start }
+                    runEnd = end
                 } else {
                     partial[index].append(contentsOf: segment)
                     emit(partial[index], prefix: prefix, file: &file, shown: &shown)
                     partial[index].removeAll(keepingCapacity: true)
                 }
                 start = end + 1
+            }
+            if runStart >= 0 {
+                var lineStart = runEnd
+                while lineStart > runStart, bytes[lineStart - 1] != 0x0A { lineStart -= 1 }
+                lastLine = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[lineStart..<runEnd]).prefix(200), as: UTF8.self)
+                if hasLive { shown.append(contentsOf: bytes[runStart...runEnd]) }
             }
         } else {
             for line in streaming[index].feed(bytes) {
@@ -112,7 +118,7 @@ public final class StepLog: ProcessOutputSink {
             file.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
-                    let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                    let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
                     if n < 0 { if errno == EINTR { continue }; break }
                     offset += n
                 }
@@ -132,6 +138,16 @@ public final class StepLog: ProcessOutputSink {
             } else {
                 for line in streaming[index].finish() { emit(line, prefix: prefix, file: &file, shown: &shown) }
             }
+        }
+        flush(file: file, shown: shown)
+    }
+
+    /// Writes a line of a built-in step's own output (stdout), masked.
+    public func write(_ text: String) {
+        var file: [UInt8] = []
+        var shown: [UInt8] = []
+        for line in masker.mask(text).split(separator: "\n", omittingEmptySubsequences: false) {
+            emit(Array(line.utf8), prefix: Self.timestampPrefix(stream: 1), file: &file, shown: &shown)
         }
         flush(file: file, shown: shown)
     }

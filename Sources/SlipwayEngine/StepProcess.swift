@@ -196,11 +196,26 @@ public enum StepProcess {
         sink.finish()
         if timedOut { return .timedOut }
         if cancelled { return .cancelled }
+        // `cancel()` sends SIGTERM itself: the process may die of it before this loop saw the request.
+        if control.flags.cancelled, !(status & 0x7f == 0 && (status >> 8) & 0xff == 0) { return .cancelled }
         if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
         return .signalled(status & 0x7f)
     }
 
+    /// Descriptors Slipway inherited from its parent (a test harness's status pipe, a CI agent's socket)
+    /// must not leak into steps: a step's orphan holding one open would keep the parent waiting.
+    /// Slipway's own descriptors are all opened close-on-exec; this marks the inherited ones too, once.
+    static let inheritedDescriptorsClosedOnExec: Void = {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for entry in entries {
+            guard let fd = Int32(entry), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0, flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }()
+
     static func spawn(_ configuration: Configuration) throws(StepProcessError) -> Spawned {
+        _ = inheritedDescriptorsClosedOnExec
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         guard slipway_pipe_cloexec(&outPipe) == 0 else { throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))") }

@@ -75,6 +75,7 @@ public final class SQLiteRunStore: RunStore {
             CREATE INDEX test_by_id ON test_result(test_id);
             """)
         }
+        registerReleaseMigrations(&migrator)
         return migrator
     }
 

@@ -241,7 +241,7 @@ struct KeyValueFileTests {
 
 struct CacheKeyTests {
     func resolved(_ run: String) -> ResolvedJob {
-        ResolvedJob(key: "b", jobID: "b", matrix: [:], env: [:], steps: [.init(name: "s", run: run, env: [:], workingDirectory: nil, timeoutMilliseconds: nil, continueOnError: false, condition: nil)], timeoutMilliseconds: nil, outputs: [], artifacts: [], cacheInputs: ["src/**"], junitReports: [])
+        ResolvedJob(key: "b", jobID: "b", matrix: [:], env: [:], steps: [.init(name: "s", run: run, env: [:], workingDirectory: nil, timeoutMilliseconds: nil, continueOnError: false, condition: nil, uses: nil, with: nil)], timeoutMilliseconds: nil, outputs: [], artifacts: [], cacheInputs: ["src/**"], junitReports: [], release: nil)
     }
 
     @Test func keyChangesWithEachComponentAndNamesIt() {

@@ -1,0 +1,66 @@
+import Foundation
+import SlipwayArtifacts
+import SlipwayCore
+import SlipwayStore
+
+/// The steps built into Slipway (`uses: slipway/...`), run in-process; they write their report to the
+/// step's log like any other step and store findings for `explain`.
+struct BuiltinSteps: Sendable {
+    let store: RunStore
+    let releaseStore: ReleaseStore?
+
+    struct Outcome {
+        var failure: String?
+        var lines: [String]
+        var findings: [ScanFindingRecord]
+    }
+
+    func run(_ step: BuiltinStep, with inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {
+        switch step {
+        case .secretScan: secretScan(inputs, workspace: workspace, runID: runID, jobKey: jobKey)
+        case .dependencyCheck: dependencyCheck(inputs, workspace: workspace, runID: runID, jobKey: jobKey)
+        }
+    }
+
+    static func inside(_ workspace: String, _ relative: String?) -> String? {
+        guard let relative, !relative.isEmpty, relative != "." else { return workspace }
+        if relative.hasPrefix("/") || relative.split(separator: "/").contains("..") { return nil }
+        return workspace + "/" + relative
+    }
+
+    func secretScan(_ inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {
+        Outcome(failure: "secret scan is being built", lines: [], findings: [])
+    }
+
+    func dependencyCheck(_ inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {
+        guard let root = Self.inside(workspace, inputs["path"]) else {
+            return Outcome(failure: "`with.path` must stay inside the workspace", lines: [], findings: [])
+        }
+        guard let advisoriesPath = Self.inside(workspace, inputs["advisories"]), let data = FileManager.default.contents(atPath: advisoriesPath) else {
+            return Outcome(failure: "advisory file '\(inputs["advisories"] ?? "")' not found in the workspace", lines: [], findings: [])
+        }
+        let thresholdName = inputs["severity"] ?? "high"
+        guard let threshold = Severity(name: thresholdName) else {
+            return Outcome(failure: "unknown severity '\(thresholdName)'; use low, moderate, high or critical", lines: [], findings: [])
+        }
+        let advisories: [Advisory]
+        do { advisories = try DependencyCheck.loadAdvisories(data) } catch {
+            return Outcome(failure: "cannot read advisories: \(error)", lines: [], findings: [])
+        }
+        let (components, problems) = LockfileScanner.scan(root: root)
+        var lines = problems.map { "lockfile: \($0)" }
+        let findings = DependencyCheck.check(components: components, advisories: advisories)
+        var blocking = 0
+        for finding in findings {
+            let blocks = finding.severity >= threshold
+            if blocks { blocking += 1 }
+            let fix = finding.fixedIn.map { "; fixed in \($0)" } ?? ""
+            lines.append("\(blocks ? "FAIL" : "warn") \(finding.severity) \(finding.advisoryID) \(finding.component.name)@\(finding.component.version) (\(finding.component.sourceFile))\(fix): \(finding.summary)")
+        }
+        lines.append("dependency check: \(components.count) components, \(advisories.count) advisories, \(findings.count) finding(s), \(blocking) at or above \(threshold)")
+        let records = findings.map {
+            ScanFindingRecord(runID: runID, jobKey: jobKey, scanner: "dependency-check", severity: "\($0.severity)", location: "\($0.component.sourceFile): \($0.component.name)@\($0.component.version)", message: "\($0.advisoryID): \($0.summary)" + ($0.fixedIn.map { " (fixed in \($0))" } ?? ""))
+        }
+        return Outcome(failure: blocking > 0 ? "\(blocking) vulnerable dependenc\(blocking == 1 ? "y" : "ies") at or above \(threshold)" : nil, lines: lines, findings: records)
+    }
+}
