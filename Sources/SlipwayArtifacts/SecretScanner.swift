@@ -409,7 +409,7 @@ private struct ScanEngine {
     private var lineNumber = 0
     private var lineStart = 0
     private var lineEnd = 0
-    private var lowerLineCache: [UInt8]? = nil
+    private var lineMentionsDigestCache: Bool? = nil
 
     init(config: SecretScanConfig, file: String) {
         self.config = config
@@ -456,7 +456,7 @@ private struct ScanEngine {
     private mutating func scanLine(_ buf: UnsafeBufferPointer<UInt8>, _ ls: Int, _ le: Int) {
         lineStart = ls
         lineEnd = le
-        lowerLineCache = nil
+        lineMentionsDigestCache = nil
         covered.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)
         if skipUntil >= le { return }
@@ -868,8 +868,7 @@ private struct ScanEngine {
         }
         if nameOnly { return false }
         if contains(buf, vs, ve, ScanEngine.scheme) { return false }
-        let lowered = (vs..<ve).map { buf[$0] | (ascUpper(buf[$0]) ? 0x20 : 0) }
-        for p in ScanEngine.placeholders where lowered.firstRange(of: p) != nil { return false }
+        for p in ScanEngine.placeholders where containsLower(buf, vs, ve, p) { return false }
         let s = String(decoding: UnsafeBufferPointer(rebasing: buf[vs..<ve]), as: UTF8.self)
         guard s.count >= 8 else { return false }
         let classes = (lower > 0 ? 1 : 0) + (upper > 0 ? 1 : 0) + (digit > 0 ? 1 : 0) + (symbol > 0 ? 1 : 0)
@@ -1044,12 +1043,14 @@ private struct ScanEngine {
     }
 
     private mutating func lineMentionsDigest(_ buf: UnsafeBufferPointer<UInt8>) -> Bool {
-        if lowerLineCache == nil {
-            lowerLineCache = (lineStart..<lineEnd).map { ascUpper(buf[$0]) ? buf[$0] | 0x20 : buf[$0] }
+        if let known = lineMentionsDigestCache { return known }
+        var found = false
+        for w in ScanEngine.digestWords where containsLower(buf, lineStart, lineEnd, w) {
+            found = true
+            break
         }
-        guard let line = lowerLineCache else { return false }
-        for w in ScanEngine.digestWords where line.firstRange(of: w) != nil { return true }
-        return false
+        lineMentionsDigestCache = found
+        return found
     }
 
     // MARK: byte helpers
@@ -1077,6 +1078,18 @@ private struct ScanEngine {
         let last = e - lit.count
         while i <= last {
             if buf[i] == first, has(buf, i, e, lit) { return true }
+            i += 1
+        }
+        return false
+    }
+
+    /// Case-insensitive search: `lit` is lower case.
+    private func containsLower(_ buf: UnsafeBufferPointer<UInt8>, _ s: Int, _ e: Int, _ lit: [UInt8]) -> Bool {
+        guard let first = lit.first, e - s >= lit.count else { return false }
+        var i = s
+        let last = e - lit.count
+        while i <= last {
+            if buf[i] | 0x20 == first, hasLower(buf, i, e, lit) { return true }
             i += 1
         }
         return false

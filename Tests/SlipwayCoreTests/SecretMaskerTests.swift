@@ -323,21 +323,16 @@ private func rejoin(_ lines: [[UInt8]], endsWithNewline: Bool) -> [UInt8] {
         #expect(s.feed("secret\n".utf8) == [Array("***".utf8)])
     }
 
-    @Test func throughput() {
+    /// Masks a large buffer of random text (speed is measured in bench/, not asserted here).
+    @Test func largeBufferKeepsLengthWhenNoSecretOccurs() {
         var rng = SplitMix64(seed: 1)
         let secrets = (0..<5).map { _ in randomSecret(&rng, length: 12...32) }
         let m = SecretMasker(secrets: secrets)
         var text: [UInt8] = []
         let line = randomText(&rng, length: 4000)
         while text.count < 8_000_000 { text += line }
-        let clock = ContinuousClock()
-        let start = clock.now
         let out = m.mask(text)
-        let elapsed = clock.now - start
         #expect(out.count == text.count)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let mbps = Double(text.count) / 1e6 / max(seconds, 1e-9)
-        // Generous bound: debug builds are several times slower than release.
-        #expect(mbps > 20, "throughput \(mbps) MB/s")
+        #expect(out == text)
     }
 }

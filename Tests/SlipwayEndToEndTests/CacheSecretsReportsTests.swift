@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Testing
 
@@ -140,7 +143,7 @@ extension EndToEnd {
                       printf 'err-s3cr3t-va' >&2; sleep 0.2; printf 'lue-XYZ\\n' >&2
                       echo "x=$T" >> "$SLIPWAY_OUTPUT"
                       mkdir -p reports
-                      printf '<testsuite name="s"><testcase classname="s" name="t"><failure message="bad %s">%s</failure></testcase></testsuite>\\n' "$T" "$P" > reports/r.xml
+                      printf '<testsuite name="s"><testcase classname="s" name="t"><failure message="bad %s">%s</failure></testcase></testsuite>\\n' "$T" "$T" > reports/r.xml
                   - name: fails with the secret
                     run: echo "failing with $T"; exit 3
                     continue-on-error: true
@@ -200,6 +203,22 @@ extension EndToEnd {
                     #expect(data.range(of: Data(secret.utf8)) == nil, "\(file) holds a secret form starting \(secret.prefix(3))")
                 }
             }
+            #expect(FileManager.default.fileExists(atPath: box.dataDirectory + "/state.db"))
+            // Every other file Slipway keeps (logs, output files, …), except the secrets file itself and copies
+            // of the user's own files (snapshot, workspaces, artifacts), where a step may write what it likes.
+            let enumerator = try #require(FileManager.default.enumerator(atPath: box.dataDirectory))
+            var scanned = 0
+            while let path = enumerator.nextObject() as? String {
+                if path == "secrets" || path.hasPrefix("cache/") || path.contains("/ws/") || path.contains("/snapshot/") || path.contains("/artifacts/") { continue }
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: box.dataDirectory + "/" + path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                      let data = FileManager.default.contents(atPath: box.dataDirectory + "/" + path) else { continue }
+                scanned += 1
+                for secret in Self.forbidden {
+                    #expect(data.range(of: Data(secret.utf8)) == nil, ".slipway/\(path) holds a secret form starting \(secret.prefix(3))")
+                }
+            }
+            #expect(scanned >= 5)
             let tests = try await box.slipway("tests", "1", env: env)
             #expect(tests.stdout.contains("bad ***"), "\(tests)")
         }
@@ -226,25 +245,30 @@ extension EndToEnd {
             var bad = 0
             let expected = Array("0123456789012345678901234567890123456789012345678".utf8)
             data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-                var start = 0
-                let bytes = raw.bindMemory(to: UInt8.self)
-                while start < bytes.count {
-                    var end = start
-                    while end < bytes.count, bytes[end] != 0x0A { end += 1 }
-                    // `<unix-ms> o <text>`
-                    let line = bytes[start..<end]
-                    if line.count != 13 + 3 + expected.count || !line.suffix(expected.count).elementsEqual(expected) || line[line.startIndex + 14] != UInt8(ascii: "o") {
+                guard let base = raw.baseAddress else { return }
+                var offset = 0
+                let count = raw.count
+                while offset < count {
+                    let found = memchr(base + offset, 0x0A, count - offset)
+                    let end = found.map { UnsafeRawPointer($0) - base } ?? count
+                    // `<unix-ms> o <text>`: 13 + 3 + 49 bytes.
+                    let length = end - offset
+                    if length != 16 + expected.count
+                        || raw[offset + 14] != UInt8(ascii: "o")
+                        || memcmp(base + offset + 16, expected, expected.count) != 0 {
                         bad += 1
                     }
                     lines += 1
-                    start = end + 1
+                    offset = end + 1
                 }
             }
             #expect(lines == 2_000_000, "the log has \(lines) lines")
             #expect(bad == 0, "\(bad) lines were not captured intact")
             let shown = (try FileManager.default.attributesOfItem(atPath: stdoutPath)[.size] as? NSNumber)?.intValue ?? 0
             #expect(shown >= 100_000_000, "plain output shows \(shown) bytes")
-            print("100 MB captured in \(String(format: "%.2f", result.seconds)) s in all (slipway run, debug build)")
+            let firstMillis = Double(String(decoding: data.prefix(13), as: UTF8.self)) ?? 0
+            let lastMillis = Double(String(decoding: data.suffix(66).prefix(13), as: UTF8.self)) ?? 0
+            print("100 MB captured: step \(Int(lastMillis - firstMillis)) ms from first to last line, slipway run \(String(format: "%.2f", result.seconds)) s in all")
         }
     }
 

@@ -70,7 +70,7 @@ extension EndToEnd {
                         run: |
                           trap 'echo got-term >> "$OUT/term"' TERM
                           bash -c 'trap "" TERM; sleep \(marker)' &
-                          for i in $(seq 300); do sleep 0.1; done
+                          for i in $(seq 300); do sleep 0.1 || true; done
                 """
             let box = try Sandbox(pipeline)
             let result = try await box.run("--grace", "1s")
@@ -117,7 +117,7 @@ extension EndToEnd {
             run.signal(SIGINT)
             let result = try await run.wait(timeout: 30)
             let elapsed = Date().timeIntervalSince(sent)
-            #expect(result.status != 0, "\(result)")
+            #expect(result.status == 130, "Ctrl-C should exit 130: \(result)")
             #expect(elapsed < 7, "took \(elapsed) s to stop after SIGINT")
             #expect(await Processes.survivors(marker).isEmpty, "step processes survived Ctrl-C")
             #expect(box.lines("ran").isEmpty, "no new job may start after Ctrl-C")
@@ -200,8 +200,25 @@ extension EndToEnd {
             let list = try await box.slipway("history")
             #expect(list.stdout.contains("interrupted"), "\(list)")
 
+            // Another project's run #1 (same run id in its own database) is going on meanwhile: resume must not touch it.
+            let otherMarker = Processes.uniqueSleep(307)
+            defer { Processes.killAll(otherMarker) }
+            let other = try Sandbox("""
+                name: other
+                jobs:
+                  busy:
+                    steps: [{ run: 'sleep \(otherMarker)' }]
+                """)
+            let otherRun = try other.launch(["run", "--plain"])
+            #expect(await eventually(within: 30) { !Processes.matching(otherMarker).isEmpty }, "the other project's step never started")
+
             let resumed = try await box.run("--resume")
             #expect(resumed.status == 0, "\(resumed)")
+            #expect(!Processes.matching(otherMarker).isEmpty, "resume killed the processes of another project's run")
+            #expect(otherRun.process.isRunning)
+            otherRun.signal(SIGINT)
+            let otherResult = try await otherRun.wait(timeout: 30)
+            #expect(otherResult.status == 130, "\(otherResult)")
             #expect(box.lines("a") == ["a"], "a finished before the kill and must not run again")
             #expect(box.lines("b") == ["attempt 1 from-a", "attempt 2 from-a"], "b reruns as attempt 2 with a's outputs")
             #expect(box.lines("c") == ["c"])

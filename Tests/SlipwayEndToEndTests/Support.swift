@@ -94,7 +94,7 @@ final class Launched: @unchecked Sendable {
         while process.isRunning {
             if Date() > deadline {
                 _ = kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
+                // Not waitUntilExit(): a leaked descriptor held by an orphan could block it for as long as the orphan lives.
                 let partial = result()
                 Issue.record("slipway \(process.arguments ?? []) did not finish within \(Int(timeout))s and was killed\n\(partial)")
                 throw E2EError("timed out")
@@ -193,8 +193,8 @@ final class Sandbox: @unchecked Sendable {
         commandCount += 1
         let out = stdoutPath ?? root + "/cmd-\(commandCount).out"
         let err = root + "/cmd-\(commandCount).err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
