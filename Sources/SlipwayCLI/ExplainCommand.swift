@@ -38,6 +38,13 @@ struct ExplainCommand: ParsableCommand {
                 Terminal.print("    step \(step.index + 1) '\(step.name)': \(step.status.rawValue)\(step.failure.map { " — \($0)" } ?? "")")
             }
         }
+        if let findings = try? store.findings(runID: run.id, jobKey: record.key), !findings.isEmpty {
+            Terminal.print("  scan findings (\(findings.count)):")
+            for finding in findings.prefix(100) {
+                Terminal.print("    [\(finding.scanner)] \(finding.severity) \(finding.location): \(finding.message)")
+            }
+            if findings.count > 100 { Terminal.print("    … and \(findings.count - 100) more") }
+        }
         guard let componentsJSON = record.cacheComponents,
               let key = try? JSONDecoder().decode(CacheKey.self, from: Data(componentsJSON.utf8)) else {
             Terminal.print("  cache: not used (the job has no `cache: { inputs: [...] }`, or the run used --no-cache)")
