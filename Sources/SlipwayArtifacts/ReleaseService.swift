@@ -175,6 +175,14 @@ public struct ReleaseService: Sendable {
             guard statement.predicate.runDetails.byproducts.contains(where: { $0.digest["sha256"] == sbomDigest }) else {
                 return finish(fail("sbom", "the signed statement does not name this SBOM"))
             }
+            // The copy published beside the envelope is the one people read: it must be the signed one too.
+            let published = releaseDirectory(name: name, version: version) + "/sbom.cdx.json"
+            guard let publishedHash = try? artifacts.sha256(ofFile: published) else {
+                return finish(fail("sbom", "the SBOM \(published) is missing"))
+            }
+            guard publishedHash == sbomDigest else {
+                return finish(fail("sbom", "\(published) was modified after release: it hashes to \(publishedHash.prefix(16))…, the signed statement names \(sbomDigest.prefix(16))…"))
+            }
             checks.append(pass("sbom", "CycloneDX sha256:\(sbomDigest.prefix(16))…"))
         }
         // 5. The envelope file is the one recorded (catches a swap for another validly signed envelope).
@@ -228,23 +236,29 @@ public struct ReleaseService: Sendable {
         }
         let remaining = all.filter { !removedIDs.contains($0.id) }
         let referenced = Set(remaining.flatMap { [$0.digest] + ($0.sbomDigest.map { [$0] } ?? []) })
-        if dryRun {
-            for release in report.removed where !referenced.contains(release.digest) { report.bytesFreed += release.size }
-            return report
+        if !dryRun {
+            for release in report.removed {
+                do { try store.deleteRelease(id: release.id) } catch { throw ArtifactsError(error.message) }
+                try? FileManager.default.removeItem(atPath: releaseDirectory(name: release.name, version: release.version))
+            }
         }
-        for release in report.removed {
-            do { try store.deleteRelease(id: release.id) } catch { throw ArtifactsError(error.message) }
-            try? FileManager.default.removeItem(atPath: releaseDirectory(name: release.name, version: release.version))
-        }
-        // Every blob no remaining release refers to goes, including leftovers of interrupted releases.
+        // Every blob no remaining release refers to goes, including leftovers of interrupted releases; a dry
+        // run counts the same blobs, so it predicts the space a real run frees.
         let blobRoot = artifacts.root + "/sha256"
         for prefix in (try? FileManager.default.contentsOfDirectory(atPath: blobRoot)) ?? [] {
             for digest in (try? FileManager.default.contentsOfDirectory(atPath: blobRoot + "/" + prefix)) ?? [] where !referenced.contains(digest) {
-                let freed = artifacts.remove(digest)
+                let freed: Int64
+                if dryRun {
+                    let size = (try? FileManager.default.attributesOfItem(atPath: artifacts.blobPath(digest))[.size] as? NSNumber)?.int64Value
+                    freed = size ?? 0
+                } else {
+                    freed = artifacts.remove(digest)
+                }
                 report.bytesFreed += freed
                 if !report.removed.contains(where: { $0.digest == digest || $0.sbomDigest == digest }) { report.orphanBlobsRemoved += 1 }
             }
         }
+        if dryRun { return report }
         try? FileManager.default.removeItem(atPath: artifacts.root + "/tmp")
         return report
     }

@@ -103,9 +103,11 @@ public struct SecretScanConfig: Sendable {
 /// leading and trailing whitespace is trimmed):
 /// - a finding's fingerprint, `<rule>:<file>:<16 hex digits>` (as printed in `SecretFinding.fingerprint`):
 ///   ignore that value in that file;
-/// - `path:GLOB`: skip the files matching GLOB (relative to the scanned root). `*` and `?` do not cross
-///   `/`, `**` does; a glob without `/` matches any file or directory name at any depth (like
-///   `.gitignore`); a glob ending in `/` or naming a directory matches everything beneath it;
+/// - `path:GLOB`: skip the files matching GLOB (relative to the scanned root), with `.gitignore`-like
+///   rules: `*` and `?` do not cross `/`, `**` does; a glob with no `/` (other than a trailing one)
+///   matches a file or directory name at any depth, otherwise it is anchored at the root (a leading `/`
+///   anchors too); a trailing `/` matches directories only; a matching directory covers everything
+///   beneath it (`vendor/`, `Tests/Fixtures`, `*.pem`, `src/**/*.min.js`);
 /// - `rule:RULE-ID`: disable a rule (see `SecretScanner.ruleIDs`);
 /// - `regex:PATTERN`: ignore any finding whose value contains a match of PATTERN (NSRegularExpression
 ///   syntax; anchor with `^…$` to match whole values).
@@ -190,7 +192,8 @@ public struct SecretAllowlist: Sendable, Equatable {
         return out
     }
 
-    /// True when a `path:` entry matches this relative path (files matching are not scanned).
+    /// True when a `path:` entry matches this relative path (files matching are not scanned). A path
+    /// ending in `/` is a directory.
     public func excludes(path: String) -> Bool {
         if pathGlobs.isEmpty { return false }
         let p = ScanGlob.normalise(path)
@@ -265,16 +268,22 @@ private struct ScanRegex: Sendable, Equatable {
 /// - `generic-secret`: `password`, `passwd`, `secret`, `token` or `api_key`/`api-key`/`apikey` (any case,
 ///   possibly followed by more name characters and a closing quote) assigned with `=`, `:`, `:=` or `=>`
 ///   a value of 8 or more characters that looks like a secret: not code (no brackets, `$`, `%`, …), not a
-///   path or URL, not a bare name (letters and `_ - . / :` only), not a placeholder, and either with an
+///   path or URL, not a bare name (letters and `_ - . / :` only), not a placeholder (`changeme`,
+///   `<…>`, `****`, `your_…`), unquoted not a code reference (`FTS5Tokenizer`, `Curve25519.KeySize`; a
+///   name mixing in two or more digit groups, like `Passw0rd123`, still counts), and either with an
 ///   entropy of at least 3 bits/character and two or more character classes, or at least 24 characters
 ///   long with three classes;
 /// - `high-entropy-string`: a token of the base64/base64url alphabet (or hex) of at least
 ///   `minimumEntropyLength` characters whose Shannon entropy reaches the threshold. To keep false positives
-///   low on source trees, a base64 token must mix upper case, lower case and digits (two of each) and
-///   alternate between them like random text does (identifiers and paths do not); a hex token must mix
-///   digits and letters. Ignored: runs of one character, alphabet sequences, UUIDs, digests next to a word
-///   such as `sha256`, `commit`, `digest`, `checksum`, `integrity`, `revision` or `hash`, `data:…;base64,`
-///   payloads, SRI hashes, PEM blocks, and lockfiles (`go.sum`, `package-lock.json`, `*.lock`, …).
+///   low on source trees, a base64 token must mix upper case, lower case and digits (two of each),
+///   alternate between them like random text does, have less than 60 % of its characters in word-like
+///   runs (`With`, `Since`, `SHA`) and few `_ - /` separators (identifiers and paths fail these; about
+///   9 in 10 random tokens pass); a hex token (one case) must mix digits and letters. Ignored: runs of one character, alphabet sequences, UUIDs, tokens on a line that
+///   mentions a digest or revision (`sha`, `commit`, `digest`, `checksum`, `integrity`, `rev`, `ref`, `hash`,
+///   `version`, `git`, `tag`, `uuid`, `fingerprint`, `gpg`, … anywhere in the line, any case), tokens right
+///   after `#` or `@` (`repo#<commit>`), C++ mangled names, `data:…;base64,` payloads, SRI hashes,
+///   go.sum `h1:` hashes, PEM blocks, and lockfiles and Xcode project files (`go.sum`, `package-lock.json`,
+///   `Package.resolved`, `*.lock`, `*.pbxproj`, …), where hashes are expected.
 ///
 /// A line containing `slipway:allow-secret` (for example in a comment) is not reported.
 /// A match of a known format is not reported again by `generic-secret` or `high-entropy-string`.
@@ -376,7 +385,7 @@ public enum SecretScanner {
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
                 if config.skipDirectories.contains(name) { continue }
-                if config.allowlist.excludes(path: rel) {
+                if config.allowlist.excludes(path: rel + "/") {
                     skipped.append("\(rel)/ (allowlisted)")
                     continue
                 }
@@ -756,18 +765,20 @@ private struct ScanEngine {
                 break
             }
             if kwEnd < 0 { i += 1; continue }
-            if let (vs, ve, quoted) = assignedValue(buf, kwEnd, le, allowNameSuffix: !isAWS) {
-                if isAWS {
-                    if ve - vs == 40, (vs..<ve).allSatisfy({ ascAlnum(buf[$0]) || buf[$0] == UInt8(ascii: "/") || buf[$0] == UInt8(ascii: "+") }),
-                       !isCovered(vs, ve) {
-                        add(R.awsSecret, vs, ve)
-                        i = ve
-                        continue
-                    }
-                    // Not an AWS secret: let "secret" inside the name be tried as a generic key.
-                    i += 1
+            if isAWS {
+                if let (vs, ve, _) = assignedValue(buf, kwEnd, le, allowNameSuffix: false), ve - vs == 40,
+                   (vs..<ve).allSatisfy({ ascAlnum(buf[$0]) || buf[$0] == UInt8(ascii: "/") || buf[$0] == UInt8(ascii: "+") }),
+                   !isCovered(vs, ve) {
+                    add(R.awsSecret, vs, ve)
+                    i = ve
                     continue
-                } else if !isCovered(vs, ve), looksLikeSecretValue(buf, vs, ve, quoted: quoted) {
+                }
+                // Not an AWS secret: let "secret" inside the name be tried as a generic key.
+                i += 1
+                continue
+            }
+            if let (vs, ve, quoted) = assignedValue(buf, kwEnd, le, allowNameSuffix: true) {
+                if !isCovered(vs, ve), looksLikeSecretValue(buf, vs, ve, quoted: quoted) {
                     add(R.generic, vs, ve)
                     i = ve
                     continue
@@ -998,6 +1009,9 @@ private struct ScanEngine {
         }
         if isSequence(buf, s, e) || isUUID(buf, s, e) { return false }
         if hasDigestPrefix(buf, s, e) { return false }
+        // "repo#<commit>", "pkg@<digest>"; C++ mangled names ("_ZN…").
+        if s > lineStart, buf[s - 1] == UInt8(ascii: "#") || buf[s - 1] == UInt8(ascii: "@") { return false }
+        if e - s > 2, buf[s] == UInt8(ascii: "_"), buf[s + 1] == UInt8(ascii: "Z") { return false }
         if s >= lineStart + 7, has(buf, s - 7, e, ScanEngine.base64Comma) { return false }
         if s >= lineStart + 3, buf[s - 1] == UInt8(ascii: ":"), buf[s - 2] == UInt8(ascii: "1"), buf[s - 3] | 0x20 == UInt8(ascii: "h") { return false } // go.sum "h1:"
         if lineMentionsDigest(buf) { return false }
@@ -1153,8 +1167,9 @@ private struct ScanEngine {
         "replace_me", "replace-me", "dummy", "notasecret", "not-a-secret", "not_a_secret",
     ].map { Array($0.utf8) }
     static let digestWords: [[UInt8]] = [
-        "sha1", "sha-1", "sha256", "sha-256", "sha384", "sha512", "sha-512", "digest", "checksum", "integrity",
-        "commit", "revision", "hash", "md5", "blake", "fingerprint",
+        "sha", "digest", "checksum", "integrity", "commit", "rev", "ref", "hash", "md5", "blake", "fingerprint",
+        "version", "git", "tag", "head", "tree", "parent", "oid", "uuid", "guid", "identifier", "fixed",
+        "introduced", "gpg", "pgp", "keyid", "key-id", "key_id",
     ].map { Array($0.utf8) }
 }
 
@@ -1185,28 +1200,35 @@ enum ScanGlob {
         return p
     }
 
-    /// See `SecretAllowlist` for the syntax.
-    static func matches(glob rawGlob: String, path: String) -> Bool {
+    /// See `SecretAllowlist` for the syntax. A path ending in `/` names a directory.
+    static func matches(glob rawGlob: String, path rawPath: String) -> Bool {
         var glob = rawGlob
         var anchored = false
         if glob.hasPrefix("/") { anchored = true; glob.removeFirst() }
         while glob.hasPrefix("./") { anchored = true; glob.removeFirst(2) }
-        if glob.hasSuffix("/") { glob += "**" }
+        var directoryOnly = false
+        while glob.hasSuffix("/") { directoryOnly = true; glob.removeLast() }
+        if glob.isEmpty { return false }
+        if glob.contains("/") { anchored = true }
         let g = Array(glob.utf8)
-        let p = Array(path.utf8)
-        if !anchored && !g.contains(UInt8(ascii: "/")) {
-            // Any name at any depth: a matching directory covers everything beneath it.
-            for part in p.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-                if match(g, Array(part)) { return true }
+        let isDirectory = rawPath.hasSuffix("/")
+        let parts = rawPath.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init)
+        if parts.isEmpty { return false }
+        // Components (unanchored) or leading paths (anchored) that may match; the last one only when the
+        // glob may name a file or the path is a directory. Matching a directory covers all beneath it.
+        let last = parts.count - 1
+        if !anchored {
+            for (i, part) in parts.enumerated() where i < last || !directoryOnly || isDirectory {
+                if match(g, part) { return true }
             }
             return false
         }
-        if match(g, p) { return true }
-        // A glob naming a directory covers its contents.
-        var prefixEnd = p.count
-        while let slash = p[..<prefixEnd].lastIndex(of: UInt8(ascii: "/")) {
-            if match(g, Array(p[..<slash])) { return true }
-            prefixEnd = slash
+        var prefix: [UInt8] = []
+        for (i, part) in parts.enumerated() {
+            if i > 0 { prefix.append(UInt8(ascii: "/")) }
+            prefix += part
+            if i == last && directoryOnly && !isDirectory { break }
+            if match(g, prefix) { return true }
         }
         return false
     }

@@ -29,7 +29,31 @@ struct BuiltinSteps: Sendable {
     }
 
     func secretScan(_ inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {
-        Outcome(failure: "secret scan is being built", lines: [], findings: [])
+        guard let root = Self.inside(workspace, inputs["path"]) else {
+            return Outcome(failure: "`with.path` must stay inside the workspace", lines: [], findings: [])
+        }
+        var lines: [String] = []
+        var config = SecretScanConfig()
+        let allowlistPath = Self.inside(workspace, inputs["allowlist"] ?? ".secret-scan-allowlist")
+        if let allowlistPath, let data = FileManager.default.contents(atPath: allowlistPath) {
+            let (allowlist, problems) = SecretAllowlist.parse(String(decoding: data, as: UTF8.self))
+            config.allowlist = allowlist
+            for problem in problems { lines.append("allowlist: \(problem)") }
+            lines.append("using allowlist \(inputs["allowlist"] ?? ".secret-scan-allowlist")")
+        } else if inputs["allowlist"] != nil {
+            return Outcome(failure: "allowlist '\(inputs["allowlist"]!)' not found in the workspace", lines: lines, findings: [])
+        }
+        let result = SecretScanner.scan(root: root, config: config)
+        for finding in result.findings { lines.append("\(finding.description)  [\(finding.fingerprint)]") }
+        lines.append("secret scan: \(result.filesScanned) files scanned, \(result.skipped.count) skipped, \(result.findings.count) finding(s)")
+        let records = result.findings.map {
+            ScanFindingRecord(runID: runID, jobKey: jobKey, scanner: "secret-scan", severity: "high", location: "\($0.file):\($0.line):\($0.column)", message: "\($0.rule) \($0.masked) [\($0.fingerprint)]")
+        }
+        if !result.findings.isEmpty {
+            lines.append("to accept a false positive, add its fingerprint to .secret-scan-allowlist")
+            return Outcome(failure: "secret scan found \(result.findings.count) secret(s)", lines: lines, findings: records)
+        }
+        return Outcome(failure: nil, lines: lines, findings: records)
     }
 
     func dependencyCheck(_ inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {

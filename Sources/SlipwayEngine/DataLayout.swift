@@ -15,7 +15,8 @@ public struct DataLayout: Sendable {
     public func artifacts(_ number: Int64, job: String) -> String { run(number) + "/artifacts/" + FileTree.safeName(job) }
     public func outputFile(_ number: Int64, job: String, attempt: Int) -> String { run(number) + "/outputs/" + FileTree.safeName(job) + "-\(attempt)" }
     public func log(_ number: Int64, job: String, attempt: Int, step: Int) -> String {
-        run(number) + "/logs/" + FileTree.safeName(job) + "/\(attempt)-\(step + 1).log"
+        // Flat: one directory for the whole run, so a job costs no extra mkdir.
+        run(number) + "/logs/" + FileTree.safeName(job) + ".\(attempt)-\(step + 1).log"
     }
     public func cacheArtifacts(_ key: String) -> String { cacheRoot + "/" + key }
 }

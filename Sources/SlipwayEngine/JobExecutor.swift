@@ -58,8 +58,9 @@ struct JobExecutor: Sendable {
             for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
                 try FileTree.copyContents(of: directory, into: workspace)
             }
+            // The output file itself is created by the first step that writes to it: one file less per job.
             try FileManager.default.createDirectory(atPath: (outputFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            _ = FileManager.default.createFile(atPath: outputFile, contents: Data())
+            try? FileManager.default.removeItem(atPath: outputFile)
         } catch {
             failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
         }
@@ -157,7 +158,7 @@ struct JobExecutor: Sendable {
             let termination: ProcessTermination
             do {
                 termination = try await StepProcess.run(
-                    .init(executable: "/bin/bash", arguments: ["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", step.run],
+                    Self.processConfiguration(step.run,
                           environment: stepEnvironment, workingDirectory: directory, timeout: timeout, gracePeriod: gracePeriod),
                     control: processControl, sink: log,
                     onStart: { pid in
@@ -236,6 +237,28 @@ struct JobExecutor: Sendable {
         finished.status = .success
         try? store.updateAttempt(finished)
         return .succeeded(outputs: outputs)
+    }
+
+    /// `bash -e -o pipefail -c SCRIPT`, or the program itself when the script has no shell syntax
+    /// and the program is on the step's PATH (as make does).
+    static func processConfiguration(_ script: String, environment: [String: String], workingDirectory: String, timeout: Duration?, gracePeriod: Duration) -> StepProcess.Configuration {
+        if let arguments = SimpleCommand.arguments(script), let program = resolve(arguments[0], path: environment["PATH"], directory: workingDirectory) {
+            return .init(executable: program, arguments: Array(arguments.dropFirst()), environment: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
+        }
+        return .init(executable: "/bin/bash", arguments: ["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", script], environment: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
+    }
+
+    static func resolve(_ program: String, path: String?, directory: String) -> String? {
+        if program.contains("/") {
+            let full = program.hasPrefix("/") ? program : directory + "/" + program
+            return access(full, X_OK) == 0 ? full : nil
+        }
+        for entry in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !entry.isEmpty {
+            let candidate = entry.hasPrefix("/") ? "\(entry)/\(program)" : "\(directory)/\(entry)/\(program)"
+            var info = stat()
+            if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
     }
 
     /// Releases `spec` from the workspace: a step of its own in the logs; the digest and the reference

@@ -223,6 +223,10 @@ public enum StepProcess {
             close(outPipe[0]); close(outPipe[1])
             throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
+        // A 1 MiB pipe lets a chatty step run ahead while its output is written to the log.
+        let F_SETPIPE_SZ: Int32 = 1031
+        _ = fcntl(outPipe[0], F_SETPIPE_SZ, 1 << 20)
+        _ = fcntl(errPipe[0], F_SETPIPE_SZ, 1 << 20)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

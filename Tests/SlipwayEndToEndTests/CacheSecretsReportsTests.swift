@@ -240,7 +240,7 @@ extension EndToEnd {
             let result = try await box.slipway(["run", "--plain"] + box.outEnv, timeout: 100, stdoutPath: stdoutPath)
             #expect(result.status == 0, "\(result)")
             #expect(box.lines("after") == ["after"])
-            let data = try Data(contentsOf: URL(fileURLWithPath: box.dataDirectory + "/runs/1/logs/big/1-1.log"), options: .alwaysMapped)
+            let data = try Data(contentsOf: URL(fileURLWithPath: box.dataDirectory + "/runs/1/logs/big.1-1.log"), options: .alwaysMapped)
             var lines = 0
             var bad = 0
             let expected = Array("0123456789012345678901234567890123456789012345678".utf8)

@@ -134,7 +134,7 @@ extension EndToEnd {
             #expect(!history.stdout.contains("attempt 3"), "\(history)")
             // Both attempts keep their own logs.
             let logs = box.logFiles(run: 1)
-            #expect(logs.keys.contains("flaky/1-1.log") && logs.keys.contains("flaky/2-1.log"), "\(logs.keys.sorted())")
+            #expect(logs.keys.contains("flaky.1-1.log") && logs.keys.contains("flaky.2-1.log"), "\(logs.keys.sorted())")
         }
 
         @Test("an exit code that is not listed is not retried")
