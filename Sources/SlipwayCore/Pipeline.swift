@@ -8,6 +8,7 @@ public struct Pipeline: Sendable {
     public var env: [EnvironmentVariable]
     public var triggers: Triggers
     public var jobs: [Job]
+    public var environments: [EnvironmentSpec] = []
 
     public init(name: String, file: String, env: [EnvironmentVariable] = [], triggers: Triggers = .init(), jobs: [Job] = []) {
         self.name = name
@@ -80,6 +81,7 @@ public struct Job: Sendable {
     public var cache: CacheSpec?
     public var junitReports: [String] = []
     public var release: ReleaseSpec?
+    public var deploy: DeploySpec?
 
     public init(id: String, location: SourceLocation) {
         self.id = id

@@ -146,9 +146,7 @@ public struct PipelineLoader {
         if let concurrency = top["concurrency"], concurrency.mapping == nil, concurrency.scalar == nil {
             error(concurrency, "`concurrency` must be a mapping or a group name", hint: "write `concurrency: { group: \"${{ branch }}\", cancel-in-progress: true }`")
         }
-        if let environments = top["environments"], environments.mapping == nil {
-            error(environments, "`environments` must be a mapping of environment names", hint: "see docs/pipeline.md")
-        }
+        if let environments = top["environments"] { pipeline.environments = self.environments(environments) }
         guard let jobsNode = top["jobs"] else {
             error(root, "the pipeline has no `jobs`", hint: "add `jobs:` with at least one job, e.g. `jobs: { build: { steps: [ { run: make } ] } }`")
             return pipeline
@@ -223,9 +221,7 @@ public struct PipelineLoader {
             checkKeys(reportMap, allowed: Self.reportKeys, context: "`reports`")
             if let junit = reportMap["junit"] { job.junitReports = stringList(junit, "`reports.junit`", allowScalar: true) }
         }
-        if let node = map["deploy"] {
-            error(node, "`deploy` jobs are not supported by this version of Slipway yet", hint: "run the deployment with `steps` for now")
-        }
+        if let node = map["deploy"] { job.deploy = deploySpec(node, jobID: id) }
         if let node = map["release"] { job.release = releaseSpec(node, jobID: id) }
         if let steps = map["steps"] {
             if let sequence = steps.sequence {
@@ -548,6 +544,12 @@ public struct PipelineLoader {
             for name in referenced.sorted() where !job.needs.contains(name) {
                 error(at: job.location, "job '\(job.id)' refers to `needs.\(name)` but does not list '\(name)' in `needs`", hint: "add '\(name)' to `needs` of job '\(job.id)'")
             }
+        }
+        let environmentNames = pipeline.environments.map(\.name)
+        for job in pipeline.jobs {
+            guard let deploy = job.deploy, !environmentNames.contains(deploy.environment) else { continue }
+            let suggestion = Suggestion.nearest(to: deploy.environment, in: environmentNames)
+            error(at: job.location, "job '\(job.id)' deploys to unknown environment '\(deploy.environment)'", hint: suggestion.map { "did you mean '\($0)'?" } ?? (environmentNames.isEmpty ? "define it under `environments:`" : "environments: \(environmentNames.joined(separator: ", "))"))
         }
         if let cycle = DAG.findCycle(nodes: pipeline.jobs.map(\.id), edges: validEdges) {
             let location = pipeline.job(cycle[0])?.location ?? SourceLocation(file: file, line: 1, column: 1)

@@ -27,6 +27,8 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
     public var cacheInputs: [String]?
     public var junitReports: [String]
     public var release: ReleaseSpec?
+    /// The environment a `deploy:` job targets.
+    public var deployEnvironment: String? = nil
 
     /// Renders every template of `instance` in `context`. Job env sees pipeline env; step env sees both.
     public static func resolve(_ instance: JobInstance, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
@@ -94,7 +96,8 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
             junitReports: job.junitReports,
             release: try job.release.map { spec throws(CoreError) in
                 ReleaseSpec(name: try render(spec.name, "release.name"), version: try render(spec.version, "release.version"), path: try render(spec.path, "release.path"), sbom: spec.sbom)
-            }
+            },
+            deployEnvironment: job.deploy?.environment
         )
     }
 

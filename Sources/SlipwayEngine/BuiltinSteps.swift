@@ -37,7 +37,9 @@ struct BuiltinSteps: Sendable {
         let allowlistPath = Self.inside(workspace, inputs["allowlist"] ?? ".secret-scan-allowlist")
         if let allowlistPath, let data = FileManager.default.contents(atPath: allowlistPath) {
             let (allowlist, problems) = SecretAllowlist.parse(String(decoding: data, as: UTF8.self))
-            config.allowlist = allowlist
+            // The allowlist names fingerprints, which look like secrets themselves: never scan it.
+            let relative = inputs["allowlist"] ?? ".secret-scan-allowlist"
+            config.allowlist = allowlist.merging(SecretAllowlist(pathGlobs: [relative, "**/" + relative]))
             for problem in problems { lines.append("allowlist: \(problem)") }
             lines.append("using allowlist \(inputs["allowlist"] ?? ".secret-scan-allowlist")")
         } else if inputs["allowlist"] != nil {

@@ -213,6 +213,11 @@ struct JobExecutor: Sendable {
         }
         // The raw file may hold unmasked secrets; its (masked) values now live in the database.
         try? FileManager.default.removeItem(atPath: outputFile)
+        if failure == nil, !cancelled, let environment = a.resolved.deployEnvironment {
+            // The pipeline file describes environments already; rolling out to them is not built yet.
+            let message = "cannot deploy to '\(environment)': this version of Slipway validates `environments:` and `deploy:` but does not roll out yet"
+            failure = .error(message)
+        }
         if failure == nil, !cancelled, let spec = a.resolved.release {
             if let problem = release(spec, a, workspace: workspace, attemptID: attemptRecord.id, outputs: &outputs) { failure = .error(problem) }
         }
