@@ -22,7 +22,7 @@ struct ArtifactsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "artifacts",
         abstract: "Released artifacts: list, show, verify, download, garbage-collect.",
-        subcommands: [List.self, Show.self, Verify.self, Download.self, Collect.self]
+        subcommands: [List.self, Show.self, Verify.self, Download.self, Collect.self, Digest.self]
     )
 
     static func formatSize(_ bytes: Int64) -> String {
@@ -114,6 +114,26 @@ struct ArtifactsCommand: ParsableCommand {
             let blob = StoredBlob(digest: release.digest, size: release.size, kind: StoredBlob.Kind(rawValue: release.kind) ?? .file)
             do { try service.artifacts.extract(blob, to: directory, fileName: "\(name)-\(version)") } catch { throw CLIError.failure(error.message) }
             Terminal.print("\(reference) (sha256:\(release.digest.prefix(16))…) → \(directory)")
+        }
+    }
+
+    struct Digest: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "digest", abstract: "Pack a file or directory exactly as a release would and print its digest (stored in the content-addressed store, no release recorded).")
+        @OptionGroup var project: ProjectOptions
+        @Argument(help: "A file or directory.") var path: String
+        @Flag(help: "Also sign a statement over it with the active key and print the DSSE envelope.") var sign = false
+
+        func run() throws {
+            let service = try ProjectContext(project).releaseService()
+            do {
+                let blob = try service.artifacts.ingest(path: path)
+                Terminal.print("sha256:\(blob.digest) \(blob.size) \(blob.kind.rawValue)")
+                guard sign else { return }
+                let (id, key) = try service.keys.signingKey()
+                let statement = #"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"\#((path as NSString).lastPathComponent)","digest":{"sha256":"\#(blob.digest)"}}],"predicateType":"https://slipway.dev/digest/v1","predicate":{}}"#
+                let envelope = try DSSEEnvelope.sign(payload: Data(statement.utf8), payloadType: DSSEEnvelope.inTotoPayloadType, keyID: id, key: key)
+                Terminal.print(String(decoding: envelope.encoded(), as: UTF8.self))
+            } catch { throw CLIError.failure(error.message) }
         }
     }
 
