@@ -1,0 +1,436 @@
+/// One measurement of a metric during a rollout, with everything needed to explain it.
+public struct Measurement: Sendable, Equatable, Codable {
+    public enum Outcome: String, Sendable, Codable { case pass, fail, inconclusive }
+    public var metric: String
+    public var outcome: Outcome
+    /// A sentence with the numbers: counts, statistic, p-value, threshold.
+    public var reason: String
+    public var value: Double?
+    public var comparison: MetricComparison?
+
+    public init(metric: String, outcome: Outcome, reason: String, value: Double? = nil, comparison: MetricComparison? = nil) {
+        self.metric = metric
+        self.outcome = outcome
+        self.reason = reason
+        self.value = value
+        self.comparison = comparison
+    }
+}
+
+/// Drives one rollout of `candidate` over `stable` with a strategy. Pure: events in, actions out; the
+/// deploy controller performs the actions, persists the state after every event (it is Codable) and
+/// feeds back what happened. Time comes in through events, so tests control it.
+public struct RolloutStateMachine: Sendable, Equatable, Codable {
+    public enum Phase: String, Sendable, Codable {
+        case starting, waitingHealthy, stepping, paused, promoting, rollingBack, promoted, rolledBack, aborted, failed, heldForHuman
+        public var isFinal: Bool { [.promoted, .rolledBack, .aborted, .failed].contains(self) }
+    }
+
+    public enum Event: Sendable, Equatable {
+        case start(now: Double)
+        /// `count` instances of `version` are healthy and may take traffic.
+        case healthy(version: String, count: Int, now: Double)
+        /// Instances of `version` did not become healthy before the deadline.
+        case unhealthy(version: String, reason: String, now: Double)
+        case tick(now: Double)
+        case measured([Measurement], now: Double)
+        case promote(now: Double)
+        case abort(reason: String, now: Double)
+        case pause(now: Double)
+        case resume(now: Double)
+    }
+
+    public enum Action: Sendable, Equatable {
+        case startInstances(version: String, count: Int)
+        case stopInstances(version: String, count: Int)
+        /// Percent of traffic per version; sums to 100.
+        case setWeights([String: Int])
+        /// Run every metric of the analysis over traffic since `since` (seconds, same clock as events).
+        case analyze(since: Double)
+        case record(String)
+        /// A human must decide (`slipway promote` / `slipway abort`).
+        case askHuman(String)
+        case finished(Phase, String)
+    }
+
+    public enum Plan: Sendable, Equatable, Codable {
+        case recreate
+        case rolling(batch: Int)
+        case blueGreen(autoPromote: Bool, scaleDownDelay: Double, preAnalysis: Bool, postAnalysis: Bool)
+        /// Steps: weight (0...100), pause seconds (nil = wait for promote), or an analysis gate.
+        case canary(steps: [CanaryStep], backgroundAnalysis: Bool)
+    }
+
+    public enum CanaryStep: Sendable, Equatable, Codable {
+        case weight(Int)
+        case pause(Double?)
+        case analysis
+    }
+
+    public struct AnalysisPolicy: Sendable, Equatable, Codable {
+        public var interval: Double
+        public var initialDelay: Double
+        public var failureLimit: Int
+        public var inconclusiveLimit: Int
+        public init(interval: Double = 10, initialDelay: Double = 0, failureLimit: Int = 1, inconclusiveLimit: Int = 3) {
+            self.interval = interval
+            self.initialDelay = initialDelay
+            self.failureLimit = failureLimit
+            self.inconclusiveLimit = inconclusiveLimit
+        }
+    }
+
+    public let stable: String?
+    public let candidate: String
+    public let instances: Int
+    public let plan: Plan
+    public let analysis: AnalysisPolicy?
+    /// A release that ran irreversible changes (a schema migration) is never rolled back automatically.
+    public let reversible: Bool
+
+    public private(set) var phase: Phase = .starting
+    public private(set) var stepIndex = 0
+    public private(set) var weights: [String: Int] = [:]
+    public private(set) var candidateInstances = 0
+    public private(set) var stableInstances: Int
+    public private(set) var pauseUntil: Double?
+    public private(set) var nextAnalysisAt: Double?
+    public private(set) var analysisWindowStart: Double?
+    public private(set) var failures = 0
+    public private(set) var inconclusives = 0
+    public private(set) var history: [String] = []
+    var awaitingAnalysisGate = false
+    var phaseBeforePause: Phase?
+    var scaleDownAt: Double?
+
+    public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil, reversible: Bool = true) {
+        self.stable = stable
+        self.candidate = candidate
+        self.instances = max(1, instances)
+        self.plan = plan
+        self.analysis = analysis
+        self.reversible = reversible
+        self.stableInstances = stable == nil ? 0 : max(1, instances)
+        if let stable { weights = [stable: 100] }
+    }
+
+    // MARK: Events
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        if phase.isFinal { return [] }
+        switch event {
+        case .start(let now):
+            return begin(now)
+        case .healthy(let version, let count, let now):
+            guard version == candidate, phase == .waitingHealthy || phase == .stepping || phase == .promoting else { return [] }
+            candidateInstances = count
+            return afterHealthy(now)
+        case .unhealthy(let version, let reason, let now):
+            guard version == candidate else { return [] }
+            return fail("\(version) did not become healthy: \(reason)", now: now)
+        case .tick(let now):
+            return tick(now)
+        case .measured(let measurements, let now):
+            return judge(measurements, now: now)
+        case .promote(let now):
+            switch phase {
+            case .paused, .heldForHuman, .stepping:
+                note("promoted by a human")
+                pauseUntil = nil
+                if case .blueGreen = plan, weights[candidate] != 100 { return switchToCandidate(now) }
+                if phase == .heldForHuman || phase == .paused { phase = .stepping }
+                if case .canary = plan, stepIndex < canarySteps.count, case .pause = canarySteps[stepIndex] { stepIndex += 1 }
+                return advance(now)
+            default: return []
+            }
+        case .abort(let reason, let now):
+            note("aborted: \(reason)")
+            return rollBack(reason: "aborted: \(reason)", final: .aborted, now: now)
+        case .pause:
+            guard !phase.isFinal, phase != .paused else { return [] }
+            phaseBeforePause = phase
+            phase = .paused
+            note("paused by a human")
+            return [.record("paused")]
+        case .resume(let now):
+            guard phase == .paused else { return [] }
+            phase = phaseBeforePause ?? .stepping
+            note("resumed")
+            return advance(now)
+        }
+    }
+
+    var canarySteps: [CanaryStep] {
+        if case .canary(let steps, _) = plan { return steps }
+        return []
+    }
+
+    mutating func note(_ text: String) { history.append(text) }
+
+    mutating func begin(_ now: Double) -> [Action] {
+        phase = .waitingHealthy
+        switch plan {
+        case .recreate:
+            var actions: [Action] = []
+            if let stable {
+                actions.append(.setWeights([candidate: 100]))
+                actions.append(.stopInstances(version: stable, count: stableInstances))
+                stableInstances = 0
+            }
+            note("recreate: stopped \(stable ?? "nothing"), starting \(instances) × \(candidate)")
+            return actions + [.startInstances(version: candidate, count: instances)]
+        case .rolling(let batch):
+            let first = stable == nil ? instances : min(batch, instances)
+            note("rolling: starting \(first) × \(candidate)")
+            return [.startInstances(version: candidate, count: first)]
+        case .blueGreen:
+            note("blue-green: starting \(instances) × \(candidate) beside \(stable ?? "nothing")")
+            return [.startInstances(version: candidate, count: instances)]
+        case .canary:
+            guard stable != nil else {
+                // Nothing to compare with: the first release goes straight to full size.
+                note("canary: no stable version yet, so \(candidate) starts at full size")
+                return [.startInstances(version: candidate, count: instances)]
+            }
+            let firstWeight = canarySteps.compactMap { if case .weight(let w) = $0 { w } else { nil } }.first ?? 100
+            let count = canaryInstances(forWeight: firstWeight)
+            note("canary: starting \(count) × \(candidate)")
+            return [.startInstances(version: candidate, count: count)]
+        }
+    }
+
+    func canaryInstances(forWeight weight: Int) -> Int {
+        max(1, Int((Double(instances) * Double(weight) / 100).rounded(.up)))
+    }
+
+    mutating func afterHealthy(_ now: Double) -> [Action] {
+        switch plan {
+        case .recreate:
+            return promoteFully(now, reason: "\(candidateInstances) instance(s) healthy")
+        case .rolling(let batch):
+            guard let stable else { return promoteFully(now, reason: "first release: all instances healthy") }
+            // Replace as many stable instances as candidates are healthy, then start the next batch.
+            var actions: [Action] = []
+            let stop = min(stableInstances, max(0, candidateInstances - (instances - stableInstances)))
+            if stop > 0 {
+                stableInstances -= stop
+                actions.append(.stopInstances(version: stable, count: stop))
+            }
+            let total = candidateInstances + stableInstances
+            weights = stableInstances == 0 ? [candidate: 100] : [candidate: Int((Double(candidateInstances) / Double(total) * 100).rounded()), stable: 0]
+            if stableInstances > 0 { weights[stable] = 100 - weights[candidate]! }
+            actions.insert(.setWeights(weights), at: 0)
+            note("rolling: \(candidateInstances) × \(candidate), \(stableInstances) × \(stable)")
+            if stableInstances == 0 {
+                phase = .promoted
+                return actions + [.finished(.promoted, "all \(instances) instances run \(candidate)")]
+            }
+            phase = .waitingHealthy
+            return actions + [.startInstances(version: candidate, count: min(instances, candidateInstances + batch))]
+        case .blueGreen(let autoPromote, _, let preAnalysis, _):
+            guard stable != nil else { return promoteFully(now, reason: "first release") }
+            phase = .stepping
+            if preAnalysis, analysis != nil {
+                awaitingAnalysisGate = true
+                analysisWindowStart = now
+                nextAnalysisAt = now + (analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)
+                note("blue-green: \(candidate) is up on the preview; pre-promotion analysis")
+                return [.record("pre-promotion analysis started")]
+            }
+            if autoPromote { return switchToCandidate(now) }
+            phase = .heldForHuman
+            return [.askHuman("\(candidate) is ready on the preview; `slipway promote` switches traffic")]
+        case .canary:
+            guard stable != nil else { return promoteFully(now, reason: "first release") }
+            if phase == .promoting { return finishPromotion(now) }
+            if phase == .waitingHealthy {
+                phase = .stepping
+                if analysis != nil, analysisWindowStart == nil, case .canary(_, true) = plan {
+                    analysisWindowStart = now
+                    nextAnalysisAt = now + (analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)
+                }
+            }
+            return advance(now)
+        }
+    }
+
+    /// Walks canary steps until one has to wait.
+    mutating func advance(_ now: Double) -> [Action] {
+        guard case .canary = plan, phase == .stepping else { return [] }
+        var actions: [Action] = []
+        while stepIndex < canarySteps.count {
+            switch canarySteps[stepIndex] {
+            case .weight(let weight):
+                guard let stable else { return actions + finishPromotion(now) }
+                let needed = canaryInstances(forWeight: weight)
+                if needed > candidateInstances {
+                    phase = .waitingHealthy
+                    return actions + [.startInstances(version: candidate, count: needed)]
+                }
+                weights = [stable: 100 - weight, candidate: weight]
+                note("step \(stepIndex + 1): \(weight)% to \(candidate)")
+                actions.append(.setWeights(weights))
+                stepIndex += 1
+                if weight == 100 { return actions + finishPromotion(now) }
+            case .pause(let seconds):
+                if let seconds {
+                    if let until = pauseUntil {
+                        if now < until { return actions }
+                        pauseUntil = nil
+                        stepIndex += 1
+                    } else {
+                        pauseUntil = now + seconds
+                        note("step \(stepIndex + 1): pause \(Int(seconds))s")
+                        return actions + [.record("paused until \(until(now + seconds))")]
+                    }
+                } else {
+                    phase = .heldForHuman
+                    note("step \(stepIndex + 1): waiting for `slipway promote`")
+                    return actions + [.askHuman("canary at \(weights[candidate] ?? 0)%: `slipway promote` continues, `slipway abort` rolls back")]
+                }
+            case .analysis:
+                if !awaitingAnalysisGate {
+                    awaitingAnalysisGate = true
+                    analysisWindowStart = now
+                    note("step \(stepIndex + 1): analysis gate")
+                    return actions + [.analyze(since: now - (analysis?.interval ?? 10))]
+                }
+                return actions
+            }
+        }
+        return actions + finishPromotion(now)
+    }
+
+    func until(_ t: Double) -> String { "t+\(Int(t))s" }
+
+    mutating func tick(_ now: Double) -> [Action] {
+        var actions: [Action] = []
+        if let at = scaleDownAt, now >= at, let stable, stableInstances > 0 {
+            scaleDownAt = nil
+            let count = stableInstances
+            stableInstances = 0
+            actions.append(.stopInstances(version: stable, count: count))
+            phase = .promoted
+            return actions + [.finished(.promoted, "\(candidate) serves all traffic; \(stable) stopped")]
+        }
+        if phase == .stepping || phase == .promoting, let next = nextAnalysisAt, now >= next, let policy = analysis {
+            nextAnalysisAt = now + policy.interval
+            actions.append(.analyze(since: max(analysisWindowStart ?? now, now - policy.interval)))
+        }
+        if phase == .stepping, let until = pauseUntil, now >= until {
+            actions += advance(now)
+        }
+        return actions
+    }
+
+    mutating func judge(_ measurements: [Measurement], now: Double) -> [Action] {
+        guard let policy = analysis, !phase.isFinal else { return [] }
+        var actions: [Action] = []
+        let failed = measurements.filter { $0.outcome == .fail }
+        let inconclusive = measurements.filter { $0.outcome == .inconclusive }
+        for m in measurements { actions.append(.record("\(m.metric): \(m.outcome.rawValue) — \(m.reason)")) }
+        if !failed.isEmpty {
+            failures += 1
+            note("analysis failed (\(failures)/\(policy.failureLimit + 1)): \(failed.map(\.metric).joined(separator: ", "))")
+            if failures > policy.failureLimit {
+                let reason = "analysis failed \(failures) time(s): " + failed.map { "\($0.metric): \($0.reason)" }.joined(separator: "; ")
+                return actions + rollBack(reason: reason, final: .rolledBack, now: now)
+            }
+        } else if !inconclusive.isEmpty {
+            inconclusives += 1
+            if inconclusives > policy.inconclusiveLimit {
+                phase = .heldForHuman
+                note("analysis inconclusive \(inconclusives) times: holding for a human")
+                return actions + [.askHuman("analysis was inconclusive \(inconclusives) times (too little traffic?): `slipway promote` or `slipway abort`")]
+            }
+        }
+        if awaitingAnalysisGate, failed.isEmpty {
+            if inconclusive.isEmpty || inconclusives <= policy.inconclusiveLimit {
+                if inconclusive.isEmpty {
+                    awaitingAnalysisGate = false
+                    if case .blueGreen(let autoPromote, _, _, _) = plan, weights[candidate] != 100 {
+                        if autoPromote { return actions + switchToCandidate(now) }
+                        phase = .heldForHuman
+                        return actions + [.askHuman("pre-promotion analysis passed; `slipway promote` switches traffic")]
+                    }
+                    stepIndex += 1
+                    return actions + advance(now)
+                }
+                return actions + [.analyze(since: analysisWindowStart ?? now)]
+            }
+        }
+        return actions
+    }
+
+    mutating func switchToCandidate(_ now: Double) -> [Action] {
+        guard case .blueGreen(_, let delay, _, let postAnalysis) = plan, let stable else { return promoteFully(now, reason: "switched") }
+        weights = [candidate: 100, stable: 0]
+        phase = .promoting
+        scaleDownAt = now + delay
+        note("blue-green: traffic switched to \(candidate); \(stable) kept warm for \(Int(delay))s")
+        if postAnalysis, analysis != nil {
+            analysisWindowStart = now
+            nextAnalysisAt = now + (analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)
+        }
+        return [.setWeights(weights)]
+    }
+
+    mutating func finishPromotion(_ now: Double) -> [Action] {
+        var actions: [Action] = []
+        if candidateInstances < instances {
+            phase = .promoting
+            // Scale the candidate to full size first; stable stops once it is healthy.
+            return [.startInstances(version: candidate, count: instances)]
+        }
+        actions.append(.setWeights([candidate: 100]))
+        weights = [candidate: 100]
+        if let stable, stableInstances > 0 {
+            actions.append(.stopInstances(version: stable, count: stableInstances))
+            stableInstances = 0
+        }
+        phase = .promoted
+        note("promoted \(candidate)")
+        return actions + [.finished(.promoted, "\(candidate) serves all traffic")]
+    }
+
+    mutating func promoteFully(_ now: Double, reason: String) -> [Action] {
+        weights = [candidate: 100]
+        phase = .promoted
+        var actions: [Action] = [.setWeights(weights)]
+        if let stable, stableInstances > 0 {
+            actions.append(.stopInstances(version: stable, count: stableInstances))
+            stableInstances = 0
+        }
+        note("promoted \(candidate): \(reason)")
+        return actions + [.finished(.promoted, reason)]
+    }
+
+    mutating func fail(_ reason: String, now: Double) -> [Action] {
+        rollBack(reason: reason, final: .failed, now: now)
+    }
+
+    /// Traffic back to stable at once; candidate instances stop (the controller drains them first).
+    mutating func rollBack(reason: String, final: Phase, now: Double) -> [Action] {
+        guard let stable, stableInstances > 0 else {
+            phase = final
+            var actions: [Action] = []
+            if candidateInstances > 0 { actions.append(.stopInstances(version: candidate, count: candidateInstances)) }
+            candidateInstances = 0
+            return actions + [.finished(final, reason + " (no previous version to return to)")]
+        }
+        if !reversible, final == .rolledBack {
+            // Irreversible release: keep the safest state (no new traffic to the candidate) and ask.
+            weights = [stable: 100, candidate: 0]
+            phase = .heldForHuman
+            note("not rolled back automatically: the release is marked reversible: false")
+            return [.setWeights(weights), .askHuman("\(reason). The release is irreversible, so traffic is held on \(stable) with \(candidate) still running: `slipway abort` or `slipway promote`")]
+        }
+        weights = [stable: 100]
+        var actions: [Action] = [.setWeights(weights)]
+        if candidateInstances > 0 { actions.append(.stopInstances(version: candidate, count: candidateInstances)) }
+        candidateInstances = 0
+        phase = final
+        note("rolled back to \(stable): \(reason)")
+        return actions + [.finished(final, reason)]
+    }
+}

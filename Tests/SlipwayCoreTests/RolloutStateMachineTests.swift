@@ -1,0 +1,169 @@
+import Foundation
+import Testing
+@testable import SlipwayCore
+
+struct RolloutStateMachineTests {
+    typealias M = RolloutStateMachine
+
+    static func weights(_ actions: [M.Action]) -> [String: Int]? {
+        actions.reversed().compactMap { if case .setWeights(let w) = $0 { w } else { nil } }.first
+    }
+
+    static func started(_ actions: [M.Action]) -> Int? {
+        actions.compactMap { if case .startInstances(_, let n) = $0 { n } else { nil } }.last
+    }
+
+    static func finished(_ actions: [M.Action]) -> M.Phase? {
+        actions.compactMap { if case .finished(let p, _) = $0 { p } else { nil } }.first
+    }
+
+    let canarySteps: [M.CanaryStep] = [.weight(10), .pause(30), .weight(50), .pause(60), .weight(100)]
+
+    @Test func canaryWalksWeightsPausesAndScalesUp() {
+        var m = M(stable: "v1", candidate: "v2", instances: 4, plan: .canary(steps: canarySteps, backgroundAnalysis: false))
+        #expect(Self.started(m.handle(.start(now: 0))) == 1)
+        #expect(Self.weights(m.handle(.healthy(version: "v2", count: 1, now: 5))) == ["v1": 90, "v2": 10])
+        #expect(m.handle(.tick(now: 20)).isEmpty)
+        // The pause ends; 50 % needs 2 instances first.
+        #expect(Self.started(m.handle(.tick(now: 36))) == 2)
+        #expect(Self.weights(m.handle(.healthy(version: "v2", count: 2, now: 40))) == ["v1": 50, "v2": 50])
+        #expect(Self.started(m.handle(.tick(now: 101))) == 4)
+        let end = m.handle(.healthy(version: "v2", count: 4, now: 110))
+        #expect(Self.weights(end) == ["v2": 100])
+        #expect(end.contains(.stopInstances(version: "v1", count: 4)))
+        #expect(Self.finished(end) == .promoted)
+        #expect(m.phase == .promoted)
+    }
+
+    @Test func failedAnalysisRollsBackAfterTheFailureLimit() {
+        let policy = M.AnalysisPolicy(interval: 10, failureLimit: 1)
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .canary(steps: canarySteps, backgroundAnalysis: true), analysis: policy)
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        let analyze = m.handle(.tick(now: 11))
+        #expect(analyze.contains(.analyze(since: 1)))
+        let bad = Measurement(metric: "errors", outcome: .fail, reason: "canary 5.1% vs baseline 0.2%, p=1e-7")
+        let first = m.handle(.measured([bad], now: 11.5))
+        #expect(Self.finished(first) == nil, "one failure is tolerated with failure-limit 1")
+        _ = m.handle(.tick(now: 21))
+        let second = m.handle(.measured([bad], now: 21.5))
+        #expect(Self.weights(second) == ["v1": 100])
+        #expect(second.contains(.stopInstances(version: "v2", count: 1)))
+        #expect(Self.finished(second) == .rolledBack)
+        #expect(m.history.last?.contains("rolled back to v1") == true)
+    }
+
+    @Test func passingAnalysisGateAdvances() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .canary(steps: [.weight(20), .analysis, .weight(100)], backgroundAnalysis: false), analysis: .init(interval: 5))
+        _ = m.handle(.start(now: 0))
+        let gate = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(gate.contains(.analyze(since: -4)))
+        let pass = Measurement(metric: "p99", outcome: .pass, reason: "p99 120ms ≤ 250ms")
+        let end = m.handle(.measured([pass], now: 6))
+        #expect(Self.finished(end) == .promoted)
+    }
+
+    @Test func tooManyInconclusiveResultsHoldForAHuman() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .canary(steps: [.weight(10), .pause(1000), .weight(100)], backgroundAnalysis: true), analysis: .init(interval: 10, inconclusiveLimit: 1))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 0))
+        let unsure = Measurement(metric: "errors", outcome: .inconclusive, reason: "12 requests < 100")
+        #expect(m.handle(.measured([unsure], now: 10)).allSatisfy { if case .askHuman = $0 { false } else { true } })
+        let held = m.handle(.measured([unsure], now: 20))
+        #expect(held.contains { if case .askHuman = $0 { true } else { false } })
+        #expect(m.phase == .heldForHuman)
+        #expect(Self.weights(m.handle(.abort(reason: "operator", now: 25))) == ["v1": 100])
+        #expect(m.phase == .aborted)
+    }
+
+    @Test func manualPauseWaitsForPromote() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .canary(steps: [.weight(10), .pause(nil), .weight(100)], backgroundAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        let ask = m.handle(.healthy(version: "v2", count: 1, now: 0))
+        #expect(ask.contains { if case .askHuman = $0 { true } else { false } })
+        #expect(m.handle(.tick(now: 10_000)).isEmpty)
+        #expect(Self.finished(m.handle(.promote(now: 10_001))) == .promoted)
+    }
+
+    @Test func irreversibleReleaseIsHeldNotRolledBack() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .canary(steps: canarySteps, backgroundAnalysis: true), analysis: .init(interval: 10, failureLimit: 0), reversible: false)
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 0))
+        let actions = m.handle(.measured([Measurement(metric: "errors", outcome: .fail, reason: "bad")], now: 10))
+        #expect(Self.weights(actions) == ["v1": 100, "v2": 0])
+        #expect(!actions.contains(.stopInstances(version: "v2", count: 1)))
+        #expect(m.phase == .heldForHuman)
+    }
+
+    @Test func unhealthyCandidateFailsAndKeepsStable() {
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .canary(steps: canarySteps, backgroundAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        let actions = m.handle(.unhealthy(version: "v2", reason: "GET /healthz: connection refused", now: 60))
+        #expect(Self.weights(actions) == ["v1": 100])
+        #expect(Self.finished(actions) == .failed)
+    }
+
+    @Test func blueGreenSwitchesAtOnceAndScalesDownLater() {
+        var m = M(stable: "v1", candidate: "v2", instances: 3, plan: .blueGreen(autoPromote: true, scaleDownDelay: 30, preAnalysis: false, postAnalysis: false))
+        #expect(Self.started(m.handle(.start(now: 0))) == 3)
+        #expect(Self.weights(m.handle(.healthy(version: "v2", count: 3, now: 4))) == ["v2": 100, "v1": 0])
+        #expect(m.handle(.tick(now: 20)).isEmpty)
+        let end = m.handle(.tick(now: 35))
+        #expect(end.contains(.stopInstances(version: "v1", count: 3)))
+        #expect(Self.finished(end) == .promoted)
+    }
+
+    @Test func blueGreenWithoutAutoPromoteWaitsForAHuman() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: false, scaleDownDelay: 0, preAnalysis: false, postAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        #expect(m.handle(.healthy(version: "v2", count: 1, now: 1)).contains { if case .askHuman = $0 { true } else { false } })
+        #expect(Self.weights(m.handle(.promote(now: 2))) == ["v2": 100, "v1": 0])
+    }
+
+    @Test func rollingReplacesInBatches() {
+        var m = M(stable: "v1", candidate: "v2", instances: 3, plan: .rolling(batch: 1))
+        #expect(Self.started(m.handle(.start(now: 0))) == 1)
+        let first = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(first.contains(.stopInstances(version: "v1", count: 1)))
+        #expect(Self.started(first) == 2)
+        _ = m.handle(.healthy(version: "v2", count: 2, now: 2))
+        let last = m.handle(.healthy(version: "v2", count: 3, now: 3))
+        #expect(Self.weights(last) == ["v2": 100])
+        #expect(Self.finished(last) == .promoted)
+        #expect(m.stableInstances == 0)
+    }
+
+    @Test func recreateStopsFirstThenStarts() {
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .recreate)
+        let start = m.handle(.start(now: 0))
+        #expect(start.firstIndex(of: .stopInstances(version: "v1", count: 2))! < start.firstIndex(of: .startInstances(version: "v2", count: 2))!)
+        #expect(Self.finished(m.handle(.healthy(version: "v2", count: 2, now: 3))) == .promoted)
+    }
+
+    @Test func firstReleaseGoesStraightToFullSize() {
+        var m = M(stable: nil, candidate: "v1", instances: 2, plan: .canary(steps: canarySteps, backgroundAnalysis: true), analysis: .init())
+        #expect(Self.started(m.handle(.start(now: 0))) == 2)
+        #expect(Self.finished(m.handle(.healthy(version: "v1", count: 2, now: 1))) == .promoted)
+    }
+
+    @Test func stateSurvivesARestartMidRollout() throws {
+        var m = M(stable: "v1", candidate: "v2", instances: 4, plan: .canary(steps: canarySteps, backgroundAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 5))
+        // Persist, "kill -9", load: the pause keeps its deadline.
+        let saved = try JSONEncoder().encode(m)
+        var restored = try JSONDecoder().decode(M.self, from: saved)
+        #expect(restored == m)
+        #expect(restored.pauseUntil == 35)
+        #expect(restored.handle(.tick(now: 30)).isEmpty)
+        #expect(Self.started(restored.handle(.tick(now: 36))) == 2)
+    }
+
+    @Test func finalStatesIgnoreFurtherEvents() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .recreate)
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(m.handle(.abort(reason: "late", now: 2)).isEmpty)
+        #expect(m.phase == .promoted)
+    }
+}
