@@ -29,6 +29,8 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
     public var release: ReleaseSpec?
     /// The environment a `deploy:` job targets.
     public var deployEnvironment: String? = nil
+    /// NAME@VERSION to deploy: `deploy.artifact`, or the `release` output of a needed job.
+    public var deployArtifact: String? = nil
 
     /// Renders every template of `instance` in `context`. Job env sees pipeline env; step env sees both.
     public static func resolve(_ instance: JobInstance, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
@@ -97,7 +99,18 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
             release: try job.release.map { spec throws(CoreError) in
                 ReleaseSpec(name: try render(spec.name, "release.name"), version: try render(spec.version, "release.version"), path: try render(spec.path, "release.path"), sbom: spec.sbom)
             },
-            deployEnvironment: job.deploy?.environment
+            deployEnvironment: job.deploy?.environment,
+            deployArtifact: try job.deploy.flatMap { spec throws(CoreError) -> String? in
+                if let artifact = spec.artifact { return try render(artifact, "deploy.artifact") }
+                // By default, the release a needed job produced (its `release` output).
+                guard case .object(let needs)? = context.values["needs"] else { return nil }
+                for need in job.needs {
+                    if case .object(let entry)? = needs[need], case .object(let outputs)? = entry["outputs"], case .string(let reference)? = outputs["release"] {
+                        return reference
+                    }
+                }
+                return nil
+            }
         )
     }
 

@@ -195,6 +195,36 @@ extension EndToEnd {
             return String(key)
         }
 
+        @Test("a deploy job verifies its release first: unknown or tampered artifacts are refused with the reason")
+        func deployGateVerifiesTheRelease() async throws {
+            let pipeline = Self.pipeline.replacingOccurrences(of: "            environments:", with: "") + """
+
+              hotfix:
+                deploy: { environment: staging, artifact: "shop@1.0.0" }
+              ghost:
+                deploy: { environment: staging, artifact: "shop@9.9.9" }
+            environments:
+              staging:
+                target: { local: { instances: 1, command: "./bin/run.sh", listen: 18099 } }
+            """
+            let box = try Sandbox(pipeline, files: Self.files(version: "1.0.0", content: "one"))
+            _ = try await box.run("--job", "release")
+            let digest = try await Self.digest(box, "shop@1.0.0")
+            let blob = box.blobPath(digest)
+            let original = try Data(contentsOf: URL(fileURLWithPath: blob))
+            var tampered = original
+            tampered[tampered.count / 2] ^= 0x01
+            try tampered.write(to: URL(fileURLWithPath: blob))
+            let refused = try await box.run("--job", "hotfix")
+            #expect(refused.status == 1, "\(refused)")
+            #expect(refused.stdout.contains("refusing to deploy shop@1.0.0 to 'staging': digest"), "\(refused)")
+            let ghost = try await box.run("--job", "ghost")
+            #expect(ghost.stdout.contains("refusing to deploy shop@9.9.9") && ghost.stdout.contains("never released"), "\(ghost)")
+            try original.write(to: URL(fileURLWithPath: blob))
+            let verified = try await box.run("--job", "hotfix")
+            #expect(verified.stdout.contains("shop@1.0.0 verified"), "\(verified)")
+        }
+
         @Test("build → release → after: outputs, ls/show/verify/download, a same-content re-run is a no-op, other content under the same version fails")
         func lifecycle() async throws {
             let box = try Sandbox(Self.pipeline, files: Self.files(version: "1.0.0", content: "one"))
