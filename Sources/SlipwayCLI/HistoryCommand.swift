@@ -110,7 +110,7 @@ struct LogsCommand: ParsableCommand {
                 for attemptRecord in try store.attempts(jobRowID: record.id) where attempt == nil || attemptRecord.number == attempt {
                     for step in try store.steps(attemptID: attemptRecord.id) {
                         let id = "\(record.key)/\(attemptRecord.number)/\(step.index)"
-                        guard let data = FileManager.default.contents(atPath: step.logPath) else { continue }
+                        let data = FileManager.default.contents(atPath: step.logPath) ?? Data()  // a step that printed nothing has no file
                         let lines = LogReader.lines(of: data)
                         let already = printed[id] ?? -1
                         if already < 0 {

@@ -297,6 +297,7 @@ struct JobExecutor: Sendable {
             event: a.run.event, dirty: a.run.dirty, pipelineFile: a.run.file, pipelineText: a.run.pipelineText,
             jobDefinition: RunEngine.masked(a.resolved, by: masker).canonicalJSON(), materials: materials, startedOn: Date())
         var problem: String?
+        log?.write("releasing \(spec.path) as \(spec.name)@\(spec.version)")
         do {
             let (release, created) = try releases.release(spec, workspace: workspace, build: build)
             outputs["digest"] = release.digest

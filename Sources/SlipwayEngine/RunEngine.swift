@@ -213,8 +213,7 @@ public final class RunEngine: Sendable {
                         row.definition = String(decoding: Self.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
-                        try? store.updateJob(row)
-                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"))
+                        try? store.updateJob(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"))
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
@@ -252,8 +251,7 @@ public final class RunEngine: Sendable {
                         encoder.outputFormatting = .sortedKeys
                         row.outputs = String(decoding: (try? encoder.encode(machine.outputs[key] ?? [:])) ?? Data("{}".utf8), as: UTF8.self)
                         jobRows[key] = row
-                        try? store.updateJob(row)
-                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason)))
+                        try? store.updateJob(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason)))
                         let duration: Duration? = row.startedAt.map { .milliseconds(Int64(Date().timeIntervalSince($0) * 1000)) }
                         observer?.progress(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: masker.mask(reason), cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration))
                     case .finishRun(let result):

@@ -15,7 +15,9 @@ public protocol LiveOutput: Sendable {
 /// `<unix-ms> <o|e> <text>`. Secrets are masked before anything is written or shown.
 /// Used only from the step's reader thread.
 public final class StepLog: ProcessOutputSink {
-    let fd: Int32
+    /// Opened on the first line: most no-op steps print nothing, and a file not created is an inode saved.
+    var fd: Int32 = -1
+    let path: String
     let jobKey: String
     let live: LiveOutput?
     let masker: SecretMasker
@@ -29,8 +31,8 @@ public final class StepLog: ProcessOutputSink {
     public init(path: String, jobKey: String, masker: SecretMasker, live: LiveOutput?) throws(EngineError) {
         let directory = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw EngineError("cannot create log file \(path): \(String(cString: strerror(errno)))") }
+        guard access(directory, W_OK) == 0 else { throw EngineError("cannot write logs into \(directory): \(String(cString: strerror(errno)))") }
+        self.path = path
         self.jobKey = jobKey
         self.live = live
         self.masker = masker
@@ -38,7 +40,7 @@ public final class StepLog: ProcessOutputSink {
         self.livePrefix = []
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     static func timestampPrefix(stream: Int) -> [UInt8] {
         var now = timespec()
@@ -114,7 +116,10 @@ public final class StepLog: ProcessOutputSink {
     }
 
     func flush(file: [UInt8], shown: [UInt8]) {
-        if !file.isEmpty {
+        if !file.isEmpty, fd < 0 {
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        }
+        if !file.isEmpty, fd >= 0 {
             file.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {

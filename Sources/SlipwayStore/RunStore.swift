@@ -14,6 +14,8 @@ public protocol RunStore: Sendable {
 
     func insertJobs(_ jobs: [JobRecord]) throws(StoreError)
     func updateJob(_ job: JobRecord) throws(StoreError)
+    /// Updates a job and appends an event in one transaction (one commit instead of two on the hot path).
+    func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError)
     func jobs(runID: Int64) throws(StoreError) -> [JobRecord]
     func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)]
 

@@ -151,8 +151,20 @@ public final class SQLiteRunStore: RunStore {
         }
     }
 
-    public func updateJob(_ job: JobRecord) throws(StoreError) {
+    public func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError) {
         try write { db in
+            try Self.update(job, in: db)
+            try db.execute(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [event.runID, event.at.timeIntervalSince1970, event.jobKey, event.kind, event.message])
+        }
+    }
+
+    public func updateJob(_ job: JobRecord) throws(StoreError) {
+        try write { db in try Self.update(job, in: db) }
+    }
+
+    static func update(_ job: JobRecord, in db: Database) throws {
+        do {
             try db.execute(sql: """
                 UPDATE job SET status = ?, allowed_failure = ?, reason = ?, attempts = ?, outputs = ?, cache_key = ?, cache_components = ?, cache_hit = ?, definition = ?, started_at = ?, finished_at = ?
                 WHERE run_id = ? AND key = ?

@@ -168,7 +168,7 @@ extension EndToEnd {
 
             var texts: [(String, String)] = [("stdout", result.stdout), ("stderr", result.stderr)]
             let logs = box.logFiles(run: 1)
-            #expect(logs.count >= 4, "\(logs.keys.sorted())")
+            #expect(logs.count >= 3, "\(logs.keys.sorted())")  // steps that print nothing have no log file
             for (path, text) in logs { texts.append(("log \(path)", text)) }
             let allLogs = logs.values.joined()
             #expect(allLogs.contains("inline ***"), "\(allLogs)")
