@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Crypto
 import Foundation
 import SlipwayCore
@@ -24,23 +27,75 @@ public enum FileTree {
         return result.sorted()
     }
 
-    /// Copies a directory tree (contents of `source` into `destination`, created if needed).
+    /// Copies a directory tree (contents of `source` into `destination`, created if needed), replacing
+    /// files that exist. Plain POSIX calls: a workspace is made per job, and Foundation's file manager
+    /// (errors as NSError, attribute dictionaries) showed up in profiles of wide pipelines.
     public static func copyContents(of source: String, into destination: String) throws {
-        let manager = FileManager.default
-        try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
-        for entry in try manager.contentsOfDirectory(atPath: source) {
-            let target = destination + "/" + entry
-            if manager.fileExists(atPath: target) || (try? manager.destinationOfSymbolicLink(atPath: target)) != nil {
-                var isDirectory: ObjCBool = false
-                if manager.fileExists(atPath: target, isDirectory: &isDirectory), isDirectory.boolValue,
-                   manager.fileExists(atPath: source + "/" + entry, isDirectory: &isDirectory), isDirectory.boolValue {
-                    try copyContents(of: source + "/" + entry, into: target)
-                    continue
+        try makeDirectories(destination)
+        guard let dir = opendir(source) else { throw EngineError("cannot read \(source): \(String(cString: strerror(errno)))") }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name == "." || name == ".." { continue }
+            let from = source + "/" + name, to = destination + "/" + name
+            var info = stat()
+            guard lstat(from, &info) == 0 else { continue }
+            var existing = stat()
+            let exists = lstat(to, &existing) == 0
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                if exists, existing.st_mode & S_IFMT != S_IFDIR { unlink(to) }
+                try copyContents(of: from, into: to)
+            case S_IFREG:
+                if exists, existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) }
+                try copyFile(from, to, mode: info.st_mode & 0o7777)
+            case S_IFLNK:
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let length = readlink(from, &buffer, buffer.count - 1)
+                guard length >= 0 else { continue }
+                if exists {
+                    if existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) } else { unlink(to) }
                 }
-                try manager.removeItem(atPath: target)
+                buffer[length] = 0
+                guard symlink(buffer, to) == 0 else { throw EngineError("cannot create link \(to): \(String(cString: strerror(errno)))") }
+            default:
+                continue
             }
-            try manager.copyItem(atPath: source + "/" + entry, toPath: target)
         }
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT else { throw EngineError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        try makeDirectories((path as NSString).deletingLastPathComponent)
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw EngineError("cannot create \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    static func copyFile(_ from: String, _ to: String, mode: mode_t) throws {
+        let input = open(from, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw EngineError("cannot read \(from): \(String(cString: strerror(errno)))") }
+        defer { close(input) }
+        let output = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard output >= 0 else { throw EngineError("cannot write \(to): \(String(cString: strerror(errno)))") }
+        defer { close(output) }
+        let size = 128 * 1024
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(input, buffer, size)
+            if n < 0, errno == EINTR { continue }
+            if n < 0 { throw EngineError("cannot read \(from): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            var offset = 0
+            while offset < n {
+                let written = write(output, buffer + offset, n - offset)
+                if written < 0, errno == EINTR { continue }
+                if written < 0 { throw EngineError("cannot write \(to): \(String(cString: strerror(errno)))") }
+                offset += written
+            }
+        }
+        // The umask applied at creation; keep the source's exact mode (executable scripts stay executable).
+        _ = fchmod(output, mode)
     }
 
     /// Copies a list of relative paths from `root` to `destination`, keeping their relative layout.

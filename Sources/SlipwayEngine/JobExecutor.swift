@@ -53,14 +53,14 @@ struct JobExecutor: Sendable {
             for group in processGroups { _ = Glibc.kill(-group, SIGKILL) }
         }
         do {
-            try? FileManager.default.removeItem(atPath: workspace)
+            if access(workspace, F_OK) == 0 { try? FileManager.default.removeItem(atPath: workspace) }
             try FileTree.copyContents(of: layout.snapshot(number), into: workspace)
             for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
                 try FileTree.copyContents(of: directory, into: workspace)
             }
             // The output file itself is created by the first step that writes to it: one file less per job.
-            try FileManager.default.createDirectory(atPath: (outputFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try? FileManager.default.removeItem(atPath: outputFile)
+            try FileTree.makeDirectories((outputFile as NSString).deletingLastPathComponent)
+            unlink(outputFile)
         } catch {
             failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
         }
@@ -212,7 +212,7 @@ struct JobExecutor: Sendable {
             }
         }
         // The raw file may hold unmasked secrets; its (masked) values now live in the database.
-        try? FileManager.default.removeItem(atPath: outputFile)
+        unlink(outputFile)
         if failure == nil, !cancelled, let environment = a.resolved.deployEnvironment {
             failure = .error(deployGate(environment: environment, artifact: a.resolved.deployArtifact))
         }
@@ -324,7 +324,7 @@ struct JobExecutor: Sendable {
     func saveArtifacts(_ a: AttemptContext, workspace: String) -> String? {
         guard !a.resolved.artifacts.isEmpty else { return nil }
         let destination = layout.artifacts(a.run.number, job: a.instance.key)
-        try? FileManager.default.removeItem(atPath: destination)
+        if access(destination, F_OK) == 0 { try? FileManager.default.removeItem(atPath: destination) }
         for path in a.resolved.artifacts {
             let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
             let glob = Glob(trimmed)

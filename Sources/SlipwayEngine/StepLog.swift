@@ -30,7 +30,7 @@ public final class StepLog: ProcessOutputSink {
 
     public init(path: String, jobKey: String, masker: SecretMasker, live: LiveOutput?) throws(EngineError) {
         let directory = (path as NSString).deletingLastPathComponent
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try? FileTree.makeDirectories(directory)
         guard access(directory, W_OK) == 0 else { throw EngineError("cannot write logs into \(directory): \(String(cString: strerror(errno)))") }
         self.path = path
         self.jobKey = jobKey
