@@ -1,0 +1,119 @@
+/// Traffic of one version over an analysis window, as the router measures it.
+public struct TrafficWindow: Sendable, Equatable, Codable {
+    public var requests: Int
+    public var errors: Int
+    /// Milliseconds, one per request.
+    public var latencies: [Double]
+    public var seconds: Double
+
+    public init(requests: Int, errors: Int, latencies: [Double], seconds: Double) {
+        self.requests = requests
+        self.errors = errors
+        self.latencies = latencies
+        self.seconds = seconds
+    }
+
+    /// Error rate in percent.
+    public var errorRate: Double { requests == 0 ? 0 : Double(errors) / Double(requests) * 100 }
+}
+
+/// Turns a metric check and measured traffic into a `Measurement` that says why: thresholds on the
+/// canary's own numbers, and `compare: baseline` with the statistics Kayenta uses (latency) or a count
+/// test (errors). Pure, so every verdict can be reproduced from what was stored.
+public enum AnalysisJudge {
+    /// Fewer canary requests than this make a threshold check inconclusive rather than a guess.
+    public static let minimumRequests = 20
+
+    public static func judge(_ check: MetricCheck, canary: TrafficWindow, baseline: TrafficWindow?) -> Measurement {
+        guard case .router(let metric) = check.source else {
+            return Measurement(metric: check.name, outcome: .inconclusive, reason: "not a router metric; measure it with its source and call judge(_:value:)")
+        }
+        if check.compareBaseline {
+            guard let baseline else {
+                return Measurement(metric: check.name, outcome: .inconclusive, reason: "no baseline traffic to compare with")
+            }
+            let comparison: MetricComparison
+            switch metric {
+            case "error-rate":
+                comparison = ErrorRateComparison.compare(canaryErrors: canary.errors, canaryTotal: canary.requests, baselineErrors: baseline.errors, baselineTotal: baseline.requests)
+            case "request-rate":
+                comparison = LatencyComparison.compare(canary: [Double(canary.requests) / max(canary.seconds, 1e-9)], baseline: [Double(baseline.requests) / max(baseline.seconds, 1e-9)], config: .init(direction: .decrease))
+            default:
+                comparison = LatencyComparison.compare(canary: canary.latencies, baseline: baseline.latencies)
+            }
+            let outcome: Measurement.Outcome = switch comparison.verdict {
+            case .high: .fail
+            case .inconclusive: .inconclusive
+            case .pass, .low: .pass
+            }
+            let measured = thresholdCheck(check, metric: metric, canary: canary)
+            // A threshold failure is a failure even when the comparison passes.
+            if let measured, measured.outcome == .fail { return measured }
+            return Measurement(metric: check.name, outcome: outcome, reason: "\(metric) vs baseline: \(comparison.reason)", value: value(of: metric, in: canary), comparison: comparison)
+        }
+        return thresholdCheck(check, metric: metric, canary: canary)
+            ?? Measurement(metric: check.name, outcome: .inconclusive, reason: "nothing to check")
+    }
+
+    /// A value from another source (prometheus, http, command) against `max`/`min`.
+    public static func judge(_ check: MetricCheck, value: Double?, error: String? = nil) -> Measurement {
+        guard let value, value.isFinite else {
+            return Measurement(metric: check.name, outcome: .inconclusive, reason: error ?? "no value")
+        }
+        return bounds(check, value: value, unit: "")
+    }
+
+    static func value(of metric: String, in window: TrafficWindow) -> Double? {
+        switch metric {
+        case "error-rate": return window.requests == 0 ? nil : window.errorRate
+        case "request-rate": return window.seconds > 0 ? Double(window.requests) / window.seconds : nil
+        case "latency-p50": return percentile(window.latencies, 0.50)
+        case "latency-p90": return percentile(window.latencies, 0.90)
+        case "latency-p99": return percentile(window.latencies, 0.99)
+        default: return nil
+        }
+    }
+
+    static func thresholdCheck(_ check: MetricCheck, metric: String, canary: TrafficWindow) -> Measurement? {
+        guard check.max != nil || check.min != nil else { return nil }
+        if metric != "request-rate", canary.requests < minimumRequests {
+            return Measurement(metric: check.name, outcome: .inconclusive, reason: "\(canary.requests) canary requests in the window, fewer than \(minimumRequests)")
+        }
+        guard let value = value(of: metric, in: canary) else {
+            return Measurement(metric: check.name, outcome: .inconclusive, reason: "no \(metric) measured")
+        }
+        let unit = metric.hasPrefix("latency") ? " ms" : metric == "error-rate" ? " %" : "/s"
+        var measurement = bounds(check, value: value, unit: unit)
+        measurement.reason = "\(metric) " + measurement.reason + " over \(canary.requests) requests"
+        return measurement
+    }
+
+    static func bounds(_ check: MetricCheck, value: Double, unit: String) -> Measurement {
+        let shown = format(value) + unit
+        if let max = check.max, value > max {
+            return Measurement(metric: check.name, outcome: .fail, reason: "\(shown) > max \(format(max))\(unit)", value: value)
+        }
+        if let min = check.min, value < min {
+            return Measurement(metric: check.name, outcome: .fail, reason: "\(shown) < min \(format(min))\(unit)", value: value)
+        }
+        let limits = [check.max.map { "≤ max \(format($0))\(unit)" }, check.min.map { "≥ min \(format($0))\(unit)" }].compactMap { $0 }
+        return Measurement(metric: check.name, outcome: .pass, reason: "\(shown) \(limits.joined(separator: ", "))", value: value)
+    }
+
+    /// Nearest-rank percentile.
+    public static func percentile(_ values: [Double], _ p: Double) -> Double? {
+        let finite = values.filter(\.isFinite).sorted()
+        guard !finite.isEmpty else { return nil }
+        let rank = Int((p * Double(finite.count)).rounded(.up))
+        return finite[min(finite.count - 1, max(0, rank - 1))]
+    }
+
+    static func format(_ value: Double) -> String {
+        if value == value.rounded(), abs(value) < 1e12 { return String(Int(value)) }
+        let text = String(value)
+        if let dot = text.firstIndex(of: "."), text.distance(from: dot, to: text.endIndex) > 4 {
+            return String(text[..<text.index(dot, offsetBy: 4)])
+        }
+        return text
+    }
+}
