@@ -41,17 +41,8 @@ private struct StatisticsVectors: Decodable {
     }
 }
 
-/// SplitMix64: tiny, seedable, good enough for Monte Carlo checks, identical on every platform.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Uniform and normal draws for the Monte Carlo checks.
+private extension SplitMix64 {
     /// Uniform in the open interval (0, 1), so log() is always finite.
     mutating func uniform() -> Double { (Double(next() >> 11) + 0.5) * 0x1p-53 }
     /// Standard normal by Box-Muller.

@@ -105,18 +105,8 @@ enum MalformedCorpus {
 
 // MARK: - Robustness: no input crashes the loader
 
-/// SplitMix64: small, seeded, reproducible.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The shared seeded generator, under the name these tests use.
+typealias SeededGenerator = SplitMix64
 
 /// Either a pipeline and no errors, or no pipeline and at least one error, each at a real position.
 func expectWellFormed(_ result: PipelineLoader.Result, lineCount: Int, _ what: @autoclosure () -> String,
