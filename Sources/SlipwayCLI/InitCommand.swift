@@ -18,9 +18,9 @@ struct InitCommand: ParsableCommand {
         guard FileManager.default.createFile(atPath: file, contents: Data(Self.starter.utf8)) else {
             throw CLIError.failure("cannot write \(file)")
         }
-        // The starter must always be valid: it is the first thing a user runs.
+        // The starter must always be valid: it is the first thing a user runs (a test checks it too).
         let result = PipelineLoader.load(text: Self.starter, file: file)
-        precondition(result.errors.isEmpty, "starter pipeline is invalid: \(result.errors)")
+        if let problem = result.errors.first { throw CLIError.failure("the starter pipeline is invalid (a Slipway bug): \(problem)") }
         Terminal.print("wrote \(file) (\(result.pipeline?.jobs.count ?? 0) jobs). Next: `slipway validate` then `slipway run`.")
     }
 

@@ -4,6 +4,20 @@ import Testing
 extension EndToEnd {
     @Suite("exit codes and job selection")
     struct ExitCodes {
+        @Test("`slipway init` writes a starter that validates and runs green, and refuses to overwrite without --force")
+        func starterPipelineRuns() async throws {
+            let box = try Sandbox("jobs: { placeholder: { steps: [ { run: 'true' } ] } }")
+            let refused = try await box.slipway("init")
+            #expect(refused.status == 2, "\(refused)")
+            let written = try await box.slipway("init", "--force")
+            #expect(written.status == 0, "\(written)")
+            let validated = try await box.slipway("validate")
+            #expect(validated.status == 0 && validated.stdout.contains("is valid"), "\(validated)")
+            let run = try await box.run()
+            #expect(run.status == 0, "\(run)")
+            #expect(run.stdout.contains("tests finished with 'success'"), "\(run)")
+        }
+
         static let pipeline = """
             name: codes
             jobs:
