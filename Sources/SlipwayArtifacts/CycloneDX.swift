@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SlipwayCore
 
 /// CycloneDX 1.5 JSON SBOM generation (https://cyclonedx.org/docs/1.5/json/).
 public enum CycloneDX {
@@ -92,7 +93,7 @@ public enum CycloneDX {
         var bytes = Array(sha1(namespace + Array(name.utf8)).prefix(16))
         bytes[6] = (bytes[6] & 0x0F) | 0x50
         bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex = bytes.map { String(format: "%02x", $0) }.joined()
+        let hex = bytes.hexString
         let h = Array(hex)
         return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
     }

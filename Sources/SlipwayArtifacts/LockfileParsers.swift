@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayCore
 
 /// Why a lockfile could not be read.
 public enum LockfileError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -375,7 +376,7 @@ enum NPMLockParser {
             var base64 = String(token[token.index(after: dash)...])
             if let question = base64.firstIndex(of: "?") { base64 = String(base64[..<question]) }  // SRI options
             guard let digest = Data(base64Encoded: base64), !digest.isEmpty, result[alg] == nil else { continue }
-            result[alg] = digest.map { String(format: "%02x", $0) }.joined()
+            result[alg] = digest.hexString
         }
         return result
     }

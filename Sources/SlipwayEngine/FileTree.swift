@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Crypto
 import Foundation
+import SlipwayArtifacts
 import SlipwayCore
 
 /// File-system helpers for workspaces, artifacts and cache inputs.
@@ -118,11 +119,8 @@ public enum FileTree {
         if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
             return CacheKey.hex(Data(("symlink:" + link).utf8))
         }
-        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().hexString
+        // Regular files: the artifact store's streaming hash (one implementation of it).
+        return (try? ArtifactStore(root: "").sha256(ofFile: path)) ?? nil
     }
 
     /// Digest of a whole tree: sorted relative paths with their content digests.
@@ -156,12 +154,7 @@ public enum Helper {
     }
 
     static func resolve(_ program: String) -> String? {
-        if program.contains("/") { return program }
-        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let candidate = "\(directory)/\(program)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
+        JobExecutor.resolve(program, path: ProcessInfo.processInfo.environment["PATH"], directory: FileManager.default.currentDirectoryPath)
     }
 
     public static func run(_ arguments: [String], in directory: String, input: Data? = nil) -> Output {
