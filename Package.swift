@@ -27,7 +27,7 @@ let package = Package(
         .target(
             name: "SlipwayCLI",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -50,7 +50,7 @@ let package = Package(
         ),
         .target(
             name: "SlipwayEngine",
-            dependencies: ["SlipwayCore", "SlipwayStore", "SlipwayArtifacts", "CSlipwaySystem"],
+            dependencies: ["SlipwayCore", "SlipwayStore", "SlipwayArtifacts", "SlipwayDeploy", "CSlipwaySystem"],
             swiftSettings: strict
         ),
         .target(name: "CSlipwaySystem"),
@@ -65,7 +65,7 @@ let package = Package(
         .target(
             name: "SlipwayDeploy",
             dependencies: [
-                "SlipwayCore",
+                "SlipwayCore", "CSlipwaySystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
