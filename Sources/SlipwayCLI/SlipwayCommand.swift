@@ -8,7 +8,9 @@ public struct SlipwayCommand: AsyncParsableCommand {
         abstract: "A deployment pipeline in one binary: build, test, release, deploy.",
         discussion: "Exit codes: 0 success, 1 the pipeline failed, 2 bad input.",
         version: "0.1.0",
-        subcommands: [InitCommand.self, ValidateCommand.self, RunCommand.self, HistoryCommand.self, LogsCommand.self, ExplainCommand.self, TestsCommand.self, ArtifactsCommand.self, KeysCommand.self]
+        subcommands: [InitCommand.self, ValidateCommand.self, RunCommand.self, HistoryCommand.self, LogsCommand.self, ExplainCommand.self, TestsCommand.self, ArtifactsCommand.self, KeysCommand.self,
+                      DeployCommand.self, PromoteCommand.self, AbortCommand.self, PauseCommand.self, ResumeCommand.self, RollbackCommand.self,
+                      StatusCommand.self, DownCommand.self, ApproveCommand.self, AgentCommand.self, SampleServiceCommand.self]
     )
 
     public init() {}

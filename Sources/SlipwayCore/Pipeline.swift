@@ -225,11 +225,13 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
 public enum BuiltinStep: String, Sendable, Codable, CaseIterable {
     case secretScan = "slipway/secret-scan"
     case dependencyCheck = "slipway/dependency-check"
+    case load = "slipway/load"
 
     public var inputs: [String] {
         switch self {
         case .secretScan: ["path", "allowlist"]
         case .dependencyCheck: ["advisories", "severity", "path"]
+        case .load: ["url", "rps", "duration", "header", "max-error-percent", "timeout"]
         }
     }
 
@@ -237,6 +239,7 @@ public enum BuiltinStep: String, Sendable, Codable, CaseIterable {
         switch self {
         case .secretScan: []
         case .dependencyCheck: ["advisories"]
+        case .load: ["url"]
         }
     }
 
@@ -244,6 +247,7 @@ public enum BuiltinStep: String, Sendable, Codable, CaseIterable {
         switch self {
         case .secretScan: ""
         case .dependencyCheck: "point it at an OSV advisory file in the workspace, e.g. `with: { advisories: security/osv.json, severity: high }`"
+        case .load: "name the URL to load, e.g. `with: { url: http://127.0.0.1:8080/, rps: 50, duration: 30s }`"
         }
     }
 }

@@ -281,7 +281,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
                     } else {
                         pauseUntil = now + seconds
                         note("step \(stepIndex + 1): pause \(Int(seconds))s")
-                        return actions + [.record("paused until \(until(now + seconds))")]
+                        return actions + [.record("paused for \(Int(seconds))s")]
                     }
                 } else {
                     phase = .heldForHuman
@@ -301,7 +301,6 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         return actions + finishPromotion(now)
     }
 
-    func until(_ t: Double) -> String { "t+\(Int(t))s" }
 
     mutating func tick(_ now: Double) -> [Action] {
         var actions: [Action] = []

@@ -1,6 +1,7 @@
 import Foundation
 import SlipwayArtifacts
 import SlipwayCore
+import SlipwayDeploy
 import SlipwayStore
 
 /// The steps built into Slipway (`uses: slipway/...`), run in-process; they write their report to the
@@ -15,11 +16,47 @@ struct BuiltinSteps: Sendable {
         var findings: [ScanFindingRecord]
     }
 
-    func run(_ step: BuiltinStep, with inputs: [String: String], workspace: String, runID: Int64, jobKey: String) -> Outcome {
+    func run(_ step: BuiltinStep, with inputs: [String: String], workspace: String, runID: Int64, jobKey: String) async -> Outcome {
         switch step {
         case .secretScan: secretScan(inputs, workspace: workspace, runID: runID, jobKey: jobKey)
         case .dependencyCheck: dependencyCheck(inputs, workspace: workspace, runID: runID, jobKey: jobKey)
+        case .load: await load(inputs)
         }
+    }
+
+    /// `slipway/load`: open-loop HTTP load; reports requests, errors and latency percentiles, and fails when
+    /// `max-error-percent` is given and exceeded.
+    func load(_ inputs: [String: String]) async -> Outcome {
+        let url = inputs["url"] ?? ""
+        guard HTTPClient.Target(url: url) != nil else {
+            return Outcome(failure: "`with.url` must be an http:// URL, got '\(url)'", lines: [], findings: [])
+        }
+        guard let rps = Double(inputs["rps"] ?? "10"), rps > 0, rps <= 20_000 else {
+            return Outcome(failure: "`with.rps` must be a number between 0 and 20000", lines: [], findings: [])
+        }
+        guard let duration = DurationParser.parse(inputs["duration"] ?? "10s"), duration > .zero, duration <= .seconds(3600) else {
+            return Outcome(failure: "`with.duration` must be a duration up to 1h, like 30s", lines: [], findings: [])
+        }
+        let timeout = DurationParser.parse(inputs["timeout"] ?? "5s") ?? .seconds(5)
+        var headers: [(String, String)] = []
+        if let header = inputs["header"] {
+            guard let colon = header.firstIndex(of: ":"), !header.contains("\n"), !header.contains("\r") else {
+                return Outcome(failure: "`with.header` must be `Name: value`", lines: [], findings: [])
+            }
+            headers.append((String(header[..<colon]).trimmingCharacters(in: .whitespaces), String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
+        }
+        var lines = ["load: \(url) at \(inputs["rps"] ?? "10") rps for \(DurationParser.format(duration))"]
+        let report = await LoadGenerator(url: url, rps: rps, duration: duration, headers: headers, timeout: timeout).run()
+        lines.append(report.summary)
+        if let limitText = inputs["max-error-percent"] {
+            guard let limit = Double(limitText) else {
+                return Outcome(failure: "`with.max-error-percent` must be a number", lines: lines, findings: [])
+            }
+            if report.errorPercent > limit {
+                return Outcome(failure: String(format: "error rate %.2f%% is above max-error-percent %g", report.errorPercent, limit), lines: lines, findings: [])
+            }
+        }
+        return Outcome(failure: nil, lines: lines, findings: [])
     }
 
     static func inside(_ workspace: String, _ relative: String?) -> String? {

@@ -31,6 +31,7 @@ struct JobExecutor: Sendable {
     let control: RunControl
     let releases: ReleaseService?
     let builtins: BuiltinSteps
+    let deployments: DeployContext
 
     func runAttempt(_ a: AttemptContext) async -> AttemptOutcome {
         let key = a.instance.key
@@ -136,7 +137,7 @@ struct JobExecutor: Sendable {
             observer?.progress(.stepStarted(key: key, index: index, name: stepName))
             if let builtin = step.uses {
                 var record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
-                let outcome = builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
+                let outcome = await builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
                 for line in outcome.lines { log.write(line) }
                 if let releaseStore = builtins.releaseStore, !outcome.findings.isEmpty { try? releaseStore.insertFindings(outcome.findings) }
                 if let problem = outcome.failure {
@@ -214,7 +215,7 @@ struct JobExecutor: Sendable {
         // The raw file may hold unmasked secrets; its (masked) values now live in the database.
         unlink(outputFile)
         if failure == nil, !cancelled, let environment = a.resolved.deployEnvironment {
-            failure = .error(deployGate(environment: environment, artifact: a.resolved.deployArtifact))
+            if let problem = await deploy(environment: environment, a, attemptID: attemptRecord.id) { failure = .error(problem) }
         }
         if failure == nil, !cancelled, let spec = a.resolved.release {
             if let problem = release(spec, a, workspace: workspace, attemptID: attemptRecord.id, outputs: &outputs) { failure = .error(problem) }
@@ -262,20 +263,6 @@ struct JobExecutor: Sendable {
             if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 { return candidate }
         }
         return nil
-    }
-
-    /// Promotion gate: a deploy gets a release by reference and verifies it first; an unknown, unsigned
-    /// or tampered artifact is refused with the reason. Rolling out itself is not built yet.
-    func deployGate(environment: String, artifact: String?) -> String {
-        guard let artifact else {
-            return "nothing to deploy to '\(environment)': set `deploy: { artifact: NAME@VERSION }` or need a job with `release:`"
-        }
-        guard let at = artifact.lastIndex(of: "@"), let releases else { return "'\(artifact)' is not NAME@VERSION" }
-        let verification = releases.verify(name: String(artifact[..<at]), version: String(artifact[artifact.index(after: at)...]))
-        guard verification.passed else {
-            return "refusing to deploy \(artifact) to '\(environment)': \(verification.failure ?? "it did not verify")"
-        }
-        return "\(artifact) verified (sha256:\(verification.release?.digest.prefix(16) ?? "")…), but this version of Slipway validates `environments:` and `deploy:` without rolling out yet: cannot deploy to '\(environment)'"
     }
 
     /// Releases `spec` from the workspace: a step of its own in the logs; the digest and the reference

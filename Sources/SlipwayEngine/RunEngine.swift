@@ -41,9 +41,16 @@ public final class RunEngine: Sendable {
     let gracePeriod: Duration
     let releases: ReleaseService?
     public let control = RunControl()
+    /// The binary that runs `slipway agent` for deploy jobs (this process's own executable by default).
+    public let agentExecutable: String
 
-    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil) {
+    public static func currentExecutable() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable()) {
         self.releases = releases
+        self.agentExecutable = agentExecutable
         self.store = store
         self.layout = layout
         self.project = project
@@ -177,7 +184,10 @@ public final class RunEngine: Sendable {
         }
         let pipeline = overrides
         var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
-        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store))
+        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
+                                   deployments: DeployContext(environments: Dictionary(pipeline.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                                                              specs: Dictionary(pipeline.jobs.compactMap { job in job.deploy.map { (job.id, $0) } }, uniquingKeysWith: { a, _ in a }),
+                                                              agentExecutable: agentExecutable))
         var jobRows: [String: JobRecord] = [:]
         do {
             for job in try store.jobs(runID: run.id) { jobRows[job.key] = job }

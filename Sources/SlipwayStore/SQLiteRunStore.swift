@@ -76,6 +76,7 @@ public final class SQLiteRunStore: RunStore {
             """)
         }
         registerReleaseMigrations(&migrator)
+        registerRolloutMigrations(&migrator)
         return migrator
     }
 

@@ -1,0 +1,146 @@
+import SlipwayCore
+
+/// How the agent probes an instance (`HealthCheck` in seconds, so it can be sent and stored).
+public struct ProbeConfig: Sendable, Equatable, Codable {
+    public var path: String
+    public var interval: Double
+    public var timeout: Double
+    public var healthyAfter: Int
+    public var unhealthyAfter: Int
+    public var deadline: Double
+
+    public init(_ check: HealthCheck) {
+        path = check.path
+        interval = check.interval.seconds
+        timeout = check.timeout.seconds
+        healthyAfter = check.healthyAfter
+        unhealthyAfter = check.unhealthyAfter
+        deadline = check.deadline.seconds
+    }
+
+    var healthCheck: HealthCheck {
+        var check = HealthCheck()
+        check.path = path
+        check.interval = .milliseconds(Int64(interval * 1000))
+        check.timeout = .milliseconds(Int64(timeout * 1000))
+        check.healthyAfter = healthyAfter
+        check.unhealthyAfter = unhealthyAfter
+        check.deadline = .milliseconds(Int64(deadline * 1000))
+        return check
+    }
+}
+
+extension Duration {
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+/// What an environment looks like to the agent: the processes to run and how traffic reaches them.
+public struct EnvironmentConfig: Sendable, Equatable, Codable {
+    public var name: String
+    public var listen: Int
+    public var previewPort: Int?
+    /// Run with `/bin/sh -c` in the version's directory, with `$PORT`, `SLIPWAY_VERSION`, `SLIPWAY_ENVIRONMENT`.
+    public var command: String
+    public var probe: ProbeConfig
+    public var stopGrace: Double
+    public var stickyCookie: String?
+    public var rules: [MatchRule]
+
+    public init(name: String, listen: Int, previewPort: Int? = nil, command: String, probe: ProbeConfig, stopGrace: Double = 10, stickyCookie: String? = nil, rules: [MatchRule] = []) {
+        self.name = name
+        self.listen = listen
+        self.previewPort = previewPort
+        self.command = command
+        self.probe = probe
+        self.stopGrace = stopGrace
+        self.stickyCookie = stickyCookie
+        self.rules = rules
+    }
+}
+
+public struct VersionDeployment: Sendable, Equatable, Codable {
+    public var count: Int
+    /// The unpacked release; the working directory of every instance.
+    public var directory: String
+    public var environment: [String: String]
+
+    public init(count: Int, directory: String, environment: [String: String] = [:]) {
+        self.count = count
+        self.directory = directory
+        self.environment = environment
+    }
+}
+
+/// The desired state of one environment. The controller sends all of it every time (idempotent), the agent
+/// converges: starts and stops instances, and routes by `weights` to the healthy ones.
+public struct DesiredEnvironment: Sendable, Equatable, Codable {
+    public var config: EnvironmentConfig
+    public var versions: [String: VersionDeployment]
+    public var weights: [String: Int]
+    /// Served alone on `config.previewPort` (blue-green smoke tests).
+    public var previewVersion: String?
+
+    public init(config: EnvironmentConfig, versions: [String: VersionDeployment] = [:], weights: [String: Int] = [:], previewVersion: String? = nil) {
+        self.config = config
+        self.versions = versions
+        self.weights = weights
+        self.previewVersion = previewVersion
+    }
+}
+
+public enum AgentRequest: Sendable, Equatable, Codable {
+    case ping
+    case apply(DesiredEnvironment)
+    case status
+    /// Router counts and latency samples of `version` since `since` (unix seconds).
+    case window(environment: String, version: String, since: Double)
+    /// Stops every instance and the router of `environment` (all environments when nil).
+    case down(environment: String?)
+}
+
+public struct InstanceStatus: Sendable, Equatable, Codable {
+    public var id: String
+    public var version: String
+    public var port: Int
+    public var pid: Int32?
+    /// starting, healthy, unhealthy, failedToStart, stopping, crashed (waiting to restart)
+    public var state: String
+    public var restarts: Int
+    public var lastFailure: String?
+    public var startedAt: Double
+}
+
+public struct EnvironmentStatus: Sendable, Equatable, Codable {
+    public var name: String
+    public var listen: Int
+    public var routerListening: Bool
+    public var weights: [String: Int]
+    public var versions: [String: VersionDeployment]
+    public var instances: [InstanceStatus]
+    public var metrics: [String: VersionMetrics]
+
+    public func healthy(_ version: String) -> Int {
+        instances.filter { $0.version == version && $0.state == "healthy" }.count
+    }
+}
+
+public struct AgentWindow: Sendable, Equatable, Codable {
+    public var requests: Int
+    public var errors: Int
+    public var latencies: [Double]
+    public var seconds: Double
+
+    public var trafficWindow: TrafficWindow {
+        TrafficWindow(requests: requests, errors: errors, latencies: latencies, seconds: seconds)
+    }
+}
+
+public enum AgentResponse: Sendable, Equatable, Codable {
+    case ok
+    case pong(pid: Int32, dataDirectory: String)
+    case status([EnvironmentStatus])
+    case window(AgentWindow)
+    case error(String)
+}
