@@ -145,7 +145,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             }
         case .abort(let reason, let now):
             note("aborted: \(reason)")
-            return rollBack(reason: "aborted: \(reason)", final: .aborted, now: now)
+            return rollBack(reason: reason, final: .aborted, now: now)
         case .pause:
             guard !phase.isFinal, phase != .paused else { return [] }
             phaseBeforePause = phase
@@ -290,10 +290,12 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
                 }
             case .analysis:
                 if !awaitingAnalysisGate {
+                    // Measured over the traffic at this step only, after the first interval (and initial delay).
                     awaitingAnalysisGate = true
                     analysisWindowStart = now
+                    nextAnalysisAt = now + (analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)
                     note("step \(stepIndex + 1): analysis gate")
-                    return actions + [.analyze(since: now - (analysis?.interval ?? 10))]
+                    return actions + [.record("analysis gate: first measurement in \(Int((analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)))s")]
                 }
                 return actions
             }
@@ -314,7 +316,9 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         }
         if phase == .stepping || phase == .promoting, let next = nextAnalysisAt, now >= next, let policy = analysis {
             nextAnalysisAt = now + policy.interval
-            actions.append(.analyze(since: max(analysisWindowStart ?? now, now - policy.interval)))
+            // Cumulative since the window started: each measurement sees all the canary's traffic so far, so a
+            // small error increase becomes significant as requests accumulate instead of staying inconclusive.
+            actions.append(.analyze(since: analysisWindowStart ?? now - policy.interval))
         }
         if phase == .stepping, let until = pauseUntil, now >= until {
             actions += advance(now)
@@ -347,6 +351,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             if inconclusive.isEmpty || inconclusives <= policy.inconclusiveLimit {
                 if inconclusive.isEmpty {
                     awaitingAnalysisGate = false
+                    if case .canary(_, false) = plan { nextAnalysisAt = nil }
                     if case .blueGreen(let autoPromote, _, _, _) = plan, weights[candidate] != 100 {
                         if autoPromote { return actions + switchToCandidate(now) }
                         phase = .heldForHuman
@@ -355,7 +360,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
                     stepIndex += 1
                     return actions + advance(now)
                 }
-                return actions + [.analyze(since: analysisWindowStart ?? now)]
+                // Inconclusive: the next tick measures again over a longer window.
+                return actions
             }
         }
         return actions

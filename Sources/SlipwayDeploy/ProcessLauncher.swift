@@ -55,7 +55,15 @@ public enum ProcessLauncher {
 
     /// True while `pid` exists (a zombie counts until reaped).
     public static func isAlive(_ pid: pid_t) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        // A zombie has exited; it only waits for its parent to reap it.
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0, let close = buffer[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { return true }
+        return buffer[close + 2] != UInt8(ascii: "Z")
     }
 
     /// The value of `name` in the environment `pid` was started with (Linux /proc), to recognise our own processes.

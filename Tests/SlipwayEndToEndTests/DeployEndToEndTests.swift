@@ -1,0 +1,306 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+
+// End-to-end tests of progressive delivery (issue 4): the real binary, its real background agent, real
+// instances of the sample service behind the built-in router, real HTTP through it, and kill -9.
+
+/// A project whose `build` job releases `app/` (a sample-service config) as web@$VERSION, and whose deploy job
+/// rolls it out to `production` on a local target behind the router on a free port.
+struct DeployProject {
+    let box: Sandbox
+    let port: Int
+
+    /// `strategy` and `extraJobs` are YAML fragments (indented for their place).
+    init(strategy: String, instances: Int = 2, health: String = "{ path: /healthz, interval: 200ms, deadline: 15s }",
+         extraJobs: String = "", protection: String = "", stopGrace: String = "2s") throws {
+        let binary = try SlipwayBinary.require()
+        port = try DeployKit.freePort()
+        let pipeline = """
+            name: deploy-e2e
+            jobs:
+              build:
+                steps:
+                  - run: echo building $VERSION
+                release: { name: web, version: "${{ env.VERSION }}", path: app }
+              production:
+                needs: [build]
+                deploy: { environment: production }
+            \(extraJobs)
+            environments:
+              production:
+            \(protection)
+                target:
+                  local:
+                    instances: \(instances)
+                    command: "\(binary) sample-service --config config"
+                    listen: \(port)
+                    health: \(health)
+                    stop-grace: \(stopGrace)
+                strategy:
+            \(strategy)
+            """
+        box = try Sandbox(pipeline, files: ["app/config": "error-percent=0\n"])
+    }
+
+    /// Commits a new app config and runs the pipeline for VERSION.
+    func ship(_ version: String, config: String = "", arguments: [String] = [], timeout: Double = 90) async throws -> CommandResult {
+        try box.write("app/config", config + "\n# \(version)\n")
+        try box.commit("v\(version)")
+        return try await box.slipway(["run", "--plain"] + box.outEnv + ["--env", "VERSION=\(version)"] + arguments, timeout: timeout)
+    }
+
+    func launchShip(_ version: String, config: String = "") throws -> Launched {
+        try box.write("app/config", config + "\n# \(version)\n")
+        try box.commit("v\(version)")
+        return try box.launch(["run", "--plain", "--env", "VERSION=\(version)"] + box.outEnv)
+    }
+
+    func get(_ path: String = "/") -> (status: Int, body: String)? { DeployKit.get(port: port, path) }
+
+    /// Versions answering `n` requests through the router.
+    func sample(_ n: Int) -> [String: Int] {
+        var seen: [String: Int] = [:]
+        for _ in 0..<n {
+            let body = get()?.body ?? "no answer"
+            seen[body.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
+        }
+        return seen
+    }
+
+    func status() async throws -> [String: Any] {
+        let result = try await box.slipway("status", "--json", "production", timeout: 30)
+        guard let array = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]], let first = array.first else {
+            throw E2EError("status --json: \(result)")
+        }
+        return first
+    }
+
+    func down() async {
+        _ = try? await box.slipway("down", timeout: 60)
+    }
+}
+
+enum DeployKit {
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { throw E2EError("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// One blocking HTTP/1.0 GET on loopback (independent of Slipway's own client), 2 s timeout.
+    static func get(port: Int, _ path: String) -> (status: Int, body: String)? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return nil }
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let statusLine = text.split(separator: "\r\n").first, statusLine.split(separator: " ").count >= 2,
+              let status = Int(statusLine.split(separator: " ")[1]) else { return nil }
+        let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        return (status, body)
+    }
+
+    static func waitUntil(_ what: String, timeout: Double = 30, _ condition: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw E2EError("timed out waiting until \(what)")
+    }
+
+    static func processExists(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let close = stat.lastIndex(of: ")") else { return true }
+        return !stat[close...].hasPrefix(") Z")
+    }
+}
+
+extension EndToEnd {
+    @Suite("progressive delivery", .serialized)
+    struct Deploying {
+        static let canary = """
+                  canary:
+                    steps: [ { weight: 25 }, { pause: 2s }, { weight: 100 } ]
+                    analysis:
+                      interval: 1s
+                      failure-limit: 0
+                      inconclusive-limit: 30
+                      metrics:
+                        - { name: errors, source: router, metric: error-rate, compare: baseline }
+            """
+
+        @Test("first release goes to full size; a healthy canary is promoted; a bad one is rolled back by the analysis while slipway/load drives traffic")
+        func canaryPromotesAndRollsBack() async throws {
+            // A load job beside the deploy job: the analysis needs traffic.
+            let project = try DeployProject(strategy: Self.canary.replacingOccurrences(of: "{ pause: 2s }", with: "{ pause: 30s }"), extraJobs: """
+                  load:
+                    needs: [build]
+                    if: env.LOAD == 'yes'
+                    steps:
+                      - uses: slipway/load
+                        with: { url: "http://127.0.0.1:PORT/", rps: 100, duration: 25s }
+                """)
+            defer { Task { await project.down() } }
+            try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
+                .replacingOccurrences(of: "PORT", with: String(project.port)))
+
+            let first = try await project.ship("1.0.0")
+            #expect(first.status == 0, "\(first)")
+            #expect(first.stdout.contains("first release"), "\(first)")
+            #expect(project.sample(5) == ["hello from 1.0.0": 5])
+
+            // 30 % of the canary's requests fail: the error-rate comparison against 1.0.0 fails and traffic returns.
+            let bad = try await project.ship("2.0.0", config: "error-percent=30", arguments: ["--env", "LOAD=yes"])
+            #expect(bad.status == 1, "\(bad)")
+            #expect(bad.stdout.contains("errors: fail"), "\(bad)")
+            #expect(bad.stdout.contains("rolled back") || bad.stdout.contains("rolledBack"), "\(bad)")
+            #expect(project.sample(10) == ["hello from 1.0.0": 10], "all traffic is back on 1.0.0")
+            let status = try await project.status()
+            let rollout = try #require(status["rollout"] as? [String: Any])
+            #expect(rollout["phase"] as? String == "rolledBack")
+            let events = rollout["events"] as? [[String: Any]] ?? []
+            let failed = events.compactMap { $0["measurement"] as? [String: Any] }.first { $0["outcome"] as? String == "fail" }
+            let comparison = try #require(failed?["comparison"] as? [String: Any], "the verdict keeps its inputs: \(events)")
+            #expect((comparison["canaryCount"] as? Int ?? 0) > 0)
+            #expect(comparison["pValue"] != nil)
+            let agent = try #require(status["agent"] as? [String: Any])
+            let instances = agent["instances"] as? [[String: Any]] ?? []
+            #expect(instances.allSatisfy { $0["version"] as? String == "1.0.0" }, "the canary's instances were stopped: \(instances)")
+        }
+
+        @Test("kill -9 of slipway mid-canary: the router keeps serving both versions by the last weights; --resume continues the pause and promotes")
+        func killNineMidCanary() async throws {
+            let project = try DeployProject(strategy: """
+                      canary:
+                        steps: [ { weight: 50 }, { pause: 8s }, { weight: 100 } ]
+                """)
+            defer { Task { await project.down() } }
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+
+            let run = try project.launchShip("2.0.0")
+            try await DeployKit.waitUntil("the canary takes 50 %") {
+                let text = (try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? ""
+                return text.contains("paused for 8s")
+            }
+            run.signal(SIGKILL)
+            _ = try await run.wait(timeout: 10)
+            let killedAt = Date()
+            // Nothing drives the rollout now; the agent's router keeps splitting traffic by the last weights.
+            let seen = project.sample(60)
+            #expect(seen["hello from 1.0.0", default: 0] > 5 && seen["hello from 2.0.0", default: 0] > 5, "both versions serve: \(seen)")
+            #expect(seen.keys.allSatisfy { $0.hasPrefix("hello from") }, "no failed request: \(seen)")
+
+            let resumed = try await project.box.run("--resume", timeout: 60)
+            #expect(resumed.status == 0, "\(resumed)")
+            #expect(resumed.stdout.contains("resumed at phase stepping"), "\(resumed)")
+            #expect(resumed.stdout.contains("promoted"), "\(resumed)")
+            // The pause counted from before the kill: the remaining time, not a fresh 8 s.
+            #expect(Date().timeIntervalSince(killedAt) < 8 + 6, "resume waited for the remaining pause only")
+            #expect(project.sample(10) == ["hello from 2.0.0": 10])
+        }
+
+        @Test("an instance that crashes is restarted with backoff and gets traffic again")
+        func crashRestart() async throws {
+            let project = try DeployProject(strategy: "          recreate", instances: 1)
+            defer { Task { await project.down() } }
+            let first = try await project.ship("1.0.0", config: "crash-after=3")
+            try #require(first.status == 0, "\(first)")
+            for _ in 0..<5 { _ = project.get() }
+            try await DeployKit.waitUntil("the instance is back and healthy", timeout: 20) {
+                let agent = try await project.status()["agent"] as? [String: Any]
+                let instance = (agent?["instances"] as? [[String: Any]])?.first
+                return (instance?["restarts"] as? Int ?? 0) >= 1 && instance?["state"] as? String == "healthy"
+            }
+            #expect(project.get()?.body.contains("hello from 1.0.0") == true)
+        }
+
+        @Test("a version that never becomes healthy fails the deploy and traffic stays on the stable version")
+        func unhealthyCandidate() async throws {
+            let project = try DeployProject(strategy: "          rolling", instances: 2, health: "{ path: /healthz, interval: 200ms, deadline: 3s }")
+            defer { Task { await project.down() } }
+            try #require(try await project.ship("1.0.0").status == 0)
+            let bad = try await project.ship("2.0.0", config: "unhealthy=true")
+            #expect(bad.status == 1, "\(bad)")
+            #expect(bad.stdout.contains("did not become healthy"), "\(bad)")
+            #expect(project.sample(10) == ["hello from 1.0.0": 10])
+        }
+
+        @Test("blue-green: the new version starts beside the old one, traffic switches at once, rollback switches back in under a second while the old one is warm")
+        func blueGreenAndRollback() async throws {
+            let previewPort = try DeployKit.freePort()
+            let project = try DeployProject(strategy: """
+                      blue-green: { preview: \(previewPort), auto-promote: true, scale-down-delay: 60s }
+                """)
+            defer { Task { await project.down() } }
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+            let second = try project.launchShip("2.0.0")
+            try await DeployKit.waitUntil("traffic switched to 2.0.0") { project.get()?.body.contains("2.0.0") == true }
+            #expect(project.sample(10) == ["hello from 2.0.0": 10])
+            // 1.0.0 is still warm (scale-down delay): rollback only flips the weights.
+            let started = Date()
+            let rollback = try await project.box.slipway("rollback", "production", timeout: 30)
+            #expect(rollback.status == 0, "\(rollback)")
+            try await DeployKit.waitUntil("traffic is back on 1.0.0", timeout: 5) { project.get()?.body.contains("1.0.0") == true }
+            #expect(Date().timeIntervalSince(started) < 3, "switch-back took \(Date().timeIntervalSince(started)) s")
+            #expect(project.sample(10) == ["hello from 1.0.0": 10])
+            let finished = try await second.wait(timeout: 30)
+            #expect(finished.status == 1, "the interrupted deploy reports the abort: \(finished)")
+        }
+
+        @Test("protection: the deploy waits for an approval given with `slipway approve`; `down` stops every instance")
+        func approvalsAndDown() async throws {
+            let project = try DeployProject(strategy: "          recreate", instances: 2, protection: "    protection: { approvals: 1 }")
+            let run = try project.launchShip("1.0.0")
+            try await DeployKit.waitUntil("the deploy waits for an approval") {
+                ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("waiting for 1 approval")
+            }
+            #expect(project.get() == nil, "nothing is deployed before the approval")
+            let approve = try await project.box.slipway("approve", "1", "--as", "alice")
+            #expect(approve.status == 0, "\(approve)")
+            let result = try await run.wait(timeout: 60)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("approved by alice"), "\(result)")
+            let agent = try #require(try await project.status()["agent"] as? [String: Any])
+            let pids = (agent["instances"] as? [[String: Any]] ?? []).compactMap { $0["pid"] as? Int32 ?? ($0["pid"] as? Int).map(Int32.init) }
+            #expect(pids.count == 2)
+            let down = try await project.box.slipway("down", timeout: 60)
+            #expect(down.status == 0, "\(down)")
+            try await DeployKit.waitUntil("every instance has exited", timeout: 10) { pids.allSatisfy { !DeployKit.processExists($0) } }
+            #expect(project.get() == nil, "the router is closed")
+        }
+    }
+}
