@@ -24,7 +24,23 @@ public enum AnalysisJudge {
     /// Fewer canary requests than this make a threshold check inconclusive rather than a guess.
     public static let minimumRequests = 20
 
-    public static func judge(_ check: MetricCheck, canary: TrafficWindow, baseline: TrafficWindow?) -> Measurement {
+    /// The false-alarm rate (α) of the first look at a window; look k gets α·6/(π²k²), so the looks of a
+    /// cumulative window together never exceed α (alpha spending: repeated looks at growing data would
+    /// otherwise turn a 1 % test into a ~3 % one, measured by the A/A tests). Looks are counted from the first
+    /// one with enough data (`canCompare`), so early, inconclusive looks spend nothing.
+    public static let alpha = 0.01
+
+    /// Enough canary traffic for a baseline comparison (below it the comparisons are Inconclusive).
+    public static func canCompare(_ canary: TrafficWindow) -> Bool {
+        canary.requests >= ErrorRateComparison.minimumCanaryRequests
+    }
+
+    public static func alpha(look: Int) -> Double {
+        let k = Double(max(1, look))
+        return alpha * 6 / (Double.pi * Double.pi * k * k)
+    }
+
+    public static func judge(_ check: MetricCheck, canary: TrafficWindow, baseline: TrafficWindow?, look: Int = 1) -> Measurement {
         guard case .router(let metric) = check.source else {
             return Measurement(metric: check.name, outcome: .inconclusive, reason: "not a router metric; measure it with its source and call judge(_:value:)")
         }
@@ -35,11 +51,13 @@ public enum AnalysisJudge {
             let comparison: MetricComparison
             switch metric {
             case "error-rate":
-                comparison = ErrorRateComparison.compare(canaryErrors: canary.errors, canaryTotal: canary.requests, baselineErrors: baseline.errors, baselineTotal: baseline.requests)
+                comparison = ErrorRateComparison.compare(canaryErrors: canary.errors, canaryTotal: canary.requests, baselineErrors: baseline.errors, baselineTotal: baseline.requests,
+                                                         alpha: alpha(look: look))
             case "request-rate":
                 comparison = LatencyComparison.compare(canary: [Double(canary.requests) / max(canary.seconds, 1e-9)], baseline: [Double(baseline.requests) / max(baseline.seconds, 1e-9)], config: .init(direction: .decrease))
             default:
-                comparison = LatencyComparison.compare(canary: canary.latencies, baseline: baseline.latencies)
+                comparison = LatencyComparison.compare(canary: canary.latencies, baseline: baseline.latencies,
+                                                       config: .init(confidenceLevel: 1 - 2 * alpha(look: look)))
             }
             let outcome: Measurement.Outcome = switch comparison.verdict {
             case .high: .fail

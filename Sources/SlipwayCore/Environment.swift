@@ -176,6 +176,10 @@ public struct Protection: Sendable, Equatable {
 public struct FreezeWindow: Sendable, Equatable {
     public var cron: String
     public var duration: Duration
+    public init(cron: String, duration: Duration) {
+        self.cron = cron
+        self.duration = duration
+    }
 }
 
 /// `deploy:` of a job: which environment gets the release this job's needs produced.

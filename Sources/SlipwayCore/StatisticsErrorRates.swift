@@ -51,13 +51,16 @@ public enum ErrorRateComparison {
                                method: "two-proportion-z")
     }
 
+    /// Fewer canary requests than this make the comparison Inconclusive.
+    public static let minimumCanaryRequests = 100
+
     /// Verdict: high (fail) when p < alpha AND the canary rate exceeds the baseline rate by more than
     /// `minimumDifference` (absolute, e.g. 0.01 = 1 percentage point) — protects against flagging tiny
     /// but significant differences at huge volume; inconclusive when canaryTotal < minimumRequests or the
     /// counts are invalid; else pass. `estimate` is the rate difference canary - baseline.
     public static func compare(canaryErrors: Int, canaryTotal: Int, baselineErrors: Int, baselineTotal: Int,
                                alpha: Double = 0.01, minimumDifference: Double = 0.005,
-                               minimumRequests: Int = 100) -> MetricComparison
+                               minimumRequests: Int = minimumCanaryRequests) -> MetricComparison
     {
         let fmt = Statistics.format
         func percent(_ rate: Double) -> String { fmt(rate * 100) + "%" }

@@ -31,6 +31,9 @@ struct RolloutControllerState: Codable, Sendable, Equatable {
     var awaiting: Awaiting?
     /// An `analyze` action not yet answered with measurements.
     var pendingAnalysis: Double?
+    /// Looks with enough data at the current cumulative window (from `since`): the judge's alpha spending.
+    var lookWindow: Double?
+    var dataLooks = 0
 }
 
 public struct RolloutOutcome: Sendable {
@@ -243,7 +246,11 @@ public struct RolloutController: Sendable {
             }
             if !machine.phase.isFinal { try await handle(.tick(now: now), &machine, &controller, &record) }
             if let since = controller.pendingAnalysis, !machine.phase.isFinal {
-                let measurements = await analyze(since: since, machine: machine, spec: analysisSpec)
+                if controller.lookWindow != since {
+                    controller.lookWindow = since
+                    controller.dataLooks = 0
+                }
+                let measurements = await analyze(since: since, machine: machine, spec: analysisSpec, looks: &controller.dataLooks)
                 controller.pendingAnalysis = nil
                 for m in measurements {
                     try store.appendRolloutEvent(RolloutEventRecord(rolloutID: record.id, kind: "measurement", text: "\(m.metric): \(m.outcome.rawValue) — \(m.reason)",
@@ -340,9 +347,10 @@ public struct RolloutController: Sendable {
 
     // MARK: Analysis
 
-    func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?) async -> [SlipwayCore.Measurement] {
+    func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?, looks: inout Int) async -> [SlipwayCore.Measurement] {
         guard let spec else { return [] }
         var results: [SlipwayCore.Measurement] = []
+        var counted = false
         for check in spec.metrics {
             switch check.source {
             case .router:
@@ -352,7 +360,12 @@ public struct RolloutController: Sendable {
                     if let stable = machine.stable {
                         baseline = try await agent.window(environment: environment.name, version: stable, since: since)
                     }
-                    results.append(AnalysisJudge.judge(check, canary: canary.trafficWindow, baseline: baseline?.trafficWindow))
+                    // A look spends false-alarm budget only once the canary has enough requests to be judged.
+                    if !counted, AnalysisJudge.canCompare(canary.trafficWindow) {
+                        counted = true
+                        looks += 1
+                    }
+                    results.append(AnalysisJudge.judge(check, canary: canary.trafficWindow, baseline: baseline?.trafficWindow, look: max(1, looks)))
                 } catch {
                     results.append(AnalysisJudge.judge(check, value: nil, error: "\(error)"))
                 }

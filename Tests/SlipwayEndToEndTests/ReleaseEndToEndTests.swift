@@ -205,9 +205,9 @@ extension EndToEnd {
                 deploy: { environment: staging, artifact: "shop@9.9.9" }
             environments:
               staging:
-                target: { local: { instances: 1, command: "./bin/run.sh", listen: 18099 } }
+                target: { local: { instances: 1, command: "./bin/run.sh", listen: LISTEN, health: { deadline: 2s } } }
             """
-            let box = try Sandbox(pipeline, files: Self.files(version: "1.0.0", content: "one"))
+            let box = try Sandbox(pipeline.replacingOccurrences(of: "LISTEN", with: String(try DeployKit.freePort())), files: Self.files(version: "1.0.0", content: "one"))
             _ = try await box.run("--job", "release")
             let digest = try await Self.digest(box, "shop@1.0.0")
             let blob = box.blobPath(digest)
@@ -223,6 +223,9 @@ extension EndToEnd {
             try original.write(to: URL(fileURLWithPath: blob))
             let verified = try await box.run("--job", "hotfix")
             #expect(verified.stdout.contains("shop@1.0.0 verified"), "\(verified)")
+            // Verified, then rolled out for real: the release has no ./bin/run.sh, so no instance becomes healthy.
+            #expect(verified.stdout.contains("did not become healthy"), "\(verified)")
+            _ = try await box.slipway("down")
         }
 
         @Test("build → release → after: outputs, ls/show/verify/download, a same-content re-run is a no-op, other content under the same version fails")
