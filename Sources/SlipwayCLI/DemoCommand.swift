@@ -40,7 +40,7 @@ struct DemoCommand: AsyncParsableCommand {
             needs: [release]
             deploy: { environment: staging }
           production:
-            needs: [staging]
+            needs: [release, staging]
             deploy: { environment: production }
           load:
             needs: [staging]
@@ -125,9 +125,15 @@ struct DemoCommand: AsyncParsableCommand {
             let painted = rollout.phase == "promoted" ? Terminal.green(head) : Terminal.red(head)
             Terminal.print(painted + Terminal.dim(" — \(rollout.outcome ?? "")"))
             let events = try store.rolloutEvents(rolloutID: rollout.id).filter { $0.kind == "measurement" }
-            // The measurement that decided, or the last one.
-            if let decisive = events.last(where: { $0.text.contains(": fail") }) ?? events.last {
+            // The measurement that decided, or the last one of each metric.
+            if let decisive = events.last(where: { $0.text.contains(": fail") }) {
                 Terminal.print("    \(decisive.text)")
+            } else {
+                var shown = Set<String>()
+                for event in events.reversed() {
+                    let metric = String(event.text.prefix { $0 != ":" })
+                    if shown.insert(metric).inserted { Terminal.print("    \(event.text)") }
+                }
             }
         }
         let current = DeployKitProbe.get(port: port)

@@ -286,7 +286,9 @@ extension PipelineLoader {
                     error(entry, "a freeze window is `{ cron: \"0 18 * * 5\", duration: 64h }`")
                     continue
                 }
-                if cron.split(separator: " ").count != 5 { error(f["cron"] ?? entry, "cron expression '\(cron)' must have 5 fields") }
+                if case .failure(let problem) = CronSchedule.parse(cron) {
+                    error(f["cron"] ?? entry, problem.description, hint: "a freeze starts at each minute the cron matches (UTC), e.g. \"0 18 * * 5\" is Fridays at 18:00")
+                }
                 result.freezes.append(FreezeWindow(cron: cron, duration: d))
             }
         }

@@ -461,8 +461,8 @@ public struct PipelineLoader {
                         error(entry, "a schedule entry needs `cron`", hint: "write `- cron: \"0 3 * * *\"`")
                         continue
                     }
-                    if cron.split(separator: " ", omittingEmptySubsequences: true).count != 5 {
-                        error(cronNode, "cron expression '\(cron)' must have 5 fields", hint: "minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\"")
+                    if case .failure(let problem) = CronSchedule.parse(cron) {
+                        error(cronNode, problem.description, hint: "minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\"")
                     }
                     result.schedules.append(cron)
                 }

@@ -85,6 +85,14 @@ extension JobExecutor {
                 return "'\(environment.name)' only takes deploys from \(protection.branches.joined(separator: ", ")); this run is on '\(branch.isEmpty ? "no branch" : branch)'"
             }
         }
+        let now = Int64(Date().timeIntervalSince1970)
+        for freeze in protection.freezes {
+            if let window = freeze.contains(unixSeconds: now) {
+                let formatter = ISO8601DateFormatter()
+                let until = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(window.end)))
+                return "'\(environment.name)' is frozen until \(until) (freeze \"\(freeze.cron)\" for \(DurationParser.format(freeze.duration))); deploy after it ends"
+            }
+        }
         guard protection.approvals > 0 else { return nil }
         let requester = ProcessInfo.processInfo.environment["USER"]
         var announced = false

@@ -317,11 +317,12 @@ public struct RolloutController: Sendable {
             record.outcome = reason
         }
         try store.updateRollout(record)
+        // Persisted first, then performed, then told: a line in the log means the agent already does it.
+        try await apply(controller.desired)
         for (kind, text) in lines {
             try store.appendRolloutEvent(RolloutEventRecord(rolloutID: record.id, kind: kind, text: text))
             output(text)
         }
-        try await apply(controller.desired)
         if let (phase, _) = finished, let release = try store.release(name: record.release, version: record.version) {
             try store.recordDeployment(DeploymentRecord(environment: environment.name, releaseID: release.id, status: phase.rawValue))
         }
