@@ -65,11 +65,15 @@ public struct VersionDeployment: Sendable, Equatable, Codable {
     /// The unpacked release; the working directory of every instance.
     public var directory: String
     public var environment: [String: String]
+    /// Remote instances (`host:port`, an ssh target's hosts): not started by the agent, only health-checked
+    /// and routed to. `count` is ignored for them.
+    public var endpoints: [String]?
 
-    public init(count: Int, directory: String, environment: [String: String] = [:]) {
+    public init(count: Int, directory: String, environment: [String: String] = [:], endpoints: [String]? = nil) {
         self.count = count
         self.directory = directory
         self.environment = environment
+        self.endpoints = endpoints
     }
 }
 

@@ -23,10 +23,15 @@ struct ManagedInstance: Sendable, Codable, Equatable {
     var lastExit: String?
     var probing = false
     var nextProbeAt: Double = 0
+    /// The host of a remote instance (an ssh target's host): probed and routed to, never spawned or signalled.
+    var remoteHost: String?
+
+    var host: String { remoteHost ?? "127.0.0.1" }
+    var isRunning: Bool { remoteHost != nil || pid != nil }
 
     var statusName: String {
         if stopping != nil { return "stopping" }
-        if pid == nil { return "crashed" }
+        if !isRunning { return "crashed" }
         return health.state.rawValue
     }
 }
@@ -72,10 +77,27 @@ struct AgentState: Sendable, Codable, Equatable {
         var stop: [String] = []
         for instance in instances.values where instance.stopping == nil {
             let desired = environments[instance.environment]?.versions[instance.version]
-            if desired == nil || desired!.count <= 0 { stop.append(instance.id) }
+            if desired == nil || (desired!.endpoints == nil && desired!.count <= 0) { stop.append(instance.id) }
         }
         for (name, environment) in environments {
             for (version, deployment) in environment.versions {
+                if let endpoints = deployment.endpoints {
+                    // Remote: one instance per endpoint; ones no longer listed go.
+                    let wanted = Set(endpoints)
+                    for instance in instances.values where instance.environment == name && instance.version == version && instance.remoteHost != nil {
+                        if !wanted.contains("\(instance.host):\(instance.port)") { stop.append(instance.id) }
+                    }
+                    for endpoint in endpoints {
+                        let id = "\(name)-\(version)@\(endpoint)"
+                        guard instances[id] == nil, let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else { continue }
+                        var instance = ManagedInstance(id: id, environment: name, version: version, port: port, pid: nil, child: false, startedAt: now,
+                                                       health: HealthTracker(check: environment.config.probe.healthCheck, startedAt: now))
+                        instance.remoteHost = String(endpoint[..<colon])
+                        instances[id] = instance
+                        effects.append(.persist)
+                    }
+                    continue
+                }
                 let active = instances.values.filter { $0.environment == name && $0.version == version && $0.stopping == nil }
                 if active.count < deployment.count {
                     for _ in active.count..<deployment.count {
@@ -177,7 +199,7 @@ struct AgentState: Sendable, Codable, Equatable {
                 effects.append(.spawn(id: id))
                 continue
             }
-            if instance.pid != nil, instance.health.tick(now: now) != nil {
+            if instance.isRunning, instance.health.tick(now: now) != nil {
                 instances[id] = instance
                 effects.append(.updateRouter(environment: instance.environment))
             }
@@ -191,7 +213,7 @@ struct AgentState: Sendable, Codable, Equatable {
         instance.probing = false
         let interval = environments[instance.environment]?.config.probe.interval ?? 1
         instance.nextProbeAt = now + interval
-        guard instance.stopping == nil, instance.pid != nil else {
+        guard instance.stopping == nil, instance.isRunning else {
             instances[id] = instance
             return []
         }
@@ -204,12 +226,13 @@ struct AgentState: Sendable, Codable, Equatable {
     /// Instances due for a probe, marked as probing.
     mutating func dueProbes(now: Double) -> [(id: String, url: String, timeout: Double)] {
         var due: [(String, String, Double)] = []
-        for (id, var instance) in instances where instance.stopping == nil && instance.pid != nil && !instance.probing && instance.nextProbeAt <= now {
+        for (id, var instance) in instances where instance.stopping == nil && instance.isRunning && !instance.probing && instance.nextProbeAt <= now {
             guard let config = environments[instance.environment]?.config else { continue }
             instance.probing = true
             instances[id] = instance
             let path = config.probe.path.hasPrefix("/") ? config.probe.path : "/" + config.probe.path
-            due.append((id, "http://127.0.0.1:\(instance.port)\(path)", config.probe.timeout))
+            let host = instance.host.contains(":") ? "[\(instance.host)]" : instance.host
+            due.append((id, "http://\(host):\(instance.port)\(path)", config.probe.timeout))
         }
         return due
     }
@@ -218,16 +241,16 @@ struct AgentState: Sendable, Codable, Equatable {
     func table(for environment: String) -> RoutingTable? {
         guard let desired = environments[environment] else { return nil }
         let backends = instances(of: environment)
-            .filter { $0.stopping == nil && $0.pid != nil && $0.health.receivesTraffic }
-            .map { Backend(version: $0.version, host: "127.0.0.1", port: $0.port) }
+            .filter { $0.stopping == nil && $0.isRunning && $0.health.receivesTraffic }
+            .map { Backend(version: $0.version, host: $0.host, port: $0.port) }
         return RoutingTable(backends: backends, weights: desired.weights, rules: desired.config.rules, stickyCookie: desired.config.stickyCookie)
     }
 
     func previewTable(for environment: String) -> RoutingTable? {
         guard let desired = environments[environment], let preview = desired.previewVersion else { return nil }
         let backends = instances(of: environment)
-            .filter { $0.version == preview && $0.stopping == nil && $0.pid != nil && $0.health.receivesTraffic }
-            .map { Backend(version: $0.version, host: "127.0.0.1", port: $0.port) }
+            .filter { $0.version == preview && $0.stopping == nil && $0.isRunning && $0.health.receivesTraffic }
+            .map { Backend(version: $0.version, host: $0.host, port: $0.port) }
         return RoutingTable(backends: backends, weights: [preview: 100], rules: [], stickyCookie: nil)
     }
 }

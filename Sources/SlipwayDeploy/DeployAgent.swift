@@ -363,6 +363,10 @@ public final class DeployAgent: Sendable {
         for (id, var instance) in saved.instances {
             instance.probing = false
             instance.nextProbeAt = now
+            if instance.remoteHost != nil {
+                saved.instances[id] = instance
+                continue
+            }
             if let pid = instance.pid, ProcessLauncher.isAlive(pid), ProcessLauncher.environmentValue(of: pid, "SLIPWAY_INSTANCE") == id {
                 instance.child = false
                 log("adopted \(id) (pid \(pid))")

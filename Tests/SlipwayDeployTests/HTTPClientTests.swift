@@ -1,5 +1,6 @@
 import Testing
 @testable import SlipwayDeploy
+import SlipwayCore
 
 @Suite struct HTTPClientTests {
     @Test func parsesHTTPURLs() {
@@ -41,5 +42,59 @@ import Testing
             try await small.get("http://127.0.0.1:\(backend.port)/download/100000")
         }
         await backend.stop()
+    }
+}
+
+/// The agent's supervisor state, without processes: remote endpoints (an ssh target's hosts) are probed and
+/// routed to but never spawned or signalled; local ones are spawned, crash and restart with backoff.
+@Suite struct AgentStateTests {
+    static func desired(_ versions: [String: VersionDeployment], weights: [String: Int]) -> DesiredEnvironment {
+        var probe = ProbeConfig(HealthCheck())
+        probe.interval = 1
+        return DesiredEnvironment(config: EnvironmentConfig(name: "prod", listen: 8080, command: "./run", probe: probe), versions: versions, weights: weights)
+    }
+
+    @Test func remoteEndpointsAreProbedAndRoutedNotSpawned() {
+        var state = AgentState()
+        let effects = state.apply(Self.desired(["v1": VersionDeployment(count: 0, directory: "", endpoints: ["127.0.0.2:9000", "127.0.0.3:9000"])], weights: ["v1": 100]), now: 0)
+        #expect(!effects.contains { if case .spawn = $0 { true } else { false } })
+        #expect(state.instances.count == 2)
+        let due = state.dueProbes(now: 0).map(\.url).sorted()
+        #expect(due == ["http://127.0.0.2:9000/healthz", "http://127.0.0.3:9000/healthz"])
+        #expect(state.table(for: "prod")?.backends.isEmpty == true, "no traffic before a probe succeeds")
+        for id in state.instances.keys { _ = state.probed(id: id, failure: nil, now: 1) }
+        #expect(state.table(for: "prod")?.backends.map(\.host).sorted() == ["127.0.0.2", "127.0.0.3"])
+        // Nothing to restart or signal for remote instances, ever.
+        #expect(state.tick(now: 1000).allSatisfy { if case .spawn = $0 { false } else if case .signal = $0 { false } else { true } })
+        // An endpoint that is no longer listed goes at once.
+        _ = state.apply(Self.desired(["v1": VersionDeployment(count: 0, directory: "", endpoints: ["127.0.0.2:9000"])], weights: ["v1": 100]), now: 2)
+        #expect(state.instances.count == 1)
+    }
+
+    @Test func localInstancesSpawnCrashAndRestartWithBackoff() {
+        var state = AgentState()
+        let effects = state.apply(Self.desired(["v1": VersionDeployment(count: 2, directory: "/srv/v1")], weights: ["v1": 100]), now: 0)
+        #expect(effects.filter { if case .spawn = $0 { true } else { false } }.count == 2)
+        let ids = state.instances.keys.sorted()
+        _ = state.spawned(id: ids[0], pid: 100, port: 5000, error: nil, now: 0)
+        _ = state.spawned(id: ids[1], pid: 101, port: 5001, error: nil, now: 0)
+        _ = state.probed(id: ids[0], failure: nil, now: 1)
+        #expect(state.table(for: "prod")?.backends.map(\.port) == [5000])
+        let crash = state.exited(pid: 100, description: "exited with code 1", now: 2)
+        #expect(crash.contains(.updateRouter(environment: "prod")), "a serving instance that crashed leaves the router")
+        #expect(state.table(for: "prod")?.backends.isEmpty == true)
+        #expect(state.tick(now: 2.4).isEmpty, "first restart after 0.5 s")
+        #expect(state.tick(now: 2.5).contains(.spawn(id: ids[0])))
+        #expect(AgentState.backoff(restarts: 3) == 2 && AgentState.backoff(restarts: 20) == 30)
+        _ = state.spawned(id: ids[0], pid: 102, port: 5000, error: nil, now: 2.6)
+        _ = state.probed(id: ids[1], failure: nil, now: 2.7)
+        // Scaling down stops the surplus, the unhealthy one first: router first, then SIGTERM to its process group.
+        let down = state.apply(Self.desired(["v1": VersionDeployment(count: 1, directory: "/srv/v1")], weights: ["v1": 100]), now: 3)
+        #expect(down.firstIndex(of: .updateRouter(environment: "prod"))! < down.firstIndex(of: .signal(pid: -102, signal: 15))!)
+        #expect(state.table(for: "prod")?.backends.map(\.port) == [5001])
+        // It outlives the grace period: SIGKILL; once reaped it is gone.
+        #expect(state.tick(now: 3 + 10).contains(.signal(pid: -102, signal: 9)))
+        _ = state.exited(pid: 102, description: "killed by signal 9", now: 13.1)
+        #expect(state.instances.count == 1)
     }
 }
