@@ -8,8 +8,11 @@ struct ExplainCommand: ParsableCommand {
 
     @OptionGroup var project: ProjectOptions
 
-    @Argument(help: "A job name or instance key.")
+    @Argument(help: "A job name or instance key, or an environment (explains its latest rollout).")
     var job: String
+
+    @Option(help: "With an environment: the rollout number (see `slipway status ENV --json`).")
+    var rollout: Int64?
 
     @Option(name: .customLong("run"), help: "The run number (default: the latest run with this job).")
     var runNumber: Int64?
@@ -18,6 +21,7 @@ struct ExplainCommand: ParsableCommand {
         let context = ProjectContext(project)
         let store = try context.openStore(create: false)
         let history = try store.latestJobs(jobID: job, limit: 500)
+        if history.isEmpty || rollout != nil, try explainRollout(store: store) { return }
         var matches = history
         if let runNumber { matches = history.filter { $0.0.number == runNumber } }
         guard let (run, _) = matches.first else {
@@ -26,6 +30,34 @@ struct ExplainCommand: ParsableCommand {
         for (_, record) in matches.filter({ $0.0.id == run.id }) {
             explain(record, run: run, store: store, history: history)
         }
+        // A deploy job is usually named after its environment: its rollout follows.
+        _ = try explainRollout(store: store)
+    }
+
+    /// An environment's rollout: every step, command and measurement with the numbers that decided it.
+    func explainRollout(store: SQLiteRunStore) throws -> Bool {
+        let rollouts = try store.rollouts(environment: job, limit: 1000)
+        guard let record = rollout.map({ n in rollouts.first { $0.id == n } }) ?? rollouts.first else { return false }
+        let machine = try? JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
+        Terminal.print(Terminal.bold("rollout #\(record.id) of \(record.reference) to \(record.environment): \(record.phase)"))
+        Terminal.print("  strategy \(record.strategy)" + (record.stable.map { ", over \($0)" } ?? ", first release in this environment")
+                       + (record.runID.map { _ in ", from job \(record.job ?? "?")" } ?? ", from `slipway deploy`"))
+        if let outcome = record.outcome { Terminal.print("  why: \(outcome)") }
+        if let machine, !machine.phase.isFinal {
+            Terminal.print("  now: step \(machine.stepIndex + 1), traffic \(machine.weights.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)%" }.joined(separator: ", "))")
+        }
+        let formatter = DateFormatter()
+        formatter.dateFormat = "HH:mm:ss"
+        for event in try store.rolloutEvents(rolloutID: record.id) {
+            Terminal.print("  \(formatter.string(from: event.at))  \(event.text)")
+            guard event.kind == "measurement", let detail = event.detail,
+                  let measurement = try? JSONDecoder().decode(SlipwayCore.Measurement.self, from: detail), let c = measurement.comparison else { continue }
+            var numbers = "canary n=\(c.canaryCount) mean \(Statistics.format(c.canaryMean)), baseline n=\(c.baselineCount) mean \(Statistics.format(c.baselineMean)), effect \(Statistics.format(c.effectSize))"
+            if let p = c.pValue { numbers += ", p \(Statistics.format(p))" }
+            if let lo = c.lowerConfidence, let hi = c.upperConfidence { numbers += ", CI [\(Statistics.format(lo)), \(Statistics.format(hi))]" }
+            Terminal.print(Terminal.dim("            \(numbers)"))
+        }
+        return true
     }
 
     func explain(_ record: JobRecord, run: RunRecord, store: SQLiteRunStore, history: [(RunRecord, JobRecord)]) {

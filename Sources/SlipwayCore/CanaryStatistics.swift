@@ -469,7 +469,7 @@ public enum LatencyComparison {
 
 extension Statistics {
     /// Compact number for reasons (4 significant digits); the finite stand-ins for infinity print as inf.
-    static func format(_ value: Double) -> String {
+    public static func format(_ value: Double) -> String {
         if value == .greatestFiniteMagnitude { return "inf" }
         if value == -.greatestFiniteMagnitude { return "-inf" }
         return String(format: "%.4g", value)

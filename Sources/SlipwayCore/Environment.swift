@@ -61,6 +61,10 @@ public struct SSHTarget: Sendable, Equatable {
     public var stop: String
     public var appPort: Int
     public var health: HealthCheck
+    /// The built-in router's port in front of the hosts (with `traffic: router`).
+    public var listen: Int?
+    /// An OpenSSH known_hosts file to check host keys against (default: the user's).
+    public var knownHosts: String?
     public init(hosts: [String], user: String?, port: Int?, identity: String?, directory: String, start: String, stop: String, appPort: Int, health: HealthCheck) {
         self.hosts = hosts
         self.user = user

@@ -4,7 +4,7 @@ import Yams
 extension PipelineLoader {
     static let environmentKeys = ["target", "traffic", "strategy", "protection"]
     static let localTargetKeys = ["instances", "command", "listen", "health", "stop-grace"]
-    static let sshTargetKeys = ["hosts", "user", "port", "identity", "directory", "start", "stop", "app-port", "health"]
+    static let sshTargetKeys = ["hosts", "user", "port", "identity", "known-hosts", "directory", "start", "stop", "app-port", "listen", "health"]
     static let healthKeys = ["path", "interval", "timeout", "healthy-after", "unhealthy-after", "deadline"]
     static let strategyNames = ["recreate", "rolling", "blue-green", "canary"]
     static let canaryKeys = ["steps", "analysis", "match", "sticky"]
@@ -64,7 +64,7 @@ extension PipelineLoader {
             let hosts = sshMap["hosts"].map { stringList($0, "`hosts`", allowScalar: true) } ?? []
             if hosts.isEmpty { error(ssh, "`target.ssh` needs `hosts`", hint: "list the hosts, e.g. `hosts: [app1.internal, app2.internal]`") }
             var strings: [String: String] = [:]
-            for key in ["user", "identity", "directory", "start", "stop"] {
+            for key in ["user", "identity", "known-hosts", "directory", "start", "stop"] {
                 if let value = sshMap[key] { strings[key] = scalarString(value, "`\(key)`") }
             }
             for required in ["directory", "start", "stop"] where strings[required] == nil {
@@ -72,9 +72,13 @@ extension PipelineLoader {
             }
             let port = sshMap["port"].flatMap { integer($0, "`port`") }
             let appPort = sshMap["app-port"].flatMap { integer($0, "`app-port`") } ?? 8080
+            let listen = sshMap["listen"].flatMap { integer($0, "`listen`") }
             let health = sshMap["health"].map { healthCheck($0) } ?? HealthCheck()
             guard !hosts.isEmpty, let directory = strings["directory"], let start = strings["start"], let stop = strings["stop"] else { return nil }
-            return .ssh(SSHTarget(hosts: hosts, user: strings["user"], port: port, identity: strings["identity"], directory: directory, start: start, stop: stop, appPort: appPort, health: health))
+            var target = SSHTarget(hosts: hosts, user: strings["user"], port: port, identity: strings["identity"], directory: directory, start: start, stop: stop, appPort: appPort, health: health)
+            target.listen = listen
+            target.knownHosts = strings["known-hosts"]
+            return .ssh(target)
         }
         error(node, "`target` of environment '\(environment)' needs `local` or `ssh`", hint: "e.g. `target: { local: { instances: 2, command: \"./app --port $PORT\", listen: 8080 } }`")
         return nil

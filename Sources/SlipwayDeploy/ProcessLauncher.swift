@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CSlipwaySystem
+import Foundation
 
 public struct ProcessLaunchError: Error, Sendable, CustomStringConvertible {
     public var description: String
@@ -21,6 +22,9 @@ public enum ProcessLauncher {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else is inherited: an agent or an instance that kept its parent's pipes open would make
+        // whoever reads them (a CI runner, a test harness) wait for it forever.
+        if slipway_spawn_addclosefrom(&actions, 3) != 0 { Self.markInheritedDescriptorsCloseOnExec() }
         slipway_spawn_addchdir(&actions, workingDirectory)
 
         var attributes = posix_spawnattr_t()
@@ -51,6 +55,16 @@ public enum ProcessLauncher {
             throw ProcessLaunchError(description: "cannot start \(executable): \(String(cString: strerror(result)))")
         }
         return pid
+    }
+
+    /// Fallback without closefrom: every open descriptor above 2 becomes close-on-exec.
+    static func markInheritedDescriptorsCloseOnExec() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for entry in entries {
+            guard let fd = Int32(entry), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// True while `pid` exists (a zombie counts until reaped).

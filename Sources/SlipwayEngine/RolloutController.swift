@@ -34,6 +34,11 @@ struct RolloutControllerState: Codable, Sendable, Equatable {
     /// Looks with enough data at the current cumulative window (from `since`): the judge's alpha spending.
     var lookWindow: Double?
     var dataLooks = 0
+    /// ssh targets: the version each host runs (what the controller last made it run).
+    var hostVersions: [String: String] = [:]
+    /// haproxy traffic: per-server (requests, errors) counters at the start of the analysis window.
+    var trafficBaseline: [String: [Int]] = [:]
+    var baselineWindow: Double?
 }
 
 public struct RolloutOutcome: Sendable {
@@ -110,8 +115,30 @@ public struct RolloutController: Sendable {
 
     /// The agent's view of the environment; canary `match:` rules pin matching requests to `candidate`.
     func config(strategy: RolloutStrategy, candidate: String) throws(RolloutError) -> EnvironmentConfig {
+        if case .ssh(let ssh) = environment.target {
+            if case .blueGreen = strategy {
+                throw RolloutError("blue-green needs room for two full versions, and an ssh host runs one version at a time: use canary, rolling or recreate for '\(environment.name)'")
+            }
+            var listen = ssh.listen ?? 0
+            if case .router = environment.traffic {
+                guard let port = ssh.listen else {
+                    throw RolloutError("'\(environment.name)' routes its hosts through the built-in router: set `listen:` in `target.ssh` (the router's port)")
+                }
+                listen = port
+            }
+            var rules: [MatchRule] = []
+            var sticky: String?
+            if case .canary(let canary) = strategy {
+                sticky = canary.sticky ? "slipway-\(environment.name)" : nil
+                rules = canary.match.map { MatchRule(kind: $0.kind == .header ? .header : .cookie, name: $0.name, value: $0.value, version: candidate) }
+            }
+            return EnvironmentConfig(name: environment.name, listen: listen, command: "", probe: ProbeConfig(ssh.health), stopGrace: 0, stickyCookie: sticky, rules: rules)
+        }
         guard case .local(let local) = environment.target else {
-            throw RolloutError("environment '\(environment.name)' uses an ssh target, which this version of Slipway does not roll out yet; use a local target")
+            throw RolloutError("environment '\(environment.name)' has no target Slipway can deploy to")
+        }
+        if case .haproxy = environment.traffic {
+            throw RolloutError("'\(environment.name)': HAProxy traffic needs an ssh target (its servers are the hosts); a local target uses the built-in router")
         }
         var rules: [MatchRule] = []
         var sticky: String?
@@ -181,7 +208,10 @@ public struct RolloutController: Sendable {
         try await agent.ensureRunning(executable: agentExecutable)
         let status = try await agent.status()
         let stable = try currentStable(status: status)
-        let instances: Int = if case .local(let local) = environment.target { local.instances } else { 1 }
+        let instances: Int = switch environment.target {
+        case .local(let local): local.instances
+        case .ssh(let ssh): ssh.hosts.count
+        }
         let (plan, policy, _) = Self.plan(for: chosen)
         let machine = RolloutStateMachine(stable: stable?.version == release.version ? nil : stable?.version, candidate: release.version,
                                           instances: instances, plan: plan, analysis: policy, reversible: reversible)
@@ -244,19 +274,29 @@ public struct RolloutController: Sendable {
                                      &machine, &controller, &record)
                 }
             }
+            if case .haproxy(let socket, let backend) = environment.traffic, let start = machine.analysisWindowStart, controller.baselineWindow != start,
+               let stats = try? await HAProxyRuntime(socket).stats(backend: backend) {
+                // HAProxy counts since it started: remember where the analysis window begins.
+                controller.baselineWindow = start
+                controller.trafficBaseline = Dictionary(stats.servers.map { ($0.name, [$0.counters.requests, $0.counters.errors]) }, uniquingKeysWith: { a, _ in a })
+            }
             if !machine.phase.isFinal { try await handle(.tick(now: now), &machine, &controller, &record) }
             if let since = controller.pendingAnalysis, !machine.phase.isFinal {
                 if controller.lookWindow != since {
                     controller.lookWindow = since
                     controller.dataLooks = 0
                 }
-                let measurements = await analyze(since: since, machine: machine, spec: analysisSpec, looks: &controller.dataLooks)
+                var looks = controller.dataLooks
+                let measurements = await analyze(since: since, machine: machine, spec: analysisSpec, looks: &looks, controller: &controller)
+                controller.dataLooks = looks
                 controller.pendingAnalysis = nil
                 for m in measurements {
-                    try store.appendRolloutEvent(RolloutEventRecord(rolloutID: record.id, kind: "measurement", text: "\(m.metric): \(m.outcome.rawValue) — \(m.reason)",
-                                                                    detail: try? JSONEncoder().encode(m)))
+                    let text = "\(m.metric): \(m.outcome.rawValue) — \(m.reason)"
+                    try store.appendRolloutEvent(RolloutEventRecord(rolloutID: record.id, kind: "measurement", text: text, detail: try? JSONEncoder().encode(m)))
+                    output(text)
                 }
-                try await handle(.measured(measurements, now: clock.now()), &machine, &controller, &record)
+                // The machine echoes each measurement as a record; they are stored above with their numbers.
+                try await handle(.measured(measurements, now: clock.now()), &machine, &controller, &record, echoes: Set(measurements.map { "\($0.metric): \($0.outcome.rawValue) — \($0.reason)" }))
             }
             if machine.phase.isFinal { break }
             if returnWhenWaiting, machine.phase == .heldForHuman || (machine.phase == .paused && machine.pauseUntil == nil) { break }
@@ -273,7 +313,8 @@ public struct RolloutController: Sendable {
     }
 
     /// One event: the machine decides, the decision is persisted, then performed.
-    func handle(_ event: RolloutStateMachine.Event, _ machine: inout RolloutStateMachine, _ controller: inout RolloutControllerState, _ record: inout RolloutRecord) async throws {
+    func handle(_ event: RolloutStateMachine.Event, _ machine: inout RolloutStateMachine, _ controller: inout RolloutControllerState, _ record: inout RolloutRecord,
+                echoes: Set<String> = []) async throws {
         let actions = machine.handle(event)
         guard !actions.isEmpty else { return }
         let now = clock.now()
@@ -301,7 +342,7 @@ public struct RolloutController: Sendable {
             case .analyze(let since):
                 controller.pendingAnalysis = since
             case .record(let text):
-                lines.append(("record", text))
+                if !echoes.contains(text) { lines.append(("record", text)) }
             case .askHuman(let text):
                 lines.append(("ask", "waiting for a human: \(text)"))
             case .finished(let phase, let reason):
@@ -318,7 +359,11 @@ public struct RolloutController: Sendable {
         }
         try store.updateRollout(record)
         // Persisted first, then performed, then told: a line in the log means the agent already does it.
+        if case .ssh = environment.target {
+            try await realiseOnHosts(&controller, machine: machine, record: &record)
+        }
         try await apply(controller.desired)
+        try await setTrafficProvider(controller, machine: machine)
         for (kind, text) in lines {
             try store.appendRolloutEvent(RolloutEventRecord(rolloutID: record.id, kind: kind, text: text))
             output(text)
@@ -326,6 +371,50 @@ public struct RolloutController: Sendable {
         if let (phase, _) = finished, let release = try store.release(name: record.release, version: record.version) {
             try store.recordDeployment(DeploymentRecord(environment: environment.name, releaseID: release.id, status: phase.rawValue))
         }
+    }
+
+    /// ssh target: make the hosts run what the desired state counts, then give the agent their endpoints.
+    func realiseOnHosts(_ controller: inout RolloutControllerState, machine: RolloutStateMachine, record: inout RolloutRecord) async throws {
+        guard case .ssh(let target) = environment.target else { return }
+        var releases: [String: (directory: String, digest: String)] = [:]
+        for version in controller.desired.versions.keys {
+            guard let release = try store.release(name: record.release, version: version) else { continue }
+            releases[version] = (try unpack(release), release.digest)
+        }
+        let operatorForHosts = SSHTargetOperator(target: target)
+        let output = self.output
+        let endpoints = try await operatorForHosts.realise(controller.desired, current: &controller.hostVersions, candidate: machine.candidate,
+                                                           releases: releases, log: { output($0) })
+        for version in controller.desired.versions.keys {
+            controller.desired.versions[version]?.endpoints = endpoints[version] ?? []
+        }
+        record.controller = try JSONEncoder().encode(controller)
+        try store.updateRollout(record)
+    }
+
+    /// haproxy traffic: the weights become server weights (a server per host, named as the host), split evenly
+    /// among the hosts of each version that are healthy.
+    func setTrafficProvider(_ controller: RolloutControllerState, machine: RolloutStateMachine) async throws {
+        guard case .haproxy(let socket, let backend) = environment.traffic, case .ssh = environment.target else { return }
+        let status = try await agent.status().first { $0.name == environment.name }
+        let healthyEndpoints = Set((status?.instances ?? []).filter { $0.state == "healthy" }.map { $0.id })
+        var weights: [String: Int] = [:]
+        var byVersion: [String: [String]] = [:]
+        for (host, version) in controller.hostVersions { byVersion[version, default: []].append(host) }
+        for (version, hosts) in byVersion {
+            let share = controller.desired.weights[version] ?? 0
+            let live = hosts.filter { host in healthyEndpoints.contains { $0.hasSuffix("@\(SSHTargetOperator.address(of: host)):\(Self.appPort(environment))") } }
+            for host in hosts {
+                let serving = live.contains(host) && share > 0
+                weights[SSHTargetOperator.address(of: host)] = serving ? max(1, min(256, Int((Double(share) * 2.56 / Double(max(1, live.count))).rounded()))) : 0
+            }
+        }
+        try await HAProxyRuntime(socket).setWeights(backend: backend, weights)
+    }
+
+    static func appPort(_ environment: EnvironmentSpec) -> Int {
+        if case .ssh(let ssh) = environment.target { return ssh.appPort }
+        return 0
     }
 
     func directoryFor(version: String, record: RolloutRecord) throws -> String {
@@ -348,12 +437,42 @@ public struct RolloutController: Sendable {
 
     // MARK: Analysis
 
-    func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?, looks: inout Int) async -> [SlipwayCore.Measurement] {
+    func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?, looks: inout Int, controller: inout RolloutControllerState) async -> [SlipwayCore.Measurement] {
         guard let spec else { return [] }
         var results: [SlipwayCore.Measurement] = []
         var counted = false
+        // With HAProxy in front, "router" metrics are HAProxy's per-server counters (no latency samples).
+        var isHAProxy = false
+        var haproxyWindows: [String: TrafficWindow] = [:]
+        if case .haproxy(let socket, let backend) = environment.traffic {
+            isHAProxy = true
+            if let stats = try? await HAProxyRuntime(socket).stats(backend: backend) {
+                var now: [String: [Int]] = [:]
+                for server in stats.servers { now[server.name] = [server.counters.requests, server.counters.errors] }
+                if controller.trafficBaseline.isEmpty { controller.trafficBaseline = now }
+                for (host, version) in controller.hostVersions {
+                    let name = SSHTargetOperator.address(of: host)
+                    guard let current = now[name] else { continue }
+                    let base = controller.trafficBaseline[name] ?? [0, 0]
+                    // A counter that went backwards (HAProxy reloaded) counts from zero.
+                    let requests = current[0] >= base[0] ? current[0] - base[0] : current[0]
+                    let errors = current[1] >= base[1] ? current[1] - base[1] : current[1]
+                    var window = haproxyWindows[version] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: max(0, clock.now() - since))
+                    window.requests += requests
+                    window.errors += min(errors, requests)
+                    haproxyWindows[version] = window
+                }
+            }
+        }
         for check in spec.metrics {
             switch check.source {
+            case .router where isHAProxy:
+                let canary = haproxyWindows[machine.candidate] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: 0)
+                if !counted, AnalysisJudge.canCompare(canary) {
+                    counted = true
+                    looks += 1
+                }
+                results.append(AnalysisJudge.judge(check, canary: canary, baseline: machine.stable.flatMap { haproxyWindows[$0] }, look: max(1, looks)))
             case .router:
                 do {
                     let canary = try await agent.window(environment: environment.name, version: machine.candidate, since: since)

@@ -232,6 +232,20 @@ extension EndToEnd {
             #expect(project.sample(10) == ["hello from 2.0.0": 10])
         }
 
+        @Test("`slipway run | cat` ends when the run ends: the agent it starts holds none of the run's pipes")
+        func agentHoldsNoPipes() async throws {
+            let project = try DeployProject(strategy: "          recreate", instances: 1)
+            defer { Task { await project.down() } }
+            try project.box.write("app/config", "error-percent=0\n")
+            let binary = try SlipwayBinary.require()
+            let piped = try await ReleaseKit.tool(["bash", "-c", "'\(binary)' run --plain --env VERSION=1.0.0 2>&1 | cat > piped.txt; echo ended"],
+                                                  in: project.box.repo, timeout: 60)
+            #expect(piped.stdout.contains("ended"), "\(piped)")
+            let text = try String(contentsOfFile: project.box.repo + "/piped.txt", encoding: .utf8)
+            #expect(text.contains("promoted"), "\(text)")
+            #expect(project.get()?.body.contains("hello from 1.0.0") == true, "the agent still serves after the pipe closed")
+        }
+
         @Test("an instance that crashes is restarted with backoff and gets traffic again")
         func crashRestart() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)

@@ -6,6 +6,9 @@
 int slipway_pipe_cloexec(int fds[2]);
 /// posix_spawn_file_actions_addchdir_np (glibc >= 2.29), which Swift's Glibc module hides behind _GNU_SOURCE.
 int slipway_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+/// posix_spawn_file_actions_addclosefrom_np (glibc >= 2.34): the child starts with only fds 0-2 (and below
+/// `from`), so a long-lived child never holds its parent's pipes open; -1 where unavailable.
+int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 /// Makes this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER).
 int slipway_set_child_subreaper(void);
 #endif
