@@ -246,6 +246,30 @@ extension EndToEnd {
             #expect(project.get()?.body.contains("hello from 1.0.0") == true, "the agent still serves after the pipe closed")
         }
 
+        @Test("kill -9 of the agent: the instances keep running; the next command starts an agent that adopts them (same pids) and routes again")
+        func agentKillNineAdoptsInstances() async throws {
+            let project = try DeployProject(strategy: "          recreate", instances: 2)
+            defer { Task { await project.down() } }
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+            func instancePids() async throws -> [Int] {
+                let agent = try await project.status()["agent"] as? [String: Any]
+                return ((agent?["instances"] as? [[String: Any]]) ?? []).compactMap { ($0["pid"] as? NSNumber)?.intValue }.sorted()
+            }
+            let before = try await instancePids()
+            try #require(before.count == 2)
+            let pgrep = try await ReleaseKit.tool(["pgrep", "-f", "slipway agent --data-dir \(project.box.dataDirectory)"], in: "/")
+            let agentPid = try #require(Int32(pgrep.stdout.split(separator: "\n").first ?? ""), "\(pgrep)")
+            kill(agentPid, SIGKILL)
+            try await DeployKit.waitUntil("the agent is gone", timeout: 10) { !DeployKit.processExists(agentPid) }
+            #expect(before.allSatisfy { DeployKit.processExists(Int32($0)) }, "instances outlive the agent")
+            // A deploy (any command that needs the agent) starts a new one; it adopts the running instances.
+            _ = try await project.box.slipway("deploy", "production", "web@1.0.0", timeout: 60)
+            try await DeployKit.waitUntil("the router serves again", timeout: 15) { project.get()?.body.contains("hello from 1.0.0") == true }
+            let after = try await instancePids()
+            #expect(after == before, "adopted, not restarted: \(before) → \(after)")
+        }
+
         @Test("an instance that crashes is restarted with backoff and gets traffic again")
         func crashRestart() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)
