@@ -127,12 +127,17 @@ public final class DeployAgent: Sendable {
         case .status:
             return .status(status())
         case .window(let environment, let version, let since):
-            guard let router = routers.withLock({ $0.main[environment] }) else {
-                return .error("environment '\(environment)' is not deployed")
-            }
+            let (main, preview) = routers.withLock { ($0.main[environment], $0.preview[environment]) }
+            guard let main else { return .error("environment '\(environment)' is not deployed") }
             let age = max(0, Self.now() - since)
             let start = ContinuousClock.now - .milliseconds(Int64(age * 1000))
-            let window = router.window(version: version, since: start)
+            // Both routers: before a blue-green switch the new version's traffic is the preview port's.
+            var window = main.window(version: version, since: start)
+            if let extra = preview?.window(version: version, since: start) {
+                window.requests += extra.requests
+                window.errors += extra.errors
+                window.latencies += extra.latencies
+            }
             return .window(AgentWindow(requests: window.requests, errors: window.errors, latencies: window.latencies, seconds: age))
         case .down(let environment):
             let names = environment.map { [$0] } ?? state.withLock { Array($0.environments.keys) }
