@@ -72,11 +72,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SlipwayDeployTests", dependencies: ["SlipwayDeploy", "SlipwayCore"], swiftSettings: strict),
+        // Real peers for tests (sshd on loopback), shared by the deploy and end-to-end tests.
+        .target(name: "SlipwayTestSupport", dependencies: ["SlipwayDeploy"], path: "Tests/SlipwayTestSupport", swiftSettings: strict),
+        .testTarget(name: "SlipwayDeployTests", dependencies: ["SlipwayDeploy", "SlipwayCore", "SlipwayTestSupport"], swiftSettings: strict),
         .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
-        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore"], swiftSettings: strict),
+        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),
     ]
 )

@@ -45,10 +45,12 @@ struct SSHTargetOperator: Sendable {
             let order = hosts.filter { free.contains($0) && current[$0] == nil }
                 + hosts.filter { free.contains($0) && current[$0] != nil }
                 + hosts.filter { h in
+                    // A version earlier in the order (the candidate) may take hosts from later ones, even their
+                    // last: with one version per host, promoting means the stable version gives up every host.
                     guard let owner = result[h], owner != version else { return false }
                     let ownerIndex = counts.firstIndex { $0.version == owner } ?? Int.max
                     let selfIndex = counts.firstIndex { $0.version == version } ?? 0
-                    return ownerIndex > selfIndex && result.values.filter { $0 == owner }.count > 1
+                    return ownerIndex > selfIndex
                 }
             for host in order where have < count {
                 free.remove(host)
@@ -62,6 +64,10 @@ struct SSHTargetOperator: Sendable {
     /// Installs and activates versions on hosts as assigned; returns the endpoints per version.
     func realise(_ desired: DesiredEnvironment, current: inout [String: String], candidate: String, releases: [String: (directory: String, digest: String)],
                  log: @Sendable (String) -> Void) async throws -> [String: [String]] {
+        // What the hosts run now, asked once per rollout (a previous rollout, or a human, may have changed it).
+        for host in target.hosts where current[host] == nil {
+            if let version = try await deployer.current(on: host) { current[host] = version }
+        }
         var counts = desired.versions.map { (version: $0.key, count: $0.value.count) }
         counts.sort { a, b in a.version == candidate ? true : (b.version == candidate ? false : a.version < b.version) }
         let plan = Self.assign(hosts: target.hosts, current: current, counts: counts)

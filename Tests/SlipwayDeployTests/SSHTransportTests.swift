@@ -2,6 +2,7 @@ import Foundation
 import SlipwayCore
 import Testing
 @testable import SlipwayDeploy
+import SlipwayTestSupport
 
 /// Pure parts: endpoint parsing, quoting, options, error recognition. No sshd needed.
 @Suite struct SSHTransportUnitTests {

@@ -37,3 +37,11 @@ import Testing
         #expect(SSHTargetOperator.address(of: "::1") == "::1")
     }
 }
+
+extension SSHTargetOperatorTests {
+    @Test func promotionTakesEveryHostIncludingTheStableVersionsLast() {
+        let current = ["a": "v2", "b": "v1"]
+        let plan = SSHTargetOperator.assign(hosts: ["a", "b"], current: current, counts: [("v2", 2), ("v1", 2)])
+        #expect(plan == ["a": "v2", "b": "v2"])
+    }
+}

@@ -6,45 +6,47 @@ import Darwin
 import Foundation
 @testable import SlipwayDeploy
 
-struct SSHDFixtureError: Error, CustomStringConvertible {
-    var description: String
+public struct SSHDFixtureError: Error, CustomStringConvertible {
+    public var description: String
 }
 
 /// A real OpenSSH server for one test: its own host key, a client key in its authorized_keys, a
 /// known_hosts line for it, listening on a free port of a loopback address. Works as root (the tests here)
 /// and as any other user, who can then log in as themself only.
-struct SSHDFixture: Sendable {
+public struct SSHDFixture: Sendable {
     /// The fixture's temporary directory; uploads in tests go under it too.
-    let directory: String
-    let address: String
-    let port: Int
-    let pid: pid_t
+    public let directory: String
+    public let address: String
+    public let port: Int
+    public let pid: pid_t
     /// The local user, whom sshd lets in with the client key.
-    let user: String
+    public let user: String
     /// The client's private key (in a directory whose name has a space, to test quoting).
-    let clientKey: String
+    public let clientKey: String
     /// A known_hosts file with exactly this server's host key.
-    let knownHosts: String
+    public let knownHosts: String
     /// `[address]:port ssh-ed25519 AAAA…`
-    let knownHostsLine: String
-    let log: String
+    public let knownHostsLine: String
+    public let log: String
     /// sshd puts this in the environment of every session, so `stop()` can find what sessions left behind.
-    let marker: String
+    public let marker: String
 
-    static let sshd = "/usr/sbin/sshd"
-    static let keygen = SSHTransport.findExecutable("ssh-keygen") ?? "/usr/bin/ssh-keygen"
+    public static let sshd = "/usr/sbin/sshd"
+    public static let keygen = SSHTransport.findExecutable("ssh-keygen") ?? "/usr/bin/ssh-keygen"
 
     /// Runs `body` with `count` servers, one per address, all accepting the same client key, and stops them
     /// afterwards whatever happens.
-    static func with<T: Sendable>(
+    public static func with<T: Sendable>(
         addresses: [String] = ["127.0.0.1"],
+        privateDirectories: [(source: String, mountPoint: String)] = [],
         _ body: ([SSHDFixture]) async throws -> T
     ) async throws -> T {
         var servers: [SSHDFixture] = []
         do {
             var sharedKey: String?
-            for address in addresses {
-                let server = try await start(address: address, clientKey: sharedKey)
+            for (index, address) in addresses.enumerated() {
+                let server = try await start(address: address, clientKey: sharedKey,
+                                             privateDirectory: index < privateDirectories.count ? privateDirectories[index] : nil)
                 servers.append(server)
                 sharedKey = server.clientKey
             }
@@ -57,16 +59,18 @@ struct SSHDFixture: Sendable {
         }
     }
 
-    static func with<T: Sendable>(_ body: (SSHDFixture) async throws -> T) async throws -> T {
+    public static func with<T: Sendable>(_ body: (SSHDFixture) async throws -> T) async throws -> T {
         try await with(addresses: ["127.0.0.1"]) { try await body($0[0]) }
     }
 
     /// The endpoint that reaches this server with the client key and strict host key checking.
-    var endpoint: SSHEndpoint {
+    public var endpoint: SSHEndpoint {
         SSHEndpoint(host: address, user: user, port: port, identity: clientKey, knownHosts: knownHosts)
     }
 
-    static func start(address: String, clientKey sharedKey: String? = nil) async throws -> SSHDFixture {
+    /// `privateDirectory`: (source, mountPoint) — sshd and its sessions run in their own mount namespace where
+    /// `mountPoint` is `source`, so two fixtures see different contents at the same path, like two machines.
+    public static func start(address: String, clientKey sharedKey: String? = nil, privateDirectory: (source: String, mountPoint: String)? = nil) async throws -> SSHDFixture {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("slipway-sshd-\(UUID().uuidString.prefix(8))").path
         let clientDirectory = directory + "/client keys"
@@ -115,7 +119,13 @@ struct SSHDFixture: Sendable {
                 LogLevel VERBOSE
 
                 """.write(toFile: config, atomically: true, encoding: .utf8)
-                let pid = try spawn(sshd, ["-D", "-e", "-f", config], log: log)
+                let pid: pid_t
+                if let privateDirectory {
+                    pid = try spawn("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", #"mount --bind "$1" "$2" && exec "$3" -D -e -f "$4""#,
+                                                         "sh", privateDirectory.source, privateDirectory.mountPoint, sshd, config], log: log)
+                } else {
+                    pid = try spawn(sshd, ["-D", "-e", "-f", config], log: log)
+                }
                 if try await waitUntilListening(address: address, port: port, pid: pid) {
                     let line = "[\(address)]:\(port) \(hostKey)"
                     let knownHosts = clientDirectory + "/known_hosts-\(port)"
@@ -135,7 +145,7 @@ struct SSHDFixture: Sendable {
 
     /// Stops sshd (SIGTERM, then waits), kills whatever its sessions left running (a remote `sleep` whose
     /// ssh client was killed), and removes the directory.
-    func stop() async {
+    public func stop() async {
         await SSHDFixture.terminate(pid)
         for pid in SSHDFixture.processes(withEnvironment: "SLIPWAY_SSHD_FIXTURE=\(marker)") {
             _ = kill(pid, SIGKILL)
@@ -143,17 +153,17 @@ struct SSHDFixture: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+    public var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 
     // MARK: Helpers
 
-    static func localUser() -> String {
+    public static func localUser() -> String {
         if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
         return "root"
     }
 
     /// Runs a tool to completion; throws with its stderr when it fails.
-    static func tool(_ executable: String, _ arguments: [String]) async throws {
+    public static func tool(_ executable: String, _ arguments: [String]) async throws {
         let outcome = try await SSHSubprocess.run(executable: executable, arguments: arguments, timeout: .seconds(20),
                                                   outputLimit: 1 << 16, endpoint: SSHEndpoint(host: "localhost"))
         guard outcome.termination == .exited(0) else {
@@ -162,7 +172,7 @@ struct SSHDFixture: Sendable {
     }
 
     /// Starts a long-running process with stdout and stderr appended to `log`.
-    static func spawn(_ executable: String, _ arguments: [String], log: String) throws -> pid_t {
+    public static func spawn(_ executable: String, _ arguments: [String], log: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -184,7 +194,7 @@ struct SSHDFixture: Sendable {
     }
 
     /// SIGTERM, up to 3 s to exit, then SIGKILL; always reaps.
-    static func terminate(_ pid: pid_t) async {
+    public static func terminate(_ pid: pid_t) async {
         _ = kill(pid, SIGTERM)
         var status: Int32 = 0
         for _ in 0..<150 {
@@ -196,7 +206,7 @@ struct SSHDFixture: Sendable {
     }
 
     /// Until the port accepts a connection (true), sshd exits (false), or 10 s pass (false).
-    static func waitUntilListening(address: String, port: Int, pid: pid_t) async throws -> Bool {
+    public static func waitUntilListening(address: String, port: Int, pid: pid_t) async throws -> Bool {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             if canConnect(address: address, port: port) { return true }
@@ -207,7 +217,7 @@ struct SSHDFixture: Sendable {
         return false
     }
 
-    static func socketAddress(_ address: String, port: Int) -> sockaddr_in {
+    public static func socketAddress(_ address: String, port: Int) -> sockaddr_in {
         var socketAddress = sockaddr_in()
         socketAddress.sin_family = sa_family_t(AF_INET)
         socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -215,7 +225,7 @@ struct SSHDFixture: Sendable {
         return socketAddress
     }
 
-    static func canConnect(address: String, port: Int) -> Bool {
+    public static func canConnect(address: String, port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -226,7 +236,7 @@ struct SSHDFixture: Sendable {
     }
 
     /// A port nothing listens on right now (bound to 0, read back, closed).
-    static func freePort(address: String = "127.0.0.1") throws -> Int {
+    public static func freePort(address: String = "127.0.0.1") throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SSHDFixtureError(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -244,7 +254,7 @@ struct SSHDFixture: Sendable {
     }
 
     /// Processes whose environment holds exactly `entry` (found through /proc).
-    static func processes(withEnvironment entry: String) -> [pid_t] {
+    public static func processes(withEnvironment entry: String) -> [pid_t] {
         let wanted = Array(entry.utf8)
         let me = getpid()
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

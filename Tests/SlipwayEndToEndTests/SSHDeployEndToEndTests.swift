@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SlipwayTestSupport
+import Testing
+
+// The `ssh` target for real: two sshd servers on 127.0.0.2 and 127.0.0.3, each in its own mount namespace so
+// the release directory is a different directory on each "host", like two machines. The application is
+// python3's http.server started and stopped over ssh by the target's commands.
+
+extension EndToEnd {
+    @Suite("ssh target", .serialized)
+    struct SSHTargetDeploys {
+        static let mountPoint = "/srv/slipway-e2e-hosts"
+
+        @Test("canary across two ssh hosts behind the built-in router: one host switches first, then both; status and the hosts agree",
+              .enabled(if: geteuid() == 0, "needs root for the hosts' mount namespaces"))
+        func canaryAcrossHosts() async throws {
+            try FileManager.default.createDirectory(atPath: Self.mountPoint, withIntermediateDirectories: true)
+            let base = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-ssh-hosts-\(UUID().uuidString.prefix(8))").path
+            let roots = [base + "/a", base + "/b"]
+            for root in roots { try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true) }
+            defer { try? FileManager.default.removeItem(atPath: base) }
+            try await SSHDFixture.with(addresses: ["127.0.0.2", "127.0.0.3"], privateDirectories: roots.map { ($0, Self.mountPoint) }) { servers in
+                let knownHosts = base + "/known_hosts"
+                try servers.map(\.knownHostsLine).joined(separator: "\n").appending("\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
+                let appPort = try DeployKit.freePort()
+                let listen = try DeployKit.freePort()
+                let hosts = servers.map { "\($0.user)@\($0.address):\($0.port)" }
+                let pipeline = """
+                    name: ssh-e2e
+                    jobs:
+                      build:
+                        steps: [ { run: "echo $VERSION" } ]
+                        release: { name: site, version: "${{ env.VERSION }}", path: site }
+                      production:
+                        needs: [build]
+                        deploy: { environment: production }
+                    environments:
+                      production:
+                        target:
+                          ssh:
+                            hosts: [\(hosts.map { "\"\($0)\"" }.joined(separator: ", "))]
+                            identity: "\(servers[0].clientKey)"
+                            known-hosts: "\(knownHosts)"
+                            directory: \(Self.mountPoint)
+                            start: "nohup python3 -m http.server $PORT --bind $SLIPWAY_HOST > app.log 2>&1 < /dev/null & echo $! > app.pid"
+                            stop: "if [ -f app.pid ]; then kill $(cat app.pid) 2>/dev/null; fi; true"
+                            app-port: \(appPort)
+                            listen: \(listen)
+                            health: { path: /healthz, interval: 200ms, deadline: 30s }
+                        strategy:
+                          canary:
+                            steps: [ { weight: 50 }, { pause: 2s }, { weight: 100 } ]
+                    """
+                let box = try Sandbox(pipeline, files: ["site/index.html": "hello from 1.0.0\n", "site/healthz": "ok\n"])
+                defer { Task { _ = try? await box.slipway("down", timeout: 60) } }
+
+                let first = try await box.run("--env", "VERSION=1.0.0", timeout: 120)
+                try #require(first.status == 0, "\(first)")
+                #expect(first.stdout.contains("install and start 1.0.0"), "\(first)")
+                #expect(DeployKit.get(port: listen, "/")?.body.contains("hello from 1.0.0") == true)
+                for root in roots {
+                    #expect((try? String(contentsOfFile: root + "/current", encoding: .utf8))?.contains("1.0.0") == true, "\(root) runs 1.0.0")
+                }
+
+                try box.write("site/index.html", "hello from 2.0.0\n")
+                try box.commit("v2")
+                let run = try box.launch(["run", "--plain", "--env", "VERSION=2.0.0"] + box.outEnv)
+                // At 50 % one host runs 2.0.0 and the other still 1.0.0; the router reaches both.
+                try await DeployKit.waitUntil("the canary step", timeout: 90) {
+                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 2s")
+                }
+                let currents = roots.map { (try? String(contentsOfFile: $0 + "/current", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
+                #expect(currents.sorted() == ["1.0.0", "2.0.0"], "one host switched first: \(currents)")
+                var seen: [String: Int] = [:]
+                for _ in 0..<40 { seen[DeployKit.get(port: listen, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
+                #expect(seen["hello from 1.0.0", default: 0] > 0 && seen["hello from 2.0.0", default: 0] > 0, "\(seen)")
+                let second = try await run.wait(timeout: 120)
+                #expect(second.status == 0, "\(second)")
+                for root in roots {
+                    #expect((try? String(contentsOfFile: root + "/current", encoding: .utf8))?.contains("2.0.0") == true, "\(root) runs 2.0.0")
+                }
+                for _ in 0..<10 { #expect(DeployKit.get(port: listen, "/")?.body.contains("hello from 2.0.0") == true) }
+            }
+        }
+    }
+}
