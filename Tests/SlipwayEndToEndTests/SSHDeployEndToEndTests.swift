@@ -28,6 +28,7 @@ extension EndToEnd {
                 let appPort = try DeployKit.freePort()
                 let listen = try DeployKit.freePort()
                 let hosts = servers.map { "\($0.user)@\($0.address):\($0.port)" }
+                let traffic = ""
                 let pipeline = """
                     name: ssh-e2e
                     jobs:
@@ -50,6 +51,7 @@ extension EndToEnd {
                             app-port: \(appPort)
                             listen: \(listen)
                             health: { path: /healthz, interval: 200ms, deadline: 30s }
+                        \(traffic)
                         strategy:
                           canary:
                             steps: [ { weight: 50 }, { pause: 2s }, { weight: 100 } ]
@@ -83,6 +85,99 @@ extension EndToEnd {
                     #expect((try? String(contentsOfFile: root + "/current", encoding: .utf8))?.contains("2.0.0") == true, "\(root) runs 2.0.0")
                 }
                 for _ in 0..<10 { #expect(DeployKit.get(port: listen, "/")?.body.contains("hello from 2.0.0") == true) }
+            }
+        }
+    
+        @Test("the same two ssh hosts behind a real HAProxy: Slipway sets server weights through its runtime API and judges by its counters",
+              .enabled(if: geteuid() == 0, "needs root for the hosts' mount namespaces"))
+        func canaryBehindHAProxy() async throws {
+            try FileManager.default.createDirectory(atPath: Self.mountPoint, withIntermediateDirectories: true)
+            let base = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-ssh-haproxy-\(UUID().uuidString.prefix(8))").path
+            let roots = [base + "/a", base + "/b"]
+            for root in roots { try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true) }
+            defer { try? FileManager.default.removeItem(atPath: base) }
+            try await SSHDFixture.with(addresses: ["127.0.0.2", "127.0.0.3"], privateDirectories: roots.map { ($0, Self.mountPoint) }) { servers in
+                let knownHosts = base + "/known_hosts"
+                try servers.map(\.knownHostsLine).joined(separator: "\n").appending("\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
+                let appPort = try DeployKit.freePort()
+                let frontend = try DeployKit.freePort()
+                let socket = base + "/haproxy.sock"
+                try """
+                    global
+                      stats socket \(socket) level admin
+                    defaults
+                      mode http
+                      timeout connect 2s
+                      timeout client 10s
+                      timeout server 10s
+                    frontend web
+                      bind 127.0.0.1:\(frontend)
+                      default_backend app
+                    backend app
+                      balance roundrobin
+                      server 127.0.0.2 127.0.0.2:\(appPort) weight 0
+                      server 127.0.0.3 127.0.0.3:\(appPort) weight 0
+
+                    """.write(toFile: base + "/haproxy.cfg", atomically: true, encoding: .utf8)
+                let haproxy = Process()
+                haproxy.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : "/usr/bin/haproxy")
+                haproxy.arguments = ["-f", base + "/haproxy.cfg", "-db"]
+                _ = FileManager.default.createFile(atPath: base + "/haproxy.log", contents: nil)
+                haproxy.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: base + "/haproxy.log"))
+                haproxy.standardError = haproxy.standardOutput
+                try haproxy.run()
+                defer { haproxy.terminate(); haproxy.waitUntilExit() }
+                do {
+                    try await DeployKit.waitUntil("HAProxy's socket", timeout: 10) { FileManager.default.fileExists(atPath: socket) }
+                } catch {
+                    Issue.record("HAProxy did not start: \((try? String(contentsOfFile: base + "/haproxy.log", encoding: .utf8)) ?? "")")
+                    throw error
+                }
+                let hosts = servers.map { "\($0.user)@\($0.address):\($0.port)" }
+                let pipeline = """
+                    name: ssh-haproxy-e2e
+                    jobs:
+                      build:
+                        steps: [ { run: "echo $VERSION" } ]
+                        release: { name: site, version: "${{ env.VERSION }}", path: site }
+                      production:
+                        needs: [build]
+                        deploy: { environment: production }
+                    environments:
+                      production:
+                        target:
+                          ssh:
+                            hosts: [\(hosts.map { "\"\($0)\"" }.joined(separator: ", "))]
+                            identity: "\(servers[0].clientKey)"
+                            known-hosts: "\(knownHosts)"
+                            directory: \(Self.mountPoint)
+                            start: "nohup python3 -m http.server $PORT --bind $SLIPWAY_HOST > app.log 2>&1 < /dev/null & echo $! > app.pid"
+                            stop: "if [ -f app.pid ]; then kill $(cat app.pid) 2>/dev/null; fi; true"
+                            app-port: \(appPort)
+                            health: { path: /healthz, interval: 200ms, deadline: 30s }
+                        traffic: { haproxy: { socket: "\(socket)", backend: app } }
+                        strategy:
+                          canary:
+                            steps: [ { weight: 50 }, { pause: 3s }, { weight: 100 } ]
+                    """
+                let box = try Sandbox(pipeline, files: ["site/index.html": "hello from 1.0.0\n", "site/healthz": "ok\n"])
+                defer { Task { _ = try? await box.slipway("down", timeout: 60) } }
+                let first = try await box.run("--env", "VERSION=1.0.0", timeout: 120)
+                try #require(first.status == 0, "\(first)")
+                for _ in 0..<6 { #expect(DeployKit.get(port: frontend, "/")?.body.contains("hello from 1.0.0") == true, "through HAProxy") }
+
+                try box.write("site/index.html", "hello from 2.0.0\n")
+                try box.commit("v2")
+                let run = try box.launch(["run", "--plain", "--env", "VERSION=2.0.0"] + box.outEnv)
+                try await DeployKit.waitUntil("the canary step", timeout: 90) {
+                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 3s")
+                }
+                var seen: [String: Int] = [:]
+                for _ in 0..<40 { seen[DeployKit.get(port: frontend, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
+                #expect(seen["hello from 1.0.0", default: 0] > 5 && seen["hello from 2.0.0", default: 0] > 5, "HAProxy splits by the weights Slipway set: \(seen)")
+                let second = try await run.wait(timeout: 120)
+                #expect(second.status == 0, "\(second)")
+                for _ in 0..<10 { #expect(DeployKit.get(port: frontend, "/")?.body.contains("hello from 2.0.0") == true) }
             }
         }
     }
