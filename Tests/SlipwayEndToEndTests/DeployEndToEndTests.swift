@@ -200,6 +200,35 @@ extension EndToEnd {
             #expect(instances.allSatisfy { $0["version"] as? String == "1.0.0" }, "the canary's instances were stopped: \(instances)")
         }
 
+        @Test("a slow canary (+40 ms per response) fails the Mann-Whitney latency comparison and is rolled back")
+        func slowCanaryRollsBack() async throws {
+            let project = try DeployProject(strategy: """
+                      canary:
+                        steps: [ { weight: 50 }, { pause: 30s }, { weight: 100 } ]
+                        analysis:
+                          interval: 1s
+                          failure-limit: 0
+                          inconclusive-limit: 60
+                          metrics:
+                            - { name: latency, source: router, metric: latency-p90, compare: baseline }
+                """, extraJobs: """
+                  load:
+                    needs: [build]
+                    if: env.LOAD == 'yes'
+                    steps:
+                      - uses: slipway/load
+                        with: { url: "http://127.0.0.1:PORT/", rps: 60, duration: 15s }
+                """)
+            defer { Task { await project.down() } }
+            try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
+                .replacingOccurrences(of: "PORT", with: String(project.port)))
+            try #require(try await project.ship("1.0.0").status == 0)
+            let slow = try await project.ship("2.0.0", config: "latency-ms=40", arguments: ["--env", "LOAD=yes"])
+            #expect(slow.status == 1, "\(slow)")
+            #expect(slow.stdout.contains("latency: fail"), "\(slow)")
+            #expect(project.sample(5) == ["hello from 1.0.0": 5])
+        }
+
         @Test("kill -9 of slipway mid-canary: the router keeps serving both versions by the last weights; --resume continues the pause and promotes")
         func killNineMidCanary() async throws {
             let project = try DeployProject(strategy: """
@@ -285,15 +314,19 @@ extension EndToEnd {
             #expect(project.get()?.body.contains("hello from 1.0.0") == true)
         }
 
-        @Test("a version that never becomes healthy fails the deploy and traffic stays on the stable version")
+        @Test("rolling: a healthy version replaces instances one by one; one that never becomes healthy fails the deploy and traffic stays on the stable version")
         func unhealthyCandidate() async throws {
             let project = try DeployProject(strategy: "          rolling", instances: 2, health: "{ path: /healthz, interval: 200ms, deadline: 3s }")
             defer { Task { await project.down() } }
             try #require(try await project.ship("1.0.0").status == 0)
+            // A healthy version rolls through instance by instance first.
+            let good = try await project.ship("1.5.0")
+            #expect(good.status == 0, "\(good)")
+            #expect(good.stdout.contains("start 1 × 1.5.0") && good.stdout.contains("all 2 instances run 1.5.0"), "\(good)")
             let bad = try await project.ship("2.0.0", config: "unhealthy=true")
             #expect(bad.status == 1, "\(bad)")
             #expect(bad.stdout.contains("did not become healthy"), "\(bad)")
-            #expect(project.sample(10) == ["hello from 1.0.0": 10])
+            #expect(project.sample(10) == ["hello from 1.5.0": 10])
         }
 
         @Test("blue-green: the new version starts beside the old one, traffic switches at once, rollback switches back in under a second while the old one is warm")
