@@ -352,6 +352,19 @@ extension EndToEnd {
             #expect(finished.status == 1, "the interrupted deploy reports the abort: \(finished)")
         }
 
+        @Test("protection: a freeze window refuses deploys with when it ends; a branch filter refuses other branches")
+        func freezeAndBranches() async throws {
+            let frozen = try DeployProject(strategy: "          recreate", instances: 1,
+                                           protection: "    protection: { freeze: [ { cron: \"* * * * *\", duration: 2h } ] }")
+            let refused = try await frozen.ship("1.0.0")
+            #expect(refused.status == 1, "\(refused)")
+            #expect(refused.stdout.contains("'production' is frozen until") && refused.stdout.contains("* * * * *"), "\(refused)")
+            #expect(frozen.get() == nil, "nothing was deployed")
+            let branch = try DeployProject(strategy: "          recreate", instances: 1, protection: "    protection: { branches: [release/*] }")
+            let wrong = try await branch.ship("1.0.0")
+            #expect(wrong.status == 1 && wrong.stdout.contains("only takes deploys from release/*"), "\(wrong)")
+        }
+
         @Test("protection: the deploy waits for an approval given with `slipway approve`; `down` stops every instance")
         func approvalsAndDown() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 2, protection: "    protection: { approvals: 1 }")
