@@ -5,6 +5,7 @@
 #   bench/router.sh                     # release build in .build-router-bench/pkg, then everything
 #   ROUTER_SKIP_BUILD=1 bench/router.sh # reuse the existing release build
 #   ROUNDS=1 DURATION=5s bench/router.sh
+#   COMPARE_NIO_PATH=1 bench/router.sh  # also a second router process with SLIPWAY_ROUTER_FAST_PATH=0
 #
 # Results: wrk outputs in bench/out/router/, a markdown summary on stdout and in bench/out/router/summary.md.
 set -euo pipefail
@@ -41,19 +42,28 @@ if ((${#need_packages[@]})); then
 fi
 
 # --- the router (release build; the router runs from a hidden, env-gated test) ------------------
-# The router's sources and tests are built in a small package of their own (SlipwayDeploy + its tests, on
-# SwiftNIO), so the bench neither waits for nor depends on the rest of Slipway compiling.
+# The router's sources and bench test are built in a small package of their own (the router's files of
+# SlipwayDeploy + RouterBenchServer, on SwiftNIO), so the bench neither waits for nor depends on the rest of
+# Slipway compiling.
 PKG=$ROOT/$SCRATCH/pkg
 if [[ -z ${ROUTER_SKIP_BUILD:-} ]]; then
     log "building the router (release, in $SCRATCH/pkg)"
-    if grep -rqs '^import SlipwayCore' "$ROOT/Sources/SlipwayDeploy" "$ROOT/Tests/SlipwayDeployTests"; then
-        echo "SlipwayDeploy now imports SlipwayCore: add it to the bench package in bench/router.sh" >&2
-        exit 2
-    fi
-    mkdir -p "$PKG/Sources" "$PKG/Tests"
-    rm -rf "$PKG/Sources/SlipwayDeploy" "$PKG/Tests/SlipwayDeployTests"
-    cp -R "$ROOT/Sources/SlipwayDeploy" "$PKG/Sources/"
-    cp -R "$ROOT/Tests/SlipwayDeployTests" "$PKG/Tests/"
+    # Only the router's own files (it uses SwiftNIO alone); the rest of SlipwayDeploy needs SlipwayCore & co.
+    router_sources=(TrafficRouter.swift RoutingTable.swift RouterMetrics.swift)
+    for file in "$ROOT"/Sources/SlipwayDeploy/Proxy*.swift "$ROOT"/Sources/SlipwayDeploy/HTTPHead*.swift; do
+        router_sources+=("$(basename "$file")")
+    done
+    router_tests=(RouterBenchServer.swift RouterTestSupport.swift)
+    for file in "${router_sources[@]/#/$ROOT/Sources/SlipwayDeploy/}" "${router_tests[@]/#/$ROOT/Tests/SlipwayDeployTests/}"; do
+        if grep -qs '^import Slipway\|^import CSlipway' "$file"; then
+            echo "$file imports another Slipway module: add it to the bench package in bench/router.sh" >&2
+            exit 2
+        fi
+    done
+    mkdir -p "$PKG/Sources/SlipwayDeploy" "$PKG/Tests/SlipwayDeployTests"
+    rm -f "$PKG"/Sources/SlipwayDeploy/*.swift "$PKG"/Tests/SlipwayDeployTests/*.swift
+    for file in "${router_sources[@]}"; do cp "$ROOT/Sources/SlipwayDeploy/$file" "$PKG/Sources/SlipwayDeploy/"; done
+    for file in "${router_tests[@]}"; do cp "$ROOT/Tests/SlipwayDeployTests/$file" "$PKG/Tests/SlipwayDeployTests/"; done
     nio_line=$(grep -o '\.package(url: "https://github.com/apple/swift-nio",[^)]*)' "$ROOT/Package.swift")
     cat >"$PKG/Package.swift" <<PACKAGE
 // swift-tools-version:6.1
@@ -86,7 +96,7 @@ rm -f "$OUT"/*.txt "$OUT"/summary.md
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slipway-router-bench.XXXXXX")
 PIDS=()
 cleanup() {
-    touch "$WORK/router/stop" 2>/dev/null || true
+    touch "$WORK/router/stop" "$WORK/router-nio/stop" 2>/dev/null || true
     sleep 0.5
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -171,13 +181,43 @@ table() { # weights v1 v2
         "$P1" "$P2" "$1" "$2"
 }
 table 90 10 >"$WORK/router/table.json"
-(cd "$PKG" && SLIPWAY_ROUTER_BENCH_DIR="$WORK/router" swift test --skip-build -c release \
-    --filter RouterBenchServer >"$WORK/router.log" 2>&1) &
+# The test bundle run directly where it is an executable (Linux): two routers can't share one `swift test` (lock).
+BUNDLE="$(cd "$PKG" && swift build -c release --show-bin-path)/slipway-router-benchPackageTests.xctest"
+run_router() { # directory
+    if [[ -f $BUNDLE && -x $BUNDLE ]]; then
+        (cd "$PKG" && SLIPWAY_ROUTER_BENCH_DIR="$1" exec "$BUNDLE" --testing-library swift-testing \
+            --filter RouterBenchServer)
+    else
+        (cd "$PKG" && SLIPWAY_ROUTER_BENCH_DIR="$1" swift test --skip-build -c release --filter RouterBenchServer)
+    fi
+}
+run_router "$WORK/router" >"$WORK/router.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 600); do [[ -s $WORK/router/port ]] && break; sleep 0.1; done
 [[ -s $WORK/router/port ]] || { echo "router did not start:" >&2; cat "$WORK/router.log" >&2; exit 1; }
 PR=$(tr -d '\n' <"$WORK/router/port")
 wait_port "$PR"
+NAMES="direct haproxy router"
+if [[ -n ${COMPARE_NIO_PATH:-} ]]; then
+    # The same router with its fast path off (every request through NIOHTTP1 decode/encode), for comparison.
+    mkdir -p "$WORK/router-nio"
+    table 90 10 >"$WORK/router-nio/table.json"
+    SLIPWAY_ROUTER_FAST_PATH=0 run_router "$WORK/router-nio" >"$WORK/router-nio.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 600); do [[ -s $WORK/router-nio/port ]] && break; sleep 0.1; done
+    [[ -s $WORK/router-nio/port ]] || { echo "router (NIO path) did not start:" >&2; cat "$WORK/router-nio.log" >&2; exit 1; }
+    PN=$(tr -d '\n' <"$WORK/router-nio/port")
+    wait_port "$PN"
+    NAMES="$NAMES router-nio"
+fi
+port_of() {
+    case $1 in
+    direct) echo "$P1" ;;
+    haproxy) echo "$PH" ;;
+    router) echo "$PR" ;;
+    router-nio) echo "$PN" ;;
+    esac
+}
 
 # Sanity: each path answers 200, and the proxies add the version header.
 for port in "$P1" "$PH" "$PR"; do
@@ -193,37 +233,25 @@ run_wrk() { # name port round
         >"$OUT/$1-$3.txt"
 }
 log "warm-up (3 s each)"
-for port in "$P1" "$PH" "$PR"; do
-    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 3s "http://127.0.0.1:$port/index.html" >/dev/null
+for name in $NAMES; do
+    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 3s "http://127.0.0.1:$(port_of "$name")/index.html" >/dev/null
 done
 for round in $(seq 1 "$ROUNDS"); do
     # rotate the order so no target always runs first or last
-    case $((round % 3)) in
-    1) order="direct haproxy router" ;;
-    2) order="haproxy router direct" ;;
-    0) order="router direct haproxy" ;;
-    esac
-    for name in $order; do
-        case $name in
-        direct) port=$P1 ;;
-        haproxy) port=$PH ;;
-        router) port=$PR ;;
-        esac
+    read -r -a names <<<"$NAMES"
+    shift_by=$(((round - 1) % ${#names[@]}))
+    order=("${names[@]:shift_by}" "${names[@]:0:shift_by}")
+    for name in "${order[@]}"; do
         log "round $round: $name (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION)"
-        run_wrk "$name" "$port" "$round"
+        run_wrk "$name" "$(port_of "$name")" "$round"
     done
 done
 
 # --- latency at low concurrency --------------------------------------------------------------------
 for round in $(seq 1 "$ROUNDS"); do
-    for name in direct haproxy router; do
-        case $name in
-        direct) port=$P1 ;;
-        haproxy) port=$PH ;;
-        router) port=$PR ;;
-        esac
+    for name in $NAMES; do
         log "round $round: $name at low concurrency (wrk -t1 -c$LAT_CONNECTIONS -d$LAT_DURATION)"
-        wrk -t 1 -c "$LAT_CONNECTIONS" -d "$LAT_DURATION" --latency "http://127.0.0.1:$port/index.html" \
+        wrk -t 1 -c "$LAT_CONNECTIONS" -d "$LAT_DURATION" --latency "http://127.0.0.1:$(port_of "$name")/index.html" \
             >"$OUT/lat-$name-$round.txt"
     done
 done
@@ -245,11 +273,12 @@ switch rollback 100 0
 wait "$WRK_PID"
 
 touch "$WORK/router/stop"
+[[ -d $WORK/router-nio ]] && touch "$WORK/router-nio/stop"
 for _ in $(seq 1 100); do [[ -s $WORK/router/metrics.json ]] && break; sleep 0.1; done
 cp "$WORK/router/metrics.json" "$OUT/router-metrics.json" 2>/dev/null || true
 
 # --- summary ------------------------------------------------------------------------------------
-CONNECTIONS=$CONNECTIONS LAT_CONNECTIONS=$LAT_CONNECTIONS python3 - "$OUT" "$ROUNDS" >"$OUT/summary.md" <<'PY'
+NAMES=$NAMES CONNECTIONS=$CONNECTIONS LAT_CONNECTIONS=$LAT_CONNECTIONS python3 - "$OUT" "$ROUNDS" >"$OUT/summary.md" <<'PY'
 import re, statistics, sys, pathlib
 out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -264,7 +293,7 @@ def parse(path):
     return rps, lat, int(errors.group(1)) if errors else 0, sock.group(1) if sock else ""
 def table(prefix, title):
   rows = {}
-  for name in ("direct", "haproxy", "router"):
+  for name in __import__("os").environ["NAMES"].split():
     runs = [parse(out / f"{prefix}{name}-{r}.txt") for r in range(1, rounds + 1)]
     rows[name] = {
         "rps": statistics.median(r[0] for r in runs),
@@ -279,8 +308,10 @@ def table(prefix, title):
   print()
   print("| path | requests/s (median of %d) | runs | p50 ms | p90 ms | p99 ms | non-2xx | socket errors |" % rounds)
   print("|---|---|---|---|---|---|---|---|")
-  for name, label in (("direct", "direct to nginx"), ("haproxy", "HAProxy 90/10"), ("router", "Slipway router 90/10")):
-    r = rows[name]
+  labels = {"direct": "direct to nginx", "haproxy": "HAProxy 90/10", "router": "Slipway router 90/10",
+            "router-nio": "Slipway router 90/10, NIOHTTP1 path (`SLIPWAY_ROUTER_FAST_PATH=0`)"}
+  for name in rows:
+    label, r = labels[name], rows[name]
     print(f"| {label} | {r['rps']:.0f} | {', '.join(map(str, r['rps_all']))} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['non2xx']} | {r['socket'] or '—'} |")
   print()
   return rows
@@ -295,6 +326,11 @@ print("| target | measured | result |")
 print("|---|---|---|")
 print(f"| router requests/s ≥ 90 % of HAProxy's | {ratio * 100:.1f} % | {'**PASS**' if ratio >= 0.9 else '**MISS**'} |")
 print(f"| router added p99 vs direct ≤ 1 ms (not saturating) | {added:+.3f} ms (HAProxy: {added_h:+.3f} ms) | {'**PASS**' if added <= 1 else '**MISS**'} |")
+if "router-nio" in rows:
+    ratio_n = rows["router-nio"]["rps"] / rows["haproxy"]["rps"]
+    added_n = lat["router-nio"]["p99"] - lat["direct"]["p99"]
+    print(f"| (info) NIOHTTP1 path: requests/s vs HAProxy; added p99 (not saturating) | {ratio_n * 100:.1f} %; {added_n:+.3f} ms | — |")
+print(f"| (info) added p50 vs direct (not saturating) | {lat['router']['p50'] - lat['direct']['p50']:+.3f} ms (HAProxy: {lat['haproxy']['p50'] - lat['direct']['p50']:+.3f} ms) | — |")
 print(f"| (info) added p99 vs direct at saturation | {added_sat:+.3f} ms (HAProxy: {added_sat_h:+.3f} ms) | — |")
 for label in ("promote", "rollback"):
     path = out / f"switch-{label}.txt"
@@ -305,4 +341,5 @@ for label in ("promote", "rollback"):
     ms = float(kv["switch_ms"])
     print(f"| {label} switch (update() → 20 responses in a row from {kv['target']}) ≤ 1 s | {ms:.3f} ms (update() call {kv['update_call_us']} µs; old-version responses after update: {kv['old_version_responses_after_update']}) | {'**PASS**' if ms <= 1000 else '**MISS**'} |")
 PY
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -4,6 +4,10 @@ import NIOPosix
 
 // The proxy's channel handlers. A client connection and every backend connection it uses live on the same event
 // loop, so the handlers call each other directly, with no locks and no hops.
+//
+// `ProxyHandler` / `BackendConnection` are the NIOHTTP1 path: full decode to HTTPRequestHead/HTTPResponseHead and
+// re-encode. Client connections start on the byte-forwarding fast path (ProxyFastPath.swift) and are handed over
+// to this path at the first request the fast path doesn't take (HTTP/1.0, Expect, Upgrade, unusual syntax, …).
 
 /// State of one event loop: its pool of idle keep-alive connections per backend and its open client connections.
 /// Only ever touched on `eventLoop` (it lives in a `NIOLoopBoundBox`).
@@ -11,6 +15,8 @@ final class LoopContext {
     let eventLoop: any EventLoop
     let configuration: RouterConfiguration
     private var idle: [Backend: [BackendConnection]] = [:]
+    /// Idle connections of the fast path (raw bytes), per backend.
+    private var rawIdle: [Backend: [RawBackendConnection]] = [:]
     private var addresses: [Backend: SocketAddress] = [:]
     private var clients: [ObjectIdentifier: any Channel] = [:]
     private(set) var isShutDown = false
@@ -53,7 +59,55 @@ final class LoopContext {
             for connection in connections {
                 connection.close()
             }
+            let raw = self.rawIdle.removeValue(forKey: backend) ?? []
+            for connection in raw {
+                connection.close()
+            }
         }
+    }
+
+    /// An idle fast-path connection to `backend`, most recently used first, or nil.
+    func takeIdleRawConnection(to backend: Backend) -> RawBackendConnection? {
+        while let connection = self.rawIdle[backend]?.popLast() {
+            if connection.isActive {
+                return connection
+            }
+        }
+        return nil
+    }
+
+    func release(_ connection: RawBackendConnection) {
+        guard !self.isShutDown, connection.isActive,
+            self.rawIdle[connection.backend, default: []].count < self.configuration.maxIdleConnectionsPerBackend
+        else {
+            connection.close()
+            return
+        }
+        self.rawIdle[connection.backend, default: []].append(connection)
+    }
+
+    func forget(_ connection: RawBackendConnection) {
+        guard let index = self.rawIdle[connection.backend]?.firstIndex(where: { $0 === connection }) else { return }
+        self.rawIdle[connection.backend]?.remove(at: index)
+    }
+
+    /// A new fast-path (raw bytes) connection to `backend`.
+    func connectRaw(to backend: Backend) -> EventLoopFuture<any Channel> {
+        let configuration = self.configuration
+        let bootstrap = ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(readTimeout: configuration.backendIdleTimeout))
+                    try sync.addHandler(RawBackendConnection(backend: backend))
+                }
+            }
+        if let address = self.address(of: backend) {
+            return bootstrap.connect(to: address)
+        }
+        return bootstrap.connect(host: backend.host, port: backend.port)
     }
 
     func connect(to backend: Backend) -> EventLoopFuture<any Channel> {
@@ -102,6 +156,11 @@ final class LoopContext {
         let idle = self.idle.values.flatMap { $0 }
         self.idle.removeAll()
         for connection in idle {
+            connection.close()
+        }
+        let rawIdle = self.rawIdle.values.flatMap { $0 }
+        self.rawIdle.removeAll()
+        for connection in rawIdle {
             connection.close()
         }
         let clients = Array(self.clients.values)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -23,6 +28,15 @@ struct RouterConfiguration: Sendable {
     /// Samples kept per version for `window(version:since:)`.
     var samplesPerVersion = VersionRecorder.defaultRingCapacity
     var threads = System.coreCount
+    /// Forward heads and bodies as bytes (see ProxyFastPath.swift); false: NIOHTTP1 decode/encode for everything.
+    /// `SLIPWAY_ROUTER_FAST_PATH=0` in the environment turns it off (an escape hatch, and bench/router.sh's
+    /// comparison of the two paths).
+    var fastPath = RouterConfiguration.fastPathFromEnvironment
+
+    static let fastPathFromEnvironment: Bool = {
+        guard let value = getenv("SLIPWAY_ROUTER_FAST_PATH") else { return true }
+        return String(cString: value) != "0"
+    }()
 }
 
 public enum TrafficRouterError: Error, Sendable, Equatable {
@@ -56,6 +70,13 @@ public final class TrafficRouter: Sendable {
     private let routing: Mutex<RoutingState>
     let metricsStore: RouterMetricsStore
     private let lifecycle = Mutex<Lifecycle>(.idle)
+    /// The table has rules or a sticky cookie: the fast path collects the request's headers for `route`.
+    private let usesHeaders: Atomic<Bool>
+    /// Client connections handed over from the fast path to the NIOHTTP1 path (for tests and diagnostics).
+    let fallbacks = Atomic<Int>(0)
+    /// For connections handed over to the NIOHTTP1 path.
+    let decoderLimits: NIOHTTPDecoderLimitConfiguration
+    let encoderConfiguration: HTTPResponseEncoder.Configuration
 
     public convenience init(
         host: String = "127.0.0.1",
@@ -71,7 +92,17 @@ public final class TrafficRouter: Sendable {
         self.configuration = configuration
         var state = RoutingState(table: table, seed: seed ?? UInt64.random(in: .min ... .max))
         state.ejectionDuration = configuration.ejectionDuration
+        self.usesHeaders = Atomic(Self.usesHeaders(state.compiled))
         self.routing = Mutex(state)
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = configuration.maxHeaderBytes
+        decoderLimits.maxHeaderListSize = configuration.maxHeaderBytes
+        decoderLimits.maxHeaderFieldCount = configuration.maxHeaderCount
+        self.decoderLimits = decoderLimits
+        var encoderConfiguration = HTTPResponseEncoder.Configuration()
+        // The proxy keeps the backend's framing (Content-Length or chunked) and sets it itself on its own responses.
+        encoderConfiguration.automaticallySetFramingHeaders = false
+        self.encoderConfiguration = encoderConfiguration
         self.metricsStore = RouterMetricsStore(ringCapacity: configuration.samplesPerVersion)
     }
 
@@ -91,15 +122,6 @@ public final class TrafficRouter: Sendable {
             loops.append(box)
         }
         let contexts = boxes
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderFieldSize = configuration.maxHeaderBytes
-        decoderLimits.maxHeaderListSize = configuration.maxHeaderBytes
-        decoderLimits.maxHeaderFieldCount = configuration.maxHeaderCount
-        let limits = decoderLimits
-        var encoderConfiguration = HTTPResponseEncoder.Configuration()
-        // The proxy keeps the backend's framing (Content-Length or chunked) and sets it itself on its own responses.
-        encoderConfiguration.automaticallySetFramingHeaders = false
-        let encoder = encoderConfiguration
 
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -114,6 +136,11 @@ public final class TrafficRouter: Sendable {
                     let sync = channel.pipeline.syncOperations
                     // Read idle only: an all/write timeout makes IdleStateHandler allocate a promise per write.
                     try sync.addHandler(IdleStateHandler(readTimeout: configuration.clientIdleTimeout))
+                    if configuration.fastPath {
+                        // Raw bytes; hands the connection over to the NIOHTTP1 path below when a request needs it.
+                        try sync.addHandler(FastProxyHandler(router: self, loop: box.value))
+                        return
+                    }
                     // No pipelining assistance and no error handler from NIO: ProxyHandler queues pipelined
                     // requests itself (without stopping reads for every request) and answers bad HTTP.
                     // No outbound header validation: backend headers were parsed by llhttp, and the values the
@@ -122,8 +149,8 @@ public final class TrafficRouter: Sendable {
                         withPipeliningAssistance: false,
                         withErrorHandling: false,
                         withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: encoder,
-                        withDecoderLimitConfiguration: limits
+                        withEncoderConfiguration: self.encoderConfiguration,
+                        withDecoderLimitConfiguration: self.decoderLimits
                     )
                     try sync.addHandler(ProxyHandler(router: self, loop: box.value))
                 }
@@ -159,7 +186,11 @@ public final class TrafficRouter: Sendable {
 
     /// Installs a new routing table at once: new requests follow it; in-flight ones finish on their backend.
     public func update(_ table: RoutingTable) {
-        let removed = self.routing.withLock { $0.update(table) }
+        let removed = self.routing.withLock { state in
+            let removed = state.update(table)
+            self.usesHeaders.store(Self.usesHeaders(state.compiled), ordering: .releasing)
+            return removed
+        }
         guard !removed.isEmpty else { return }
         // Side effect after the lock: close pooled idle connections to backends that left the table.
         let loops = self.lifecycle.withLock { state -> [NIOLoopBoundBox<LoopContext>] in
@@ -211,6 +242,15 @@ public final class TrafficRouter: Sendable {
     }
 
     // MARK: - Used by the handlers
+
+    private static func usesHeaders(_ compiled: CompiledTable) -> Bool {
+        !compiled.table.rules.isEmpty || compiled.stickyCookie != nil
+    }
+
+    /// Whether `route` looks at the request's headers (rules, sticky cookie).
+    var routingUsesHeaders: Bool {
+        self.usesHeaders.load(ordering: .acquiring)
+    }
 
     func route(_ headers: HTTPHeaders) -> RouteDecision? {
         let now = ContinuousClock.now

@@ -14,22 +14,22 @@ extension EndToEnd {
     struct SSHTargetDeploys {
         static let mountPoint = "/srv/slipway-e2e-hosts"
 
-        @Test("canary across two ssh hosts behind the built-in router: one host switches first, then both; status and the hosts agree",
-              .enabled(if: geteuid() == 0, "needs root for the hosts' mount namespaces"))
-        func canaryAcrossHosts() async throws {
-            try FileManager.default.createDirectory(atPath: Self.mountPoint, withIntermediateDirectories: true)
+        /// Two hosts (sshd on 127.0.0.2 and 127.0.0.3, each with its own `mountPoint`), a known_hosts file for
+        /// both, and a pipeline that releases `site/` and deploys it to them with `environment` (a YAML fragment
+        /// of the `production` environment after `target.ssh`'s common keys).
+        static func withTwoHosts(_ body: (_ roots: [String], _ pipeline: (_ extraSSH: String, _ environment: String) -> String, _ base: String) async throws -> Void) async throws {
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
             let base = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-ssh-hosts-\(UUID().uuidString.prefix(8))").path
             let roots = [base + "/a", base + "/b"]
             for root in roots { try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true) }
             defer { try? FileManager.default.removeItem(atPath: base) }
-            try await SSHDFixture.with(addresses: ["127.0.0.2", "127.0.0.3"], privateDirectories: roots.map { ($0, Self.mountPoint) }) { servers in
+            try await SSHDFixture.with(addresses: ["127.0.0.2", "127.0.0.3"], privateDirectories: roots.map { ($0, mountPoint) }) { servers in
                 let knownHosts = base + "/known_hosts"
                 try servers.map(\.knownHostsLine).joined(separator: "\n").appending("\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
-                let appPort = try DeployKit.freePort()
-                let listen = try DeployKit.freePort()
-                let hosts = servers.map { "\($0.user)@\($0.address):\($0.port)" }
-                let traffic = ""
-                let pipeline = """
+                let hosts = servers.map { "\"\($0.user)@\($0.address):\($0.port)\"" }.joined(separator: ", ")
+                let key = servers[0].clientKey
+                try await body(roots, { extraSSH, environment in
+                    """
                     name: ssh-e2e
                     jobs:
                       build:
@@ -42,20 +42,34 @@ extension EndToEnd {
                       production:
                         target:
                           ssh:
-                            hosts: [\(hosts.map { "\"\($0)\"" }.joined(separator: ", "))]
-                            identity: "\(servers[0].clientKey)"
+                            hosts: [\(hosts)]
+                            identity: "\(key)"
                             known-hosts: "\(knownHosts)"
-                            directory: \(Self.mountPoint)
+                            directory: \(mountPoint)
                             start: "nohup python3 -m http.server $PORT --bind $SLIPWAY_HOST > app.log 2>&1 < /dev/null & echo $! > app.pid"
                             stop: "if [ -f app.pid ]; then kill $(cat app.pid) 2>/dev/null; fi; true"
+                            health: { path: /healthz, interval: 200ms, deadline: 30s }
+                    \(extraSSH)
+                    \(environment)
+                    """
+                }, base)
+            }
+        }
+
+        @Test("canary across two ssh hosts behind the built-in router: one host switches first, then both; status and the hosts agree",
+              .enabled(if: geteuid() == 0, "needs root for the hosts' mount namespaces"))
+        func canaryAcrossHosts() async throws {
+            try await Self.withTwoHosts { roots, makePipeline, _ in
+                let appPort = try DeployKit.freePort()
+                let listen = try DeployKit.freePort()
+                let pipeline = makePipeline("""
                             app-port: \(appPort)
                             listen: \(listen)
-                            health: { path: /healthz, interval: 200ms, deadline: 30s }
-                        \(traffic)
+                    """, """
                         strategy:
                           canary:
                             steps: [ { weight: 50 }, { pause: 2s }, { weight: 100 } ]
-                    """
+                    """)
                 let box = try Sandbox(pipeline, files: ["site/index.html": "hello from 1.0.0\n", "site/healthz": "ok\n"])
                 defer { Task { _ = try? await box.slipway("down", timeout: 60) } }
 
@@ -91,14 +105,7 @@ extension EndToEnd {
         @Test("the same two ssh hosts behind a real HAProxy: Slipway sets server weights through its runtime API and judges by its counters",
               .enabled(if: geteuid() == 0, "needs root for the hosts' mount namespaces"))
         func canaryBehindHAProxy() async throws {
-            try FileManager.default.createDirectory(atPath: Self.mountPoint, withIntermediateDirectories: true)
-            let base = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-ssh-haproxy-\(UUID().uuidString.prefix(8))").path
-            let roots = [base + "/a", base + "/b"]
-            for root in roots { try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true) }
-            defer { try? FileManager.default.removeItem(atPath: base) }
-            try await SSHDFixture.with(addresses: ["127.0.0.2", "127.0.0.3"], privateDirectories: roots.map { ($0, Self.mountPoint) }) { servers in
-                let knownHosts = base + "/known_hosts"
-                try servers.map(\.knownHostsLine).joined(separator: "\n").appending("\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
+            try await Self.withTwoHosts { roots, makePipeline, base in
                 let appPort = try DeployKit.freePort()
                 let frontend = try DeployKit.freePort()
                 let socket = base + "/haproxy.sock"
@@ -133,33 +140,14 @@ extension EndToEnd {
                     Issue.record("HAProxy did not start: \((try? String(contentsOfFile: base + "/haproxy.log", encoding: .utf8)) ?? "")")
                     throw error
                 }
-                let hosts = servers.map { "\($0.user)@\($0.address):\($0.port)" }
-                let pipeline = """
-                    name: ssh-haproxy-e2e
-                    jobs:
-                      build:
-                        steps: [ { run: "echo $VERSION" } ]
-                        release: { name: site, version: "${{ env.VERSION }}", path: site }
-                      production:
-                        needs: [build]
-                        deploy: { environment: production }
-                    environments:
-                      production:
-                        target:
-                          ssh:
-                            hosts: [\(hosts.map { "\"\($0)\"" }.joined(separator: ", "))]
-                            identity: "\(servers[0].clientKey)"
-                            known-hosts: "\(knownHosts)"
-                            directory: \(Self.mountPoint)
-                            start: "nohup python3 -m http.server $PORT --bind $SLIPWAY_HOST > app.log 2>&1 < /dev/null & echo $! > app.pid"
-                            stop: "if [ -f app.pid ]; then kill $(cat app.pid) 2>/dev/null; fi; true"
+                let pipeline = makePipeline("""
                             app-port: \(appPort)
-                            health: { path: /healthz, interval: 200ms, deadline: 30s }
+                    """, """
                         traffic: { haproxy: { socket: "\(socket)", backend: app } }
                         strategy:
                           canary:
                             steps: [ { weight: 50 }, { pause: 3s }, { weight: 100 } ]
-                    """
+                    """)
                 let box = try Sandbox(pipeline, files: ["site/index.html": "hello from 1.0.0\n", "site/healthz": "ok\n"])
                 defer { Task { _ = try? await box.slipway("down", timeout: 60) } }
                 let first = try await box.run("--env", "VERSION=1.0.0", timeout: 120)
