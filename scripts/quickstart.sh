@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Quick start: installs what the build needs (when missing), builds Slipway, runs the example pipeline.
+# Quick start: installs what the build needs (when missing), builds Slipway, runs `slipway demo` (a whole
+# delivery: build, release, canary with analysis, automatic rollback), then the example pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 swift build -c release --product slipway
 bin=".build/release/slipway"
+echo "== slipway demo"
+"$bin" demo
+echo
 echo "== slipway validate examples/shop/slipway.yml"
 "$bin" validate examples/shop/slipway.yml
 echo "== slipway run --file examples/shop/slipway.yml"
