@@ -29,6 +29,8 @@ public enum AnalysisJudge {
     /// otherwise turn a 1 % test into a ~3 % one, measured by the A/A tests). Looks are counted from the first
     /// one with enough data (`canCompare`), so early, inconclusive looks spend nothing.
     public static let alpha = 0.01
+    /// Canary/baseline mean latency ratio needed before a significant increase fails.
+    public static let latencyAllowedIncrease = 1.1
 
     /// Enough canary traffic for a baseline comparison (below it the comparisons are Inconclusive).
     public static func canCompare(_ canary: TrafficWindow) -> Bool {
@@ -56,8 +58,10 @@ public enum AnalysisJudge {
             case "request-rate":
                 comparison = LatencyComparison.compare(canary: [Double(canary.requests) / max(canary.seconds, 1e-9)], baseline: [Double(baseline.requests) / max(baseline.seconds, 1e-9)], config: .init(direction: .decrease))
             default:
+                // A latency increase must also matter: at least 10 % in the mean (Kayenta's allowedIncrease), so a
+                // fresh process's colder caches (+0.04 ms on a 1 ms service, seen in bench/deploy.sh) do not roll back.
                 comparison = LatencyComparison.compare(canary: canary.latencies, baseline: baseline.latencies,
-                                                       config: .init(confidenceLevel: 1 - 2 * alpha(look: look)))
+                                                       config: .init(confidenceLevel: 1 - 2 * alpha(look: look), allowedIncrease: latencyAllowedIncrease))
             }
             let outcome: Measurement.Outcome = switch comparison.verdict {
             case .high: .fail
