@@ -86,3 +86,20 @@ import Testing
         #expect(median <= 30, "median time to rollback \(median) s; times \(times)")
     }
 }
+
+extension AATests {
+    @Test("a latency increase that is significant but under 1 ms (a fresh process's colder first requests) passes; +40 ms fails")
+    func tinyLatencyShiftsPass() {
+        var traffic = Traffic(rng: SplitMix64(seed: 7))
+        let check = MetricCheck(name: "latency", source: .router(metric: "latency-p99"), compareBaseline: true)
+        func window(_ medianMs: Double, _ n: Int) -> TrafficWindow {
+            TrafficWindow(requests: n, errors: 0, latencies: (0..<n).map { _ in traffic.request(errorRate: 0, medianMs: medianMs, sigma: 0.2).1 }, seconds: 10)
+        }
+        // Seen in bench/deploy.sh: 0.30 ms vs 0.19 ms means, clearly "significant", not worth a rollback.
+        let tiny = AnalysisJudge.judge(check, canary: window(0.30, 300), baseline: window(0.19, 1200))
+        #expect(tiny.outcome == .pass, "\(tiny.reason)")
+        #expect(tiny.reason.contains("under the 1 ms that counts"))
+        let slow = AnalysisJudge.judge(check, canary: window(40, 300), baseline: window(1, 1200))
+        #expect(slow.outcome == .fail, "\(slow.reason)")
+    }
+}
