@@ -87,6 +87,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     public let analysis: AnalysisPolicy?
     /// A release that ran irreversible changes (a schema migration) is never rolled back automatically.
     public let reversible: Bool
+    /// Rolling: stable instances that may be stopped before their replacements are healthy (nil or 0: none).
+    public private(set) var maxUnavailable: Int?
 
     public private(set) var phase: Phase = .starting
     public private(set) var stepIndex = 0
@@ -103,7 +105,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     var phaseBeforePause: Phase?
     var scaleDownAt: Double?
 
-    public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil, reversible: Bool = true) {
+    public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil, reversible: Bool = true, maxUnavailable: Int = 0) {
+        self.maxUnavailable = maxUnavailable > 0 ? maxUnavailable : nil
         self.stable = stable
         self.candidate = candidate
         self.instances = max(1, instances)
@@ -182,7 +185,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         case .rolling(let batch):
             let first = stable == nil ? instances : min(batch, instances)
             note("rolling: starting \(first) × \(candidate)")
-            return [.startInstances(version: candidate, count: first)]
+            return makeRoom() + [.startInstances(version: candidate, count: first)]
         case .blueGreen:
             note("blue-green: starting \(instances) × \(candidate) beside \(stable ?? "nothing")")
             return [.startInstances(version: candidate, count: instances)]
@@ -197,6 +200,15 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             note("canary: starting \(count) × \(candidate)")
             return [.startInstances(version: candidate, count: count)]
         }
+    }
+
+    /// Rolling with `max-unavailable` k > 0: stop up to k stable instances before the next batch starts, so a
+    /// batch replaces instead of adding (capacity dips by at most k); with k = 0 batches are added first.
+    mutating func makeRoom() -> [Action] {
+        guard let stable, let k = maxUnavailable, k > 0, stableInstances > 0 else { return [] }
+        let stop = min(k, stableInstances)
+        stableInstances -= stop
+        return [.stopInstances(version: stable, count: stop)]
     }
 
     func canaryInstances(forWeight weight: Int) -> Int {
@@ -221,12 +233,12 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             if stableInstances > 0 { weights[stable] = 100 - weights[candidate]! }
             actions.insert(.setWeights(weights), at: 0)
             note("rolling: \(candidateInstances) × \(candidate), \(stableInstances) × \(stable)")
-            if stableInstances == 0 {
+            if stableInstances == 0, candidateInstances >= instances {
                 phase = .promoted
                 return actions + [.finished(.promoted, "all \(instances) instances run \(candidate)")]
             }
             phase = .waitingHealthy
-            return actions + [.startInstances(version: candidate, count: min(instances, candidateInstances + batch))]
+            return actions + makeRoom() + [.startInstances(version: candidate, count: min(instances, candidateInstances + batch))]
         case .blueGreen(let autoPromote, _, let preAnalysis, _):
             guard stable != nil else { return promoteFully(now, reason: "first release") }
             phase = .stepping

@@ -213,8 +213,10 @@ public struct RolloutController: Sendable {
         case .ssh(let ssh): ssh.hosts.count
         }
         let (plan, policy, _) = Self.plan(for: chosen)
+        var maxUnavailable = 0
+        if case .rolling(_, let k) = chosen { maxUnavailable = k }
         let machine = RolloutStateMachine(stable: stable?.version == release.version ? nil : stable?.version, candidate: release.version,
-                                          instances: instances, plan: plan, analysis: policy, reversible: reversible)
+                                          instances: instances, plan: plan, analysis: policy, reversible: reversible, maxUnavailable: maxUnavailable)
         var desired = stable?.desired ?? DesiredEnvironment(config: config)
         desired.config = config
         if stable == nil { desired.versions = [:]; desired.weights = [:] }

@@ -169,3 +169,34 @@ struct RolloutStateMachineTests {
         #expect(m.phase == .promoted)
     }
 }
+
+extension RolloutStateMachineTests {
+    @Test func rollingWithMaxUnavailableReplacesInsteadOfAdding() {
+        var m = RolloutStateMachine(stable: "v1", candidate: "v2", instances: 4, plan: .rolling(batch: 1), maxUnavailable: 1)
+        let start = m.handle(.start(now: 0))
+        #expect(start == [.stopInstances(version: "v1", count: 1), .startInstances(version: "v2", count: 1)], "room first, then the batch")
+        var alive = 3 + 1
+        var candidates = 1
+        for step in 1...8 where m.phase != .promoted {
+            let actions = m.handle(.healthy(version: "v2", count: candidates, now: Double(step)))
+            for action in actions {
+                if case .stopInstances(_, let n) = action { alive -= n }
+                if case .startInstances(_, let n) = action { alive += n - candidates; candidates = n }
+            }
+            #expect(alive <= 4, "never more than the full size: \(alive)")
+            #expect(alive >= 3, "never more than max-unavailable (1) below it: \(alive)")
+        }
+        #expect(m.phase == .promoted)
+        #expect(m.candidateInstances == 4 && m.stableInstances == 0)
+    }
+
+    @Test func rollingWithAllUnavailableStillReachesFullSizeBeforePromoting() {
+        var m = RolloutStateMachine(stable: "v1", candidate: "v2", instances: 3, plan: .rolling(batch: 1), maxUnavailable: 3)
+        #expect(m.handle(.start(now: 0)) == [.stopInstances(version: "v1", count: 3), .startInstances(version: "v2", count: 1)])
+        let next = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(Self.finished(next) == nil, "1 of 3 is not promoted")
+        #expect(next.contains(.startInstances(version: "v2", count: 2)))
+        _ = m.handle(.healthy(version: "v2", count: 2, now: 2))
+        #expect(Self.finished(m.handle(.healthy(version: "v2", count: 3, now: 3))) == .promoted)
+    }
+}
