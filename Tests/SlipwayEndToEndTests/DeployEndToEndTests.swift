@@ -52,10 +52,10 @@ struct DeployProject {
         return try await box.slipway(["run", "--plain"] + box.outEnv + ["--env", "VERSION=\(version)"] + arguments, timeout: timeout)
     }
 
-    func launchShip(_ version: String, config: String = "") throws -> Launched {
+    func launchShip(_ version: String, config: String = "", arguments: [String] = ["--env", "LOAD=yes"]) throws -> Launched {
         try box.write("app/config", config + "\n# \(version)\n")
         try box.commit("v\(version)")
-        return try box.launch(["run", "--plain", "--env", "VERSION=\(version)"] + box.outEnv)
+        return try box.launch(["run", "--plain", "--env", "VERSION=\(version)"] + arguments + box.outEnv)
     }
 
     func get(_ path: String = "/") -> (status: Int, body: String)? { DeployKit.get(port: port, path) }
@@ -350,6 +350,45 @@ extension EndToEnd {
             #expect(project.sample(10) == ["hello from 1.0.0": 10])
             let finished = try await second.wait(timeout: 30)
             #expect(finished.status == 1, "the interrupted deploy reports the abort: \(finished)")
+        }
+
+        @Test("blue-green pre-promotion analysis on the preview port: a bad version is rolled back before production traffic ever reaches it")
+        func blueGreenPrePromotionAnalysis() async throws {
+            let previewPort = try DeployKit.freePort()
+            let project = try DeployProject(strategy: """
+                      blue-green:
+                        preview: \(previewPort)
+                        auto-promote: true
+                        scale-down-delay: 1s
+                        pre-promotion:
+                          interval: 1s
+                          failure-limit: 0
+                          inconclusive-limit: 30
+                          metrics:
+                            - { name: preview-errors, source: router, metric: error-rate, max: 5 }
+                """, extraJobs: """
+                  smoke:
+                    needs: [build]
+                    if: env.LOAD == 'yes'
+                    steps:
+                      - uses: slipway/load
+                        with: { url: "http://127.0.0.1:\(previewPort)/", rps: 50, duration: 8s }
+                """)
+            defer { Task { await project.down() } }
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+            let run = try project.launchShip("2.0.0", config: "error-percent=40")
+            // While v2 is judged on the preview port, production stays entirely on v1.
+            var production: [String: Int] = [:]
+            while run.process.isRunning, production.values.reduce(0, +) < 200 {
+                production[project.get()?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let result = try await run.wait(timeout: 90)
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stdout.contains("preview-errors: fail"), "\(result)")
+            #expect(production.keys.allSatisfy { $0 == "hello from 1.0.0" }, "production never saw v2: \(production)")
+            #expect(project.sample(5) == ["hello from 1.0.0": 5])
         }
 
         @Test("protection: a freeze window refuses deploys with when it ends; a branch filter refuses other branches")
