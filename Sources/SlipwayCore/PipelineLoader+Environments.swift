@@ -148,7 +148,7 @@ extension PipelineLoader {
                 checkKeys(b, allowed: Self.blueGreenKeys, context: "`blue-green`")
                 if let p = b["preview"], let v = integer(p, "`preview`") { spec.previewPort = v }
                 if let a = b["auto-promote"] { spec.autoPromote = bool(a, "`auto-promote`") ?? true }
-                if let d = b["scale-down-delay"], let v = duration(d, "`scale-down-delay`") { spec.scaleDownDelay = v }
+                if let d = b["scale-down-delay"], let v = duration(d, "`scale-down-delay`", allowZero: true) { spec.scaleDownDelay = v }
                 if let a = b["pre-promotion"] { spec.prePromotion = analysis(a) }
                 if let a = b["post-promotion"] { spec.postPromotion = analysis(a) }
             }
@@ -206,7 +206,7 @@ extension PipelineLoader {
         checkKeys(map, allowed: Self.analysisKeys, context: "`analysis`")
         var result = Analysis(metrics: [])
         if let n = map["interval"], let d = duration(n, "`interval`") { result.interval = d }
-        if let n = map["initial-delay"], let d = duration(n, "`initial-delay`") { result.initialDelay = d }
+        if let n = map["initial-delay"], let d = duration(n, "`initial-delay`", allowZero: true) { result.initialDelay = d }
         if let n = map["failure-limit"], let v = integer(n, "`failure-limit`") { result.failureLimit = max(0, v) }
         if let n = map["inconclusive-limit"], let v = integer(n, "`inconclusive-limit`") { result.inconclusiveLimit = max(0, v) }
         guard let metricsNode = map["metrics"], let sequence = metricsNode.sequence, !sequence.isEmpty else {

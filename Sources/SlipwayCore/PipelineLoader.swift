@@ -621,9 +621,10 @@ public struct PipelineLoader {
         }
     }
 
-    mutating func duration(_ node: Node, _ what: String) -> Duration? {
+    /// A positive duration (timeouts, intervals); `allowZero` for delays, where 0s means "none".
+    mutating func duration(_ node: Node, _ what: String, allowZero: Bool = false) -> Duration? {
         guard let s = scalarString(node, what) else { return nil }
-        guard let value = DurationParser.parse(s), value > .zero else {
+        guard let value = DurationParser.parse(s), value > .zero || (allowZero && value == .zero) else {
             error(node, "\(what): '\(s)' is not a duration", hint: "use a number with a unit: 500ms, 30s, 10m, 1h (or 1h30m)")
             return nil
         }

@@ -673,3 +673,25 @@ let referencePipeline = """
         #expect(TriggerMatcher.decide(pushOnly, event: "push", branch: "any/branch").matches)
     }
 }
+
+@Suite struct ZeroDelayTests {
+    @Test func delaysMayBeZeroButTimeoutsMayNot() throws {
+        let text = """
+            jobs:
+              a: { steps: [ { run: "true" } ] }
+            environments:
+              p:
+                target: { local: { instances: 1, command: "x", listen: 18001 } }
+                strategy:
+                  blue-green:
+                    scale-down-delay: 0s
+                    pre-promotion: { interval: 5s, initial-delay: 0s, metrics: [ { name: e, source: router, metric: error-rate, max: 1 } ] }
+            """
+        let pipeline = try load(text)
+        guard case .blueGreen(let bg) = pipeline.environments.first?.strategy else { Issue.record("not blue-green"); return }
+        #expect(bg.scaleDownDelay == .zero)
+        #expect(bg.prePromotion?.initialDelay == .zero)
+        let bad = PipelineLoader.load(text: "jobs:\n  a: { timeout: 0s, steps: [ { run: \"true\" } ] }\n", file: "slipway.yml")
+        #expect(bad.errors.contains { $0.message.contains("'0s' is not a duration") })
+    }
+}
