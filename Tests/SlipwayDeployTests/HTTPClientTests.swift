@@ -98,3 +98,20 @@ import SlipwayCore
         #expect(state.instances.count == 1)
     }
 }
+
+/// `slipway/load`: open loop — requests start on schedule even when the service is slow.
+@Suite struct LoadGeneratorTests {
+    @Test func keepsItsScheduleAgainstASlowServiceAndCountsErrors() async throws {
+        let backend = try await TestBackend.start(name: "slow")
+        // Each response takes 300 ms; a closed loop of one worker would manage ~3 requests in 1 s.
+        let slow = await LoadGenerator(url: "http://127.0.0.1:\(backend.port)/slow/300", rps: 40, duration: .seconds(1)).run()
+        #expect(slow.requests == 40, "\(slow.summary)")
+        #expect(slow.errors == 0)
+        #expect(slow.percentile(50) >= 300, "\(slow.summary)")
+        let failing = await LoadGenerator(url: "http://127.0.0.1:\(backend.port)/status/503", rps: 20, duration: .milliseconds(500)).run()
+        #expect(failing.requests == 10 && failing.errors == 10 && failing.statuses[503] == 10, "\(failing.summary)")
+        await backend.stop()
+        let refused = await LoadGenerator(url: "http://127.0.0.1:1/", rps: 10, duration: .milliseconds(300)).run()
+        #expect(refused.failures == 3 && refused.errorPercent == 100, "\(refused.summary)")
+    }
+}
