@@ -86,7 +86,7 @@ struct DemoCommand: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: root + "/slipway.yml") {
             throw CLIError.badInput("\(root) already holds a project; pass another --directory")
         }
-        for p in [port, stagingPort] where !Self.portIsFree(p) {
+        for p in [port, stagingPort] where await Self.answer(port: p) != nil {
             throw CLIError.badInput("port \(p) is in use; pick others with --port and --staging-port")
         }
         try FileManager.default.createDirectory(atPath: root + "/app", withIntermediateDirectories: true)
@@ -136,7 +136,7 @@ struct DemoCommand: AsyncParsableCommand {
                 }
             }
         }
-        let current = DeployKitProbe.get(port: port)
+        let current = await Self.answer(port: port)
         Terminal.print("")
         Terminal.print("production now answers: \(current ?? "nothing")")
         Terminal.print(Terminal.dim("finished in \(Terminal.formatDuration(Date().timeIntervalSince(started)))"))
@@ -151,8 +151,10 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    static func portIsFree(_ port: Int) -> Bool {
-        DeployKitProbe.get(port: port) == nil
+    /// The body `/` answers on a loopback port, or nil when nothing answers.
+    static func answer(port: Int) async -> String? {
+        guard let response = try? await HTTPClient().get("http://127.0.0.1:\(port)/", timeout: .seconds(2)) else { return nil }
+        return response.text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func git(_ arguments: [String], in directory: String) throws {
@@ -214,35 +216,5 @@ struct DemoCommand: AsyncParsableCommand {
         guard interesting.contains(where: { text.contains($0) }) else { return nil }
         let shortened = text.count > 220 ? String(text.prefix(217)) + "…" : text
         return "[\(job)] \(shortened)"
-    }
-}
-
-/// A blocking one-shot GET of `/` on loopback for the demo's last line and its port check.
-enum DeployKitProbe {
-    static func get(port: Int) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
-        let request = Array("GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            response += buffer[0..<n]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        return text.components(separatedBy: "\r\n\r\n").dropFirst().joined().trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -115,31 +115,6 @@ public struct RolloutController: Sendable {
 
     /// The agent's view of the environment; canary `match:` rules pin matching requests to `candidate`.
     func config(strategy: RolloutStrategy, candidate: String) throws(RolloutError) -> EnvironmentConfig {
-        if case .ssh(let ssh) = environment.target {
-            if case .blueGreen = strategy {
-                throw RolloutError("blue-green needs room for two full versions, and an ssh host runs one version at a time: use canary, rolling or recreate for '\(environment.name)'")
-            }
-            var listen = ssh.listen ?? 0
-            if case .router = environment.traffic {
-                guard let port = ssh.listen else {
-                    throw RolloutError("'\(environment.name)' routes its hosts through the built-in router: set `listen:` in `target.ssh` (the router's port)")
-                }
-                listen = port
-            }
-            var rules: [MatchRule] = []
-            var sticky: String?
-            if case .canary(let canary) = strategy {
-                sticky = canary.sticky ? "slipway-\(environment.name)" : nil
-                rules = canary.match.map { MatchRule(kind: $0.kind == .header ? .header : .cookie, name: $0.name, value: $0.value, version: candidate) }
-            }
-            return EnvironmentConfig(name: environment.name, listen: listen, command: "", probe: ProbeConfig(ssh.health), stopGrace: 0, stickyCookie: sticky, rules: rules)
-        }
-        guard case .local(let local) = environment.target else {
-            throw RolloutError("environment '\(environment.name)' has no target Slipway can deploy to")
-        }
-        if case .haproxy = environment.traffic {
-            throw RolloutError("'\(environment.name)': HAProxy traffic needs an ssh target (its servers are the hosts); a local target uses the built-in router")
-        }
         var rules: [MatchRule] = []
         var sticky: String?
         var previewPort: Int?
@@ -152,8 +127,26 @@ public struct RolloutController: Sendable {
         default:
             break
         }
-        return EnvironmentConfig(name: environment.name, listen: local.listen, previewPort: previewPort, command: local.command,
-                                 probe: ProbeConfig(local.health), stopGrace: local.stopGrace.seconds, stickyCookie: sticky, rules: rules)
+        switch environment.target {
+        case .ssh(let ssh):
+            if case .blueGreen = strategy {
+                throw RolloutError("blue-green needs room for two full versions, and an ssh host runs one version at a time: use canary, rolling or recreate for '\(environment.name)'")
+            }
+            var listen = ssh.listen ?? 0
+            if case .router = environment.traffic {
+                guard let port = ssh.listen else {
+                    throw RolloutError("'\(environment.name)' routes its hosts through the built-in router: set `listen:` in `target.ssh` (the router's port)")
+                }
+                listen = port
+            }
+            return EnvironmentConfig(name: environment.name, listen: listen, command: "", probe: ProbeConfig(ssh.health), stopGrace: 0, stickyCookie: sticky, rules: rules)
+        case .local(let local):
+            if case .haproxy = environment.traffic {
+                throw RolloutError("'\(environment.name)': HAProxy traffic needs an ssh target (its servers are the hosts); a local target uses the built-in router")
+            }
+            return EnvironmentConfig(name: environment.name, listen: local.listen, previewPort: previewPort, command: local.command,
+                                     probe: ProbeConfig(local.health), stopGrace: local.stopGrace.seconds, stickyCookie: sticky, rules: rules)
+        }
     }
 
     // MARK: Starting

@@ -64,9 +64,12 @@ struct SSHTargetOperator: Sendable {
     /// Installs and activates versions on hosts as assigned; returns the endpoints per version.
     func realise(_ desired: DesiredEnvironment, current: inout [String: String], candidate: String, releases: [String: (directory: String, digest: String)],
                  log: @Sendable (String) -> Void) async throws -> [String: [String]] {
-        // What the hosts run now, asked once per rollout (a previous rollout, or a human, may have changed it).
-        for host in target.hosts where current[host] == nil {
-            if let version = try await deployer.current(on: host) { current[host] = version }
+        // What the hosts run now, asked once per rollout (a previous rollout, or a human, may have changed it);
+        // after that the controller's own record is the truth, so no ssh round trip per step.
+        if current.isEmpty {
+            for host in target.hosts {
+                if let version = try await deployer.current(on: host) { current[host] = version }
+            }
         }
         var counts = desired.versions.map { (version: $0.key, count: $0.value.count) }
         counts.sort { a, b in a.version == candidate ? true : (b.version == candidate ? false : a.version < b.version) }
