@@ -68,6 +68,8 @@ public struct RunStateMachine: Sendable {
     /// Indices into `plan.instances` still pending, in plan order; kept small so a 1000-job DAG
     /// does not rescan finished work after every event.
     var pending: [Int] = []
+    /// Per instance: its job has no needs and no `if` (see `schedule`).
+    let plainInstances: [Bool]
     var running = 0
     var runningByJob: [String: Int] = [:]
 
@@ -79,6 +81,10 @@ public struct RunStateMachine: Sendable {
         for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
         self.ancestors = ancestors
         self.jobs = Dictionary(plan.pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let jobs = self.jobs
+        self.plainInstances = plan.instances.map { instance in
+            jobs[instance.jobID].map { $0.needs.isEmpty && $0.condition == nil } ?? false
+        }
         self.instanceIndex = Dictionary(plan.instances.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { first, _ in first })
         for instance in plan.instances {
             states[instance.key] = .pending
@@ -216,9 +222,18 @@ public struct RunStateMachine: Sendable {
         var progressed = true
         while progressed {
             progressed = false
+            var stillPending: [Int] = []
+            stillPending.reserveCapacity(pending.count)
             for index in pending {
+                // A job with no needs and no `if` can only wait while every slot is taken: skip the
+                // lookups, so a 1000-job wide DAG costs a pass of flags per event, not of dictionaries.
+                if running >= parallelism, !cancelling, plainInstances[index] {
+                    stillPending.append(index)
+                    continue
+                }
                 let instance = plan.instances[index]
                 guard states[instance.key] == .pending, let job = jobs[instance.jobID] else { continue }
+                stillPending.append(index)
                 // Wait until every need has a final result.
                 var needsOK = true
                 var ready = true
@@ -235,6 +250,7 @@ public struct RunStateMachine: Sendable {
                     let result: JobResult = cancelling ? .cancelled : .skipped
                     setState(instance.key, .finished(result, allowedFailure: false))
                     actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
+                    stillPending.removeLast()
                     progressed = true
                     continue
                 }
@@ -244,9 +260,10 @@ public struct RunStateMachine: Sendable {
                 setState(instance.key, .running(attempt: attempt))
                 let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
                 actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
+                stillPending.removeLast()
                 progressed = true
             }
-            pending.removeAll { states[plan.instances[$0].key] != .pending }
+            pending = stillPending
         }
         if running == 0, pending.isEmpty, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
             runFinished = true

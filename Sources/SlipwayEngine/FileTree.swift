@@ -32,36 +32,44 @@ public enum FileTree {
     /// files that exist. Plain POSIX calls: a workspace is made per job, and Foundation's file manager
     /// (errors as NSError, attribute dictionaries) showed up in profiles of wide pipelines.
     public static func copyContents(of source: String, into destination: String) throws {
-        try makeDirectories(destination)
+        // A directory made here is empty: no need to look for files to replace in it.
+        let fresh = mkdir(destination, 0o755) == 0
+        if !fresh { try makeDirectories(destination) }
         guard let dir = opendir(source) else { throw EngineError("cannot read \(source): \(String(cString: strerror(errno)))") }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
             if name == "." || name == ".." { continue }
-            let from = source + "/" + name, to = destination + "/" + name
-            var info = stat()
-            guard lstat(from, &info) == 0 else { continue }
-            var existing = stat()
-            let exists = lstat(to, &existing) == 0
-            switch info.st_mode & S_IFMT {
-            case S_IFDIR:
-                if exists, existing.st_mode & S_IFMT != S_IFDIR { unlink(to) }
-                try copyContents(of: from, into: to)
-            case S_IFREG:
-                if exists, existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) }
-                try copyFile(from, to, mode: info.st_mode & 0o7777)
-            case S_IFLNK:
-                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-                let length = readlink(from, &buffer, buffer.count - 1)
-                guard length >= 0 else { continue }
-                if exists {
-                    if existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) } else { unlink(to) }
-                }
-                buffer[length] = 0
-                guard symlink(buffer, to) == 0 else { throw EngineError("cannot create link \(to): \(String(cString: strerror(errno)))") }
-            default:
-                continue
+            try copyEntry(name, from: source, into: destination, fresh: fresh)
+        }
+    }
+
+    /// Copies one entry of `source` (a file, link or whole directory) into `destination`, replacing
+    /// what is there unless `fresh` says the destination is known to be empty.
+    static func copyEntry(_ name: String, from source: String, into destination: String, fresh: Bool = false) throws {
+        let from = source + "/" + name, to = destination + "/" + name
+        var info = stat()
+        guard lstat(from, &info) == 0 else { return }
+        var existing = stat()
+        let exists = !fresh && lstat(to, &existing) == 0
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR:
+            if exists, existing.st_mode & S_IFMT != S_IFDIR { unlink(to) }
+            try copyContents(of: from, into: to)
+        case S_IFREG:
+            if exists, existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) }
+            try copyFile(from, to, mode: info.st_mode & 0o7777)
+        case S_IFLNK:
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let length = readlink(from, &buffer, buffer.count - 1)
+            guard length >= 0 else { return }
+            if exists {
+                if existing.st_mode & S_IFMT == S_IFDIR { try FileManager.default.removeItem(atPath: to) } else { unlink(to) }
             }
+            buffer[length] = 0
+            guard symlink(buffer, to) == 0 else { throw EngineError("cannot create link \(to): \(String(cString: strerror(errno)))") }
+        default:
+            return
         }
     }
 
@@ -137,9 +145,16 @@ public enum FileTree {
 
     /// A file-system-safe, collision-free name for a job instance key such as "test (1, linux)".
     public static func safeName(_ key: String) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        let cleaned = String(key.map { allowed.contains($0) ? $0 : "_" })
-        if cleaned == key { return key }
+        // Called several times per job: bytes, not a Set of Characters.
+        func allowed(_ byte: UInt8) -> Bool {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"): true
+            default: false
+            }
+        }
+        if key.utf8.allSatisfy(allowed) { return key }
+        let cleaned = String(key.map { $0.isASCII && allowed($0.asciiValue!) ? $0 : "_" })
         return cleaned + "-" + CacheKey.hex(Data(key.utf8)).prefix(8)
     }
 }

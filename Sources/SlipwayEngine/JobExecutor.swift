@@ -13,6 +13,8 @@ struct AttemptContext: Sendable {
     var instance: JobInstance
     var jobRowID: Int64
     var attempt: Int
+    /// The attempt's row, inserted with the job's start; nil when that write failed.
+    var attemptRecord: AttemptRecord?
     var resolved: ResolvedJob
     var context: ExpressionContext
     /// Artifact directories of the jobs this one needs, copied into its workspace.
@@ -32,30 +34,41 @@ struct JobExecutor: Sendable {
     let releases: ReleaseService?
     let builtins: BuiltinSteps
     let deployments: DeployContext
+    /// This run's workspaces, reused from job to job.
+    let workspaces: WorkspacePool
 
     func runAttempt(_ a: AttemptContext) async -> AttemptOutcome {
         let key = a.instance.key
         let number = a.run.number
         control.clearJob(key)
         let attemptRecord: AttemptRecord
-        do {
-            attemptRecord = try store.insertAttempt(AttemptRecord(jobRowID: a.jobRowID, number: a.attempt))
-        } catch {
-            return .failed(.error(error.message), outputs: [:])
+        if let existing = a.attemptRecord {
+            attemptRecord = existing
+        } else {
+            do {
+                attemptRecord = try store.insertAttempt(AttemptRecord(jobRowID: a.jobRowID, number: a.attempt))
+            } catch {
+                return .failed(.error(error.message), outputs: [:])
+            }
         }
         var failure: AttemptFailure?
         var cancelled = false
         var outputs: [String: String] = [:]
         var processGroups: [pid_t] = []
-        let workspace = layout.workspace(number, job: key)
+        var workspace = layout.workspace(number, job: key)
+        var lease: WorkspacePool.Lease?
         let outputFile = layout.outputFile(number, job: key, attempt: a.attempt)
         defer {
-            // Background processes a step left behind end with the job.
-            for group in processGroups { _ = Glibc.kill(-group, SIGKILL) }
+            // Background processes a step left behind end with the job; a workspace one of them might
+            // still write to is not handed to another job.
+            var survivors = false
+            for group in processGroups where Glibc.kill(-group, SIGKILL) == 0 { survivors = true }
+            if let lease { workspaces.checkIn(lease, reusable: !survivors) }
         }
         do {
-            if access(workspace, F_OK) == 0 { try? FileManager.default.removeItem(atPath: workspace) }
-            try FileTree.copyContents(of: layout.snapshot(number), into: workspace)
+            let checkedOut = try workspaces.checkOut(name: FileTree.safeName(key))
+            lease = checkedOut
+            workspace = checkedOut.path
             for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
                 try FileTree.copyContents(of: directory, into: workspace)
             }

@@ -187,7 +187,9 @@ public final class RunEngine: Sendable {
         let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
                                    deployments: DeployContext(environments: Dictionary(pipeline.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                               specs: Dictionary(pipeline.jobs.compactMap { job in job.deploy.map { (job.id, $0) } }, uniquingKeysWith: { a, _ in a }),
-                                                              agentExecutable: agentExecutable))
+                                                              agentExecutable: agentExecutable),
+                                   workspaces: WorkspacePool(snapshot: layout.snapshot(run.number), root: layout.run(run.number) + "/ws",
+                                                             reuse: ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1"))
         var jobRows: [String: JobRecord] = [:]
         do {
             for job in try store.jobs(runID: run.id) { jobRows[job.key] = job }
@@ -223,12 +225,12 @@ public final class RunEngine: Sendable {
                         row.definition = String(decoding: Self.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
-                        try? store.updateJob(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"))
+                        let attemptRecord = try? store.startAttempt(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt)
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
                         }
-                        let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, resolved: resolved, context: context, upstreamArtifacts: upstream)
+                        let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, attemptRecord: attemptRecord, resolved: resolved, context: context, upstreamArtifacts: upstream)
                         let useCache = options.useCache && resolved.cacheInputs != nil
                         let needOutputs = Dictionary(uniqueKeysWithValues: (pipeline.job(instance.jobID)?.needs ?? []).map { need in
                             (need, plan.instances.filter { $0.jobID == need }.map { machine.outputs[$0.key] ?? [:] })
@@ -239,6 +241,11 @@ public final class RunEngine: Sendable {
                                 let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: snapshotIndex)
                                 cacheKey = computed
                                 if let outputs = cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)) {
+                                    if var record = attemptRecord {
+                                        record.status = .success
+                                        record.finishedAt = Date()
+                                        try? self.store.updateAttempt(record)
+                                    }
                                     return (key, attempt, .cacheHit(outputs: outputs), computed)
                                 }
                             }

@@ -20,6 +20,8 @@ public protocol RunStore: Sendable {
     func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)]
 
     func insertAttempt(_ attempt: AttemptRecord) throws(StoreError) -> AttemptRecord
+    /// The job row marked running, its event and the new attempt, in one transaction.
+    func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord
     func updateAttempt(_ attempt: AttemptRecord) throws(StoreError)
     func attempts(jobRowID: Int64) throws(StoreError) -> [AttemptRecord]
 

@@ -155,8 +155,21 @@ public final class SQLiteRunStore: RunStore {
     public func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError) {
         try write { db in
             try Self.update(job, in: db)
-            try db.execute(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)").execute(
                            arguments: [event.runID, event.at.timeIntervalSince1970, event.jobKey, event.kind, event.message])
+        }
+    }
+
+    public func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord {
+        try write { db in
+            try Self.update(job, in: db)
+            try db.cachedStatement(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)").execute(
+                           arguments: [event.runID, event.at.timeIntervalSince1970, event.jobKey, event.kind, event.message])
+            var record = AttemptRecord(jobRowID: job.id, number: attempt)
+            try db.cachedStatement(sql: "INSERT INTO attempt (job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)").execute(
+                           arguments: [record.jobRowID, record.number, record.status.rawValue, record.failure, record.startedAt.timeIntervalSince1970, record.finishedAt?.timeIntervalSince1970])
+            record.id = db.lastInsertedRowID
+            return record
         }
     }
 
@@ -166,10 +179,10 @@ public final class SQLiteRunStore: RunStore {
 
     static func update(_ job: JobRecord, in db: Database) throws {
         do {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE job SET status = ?, allowed_failure = ?, reason = ?, attempts = ?, outputs = ?, cache_key = ?, cache_components = ?, cache_hit = ?, definition = ?, started_at = ?, finished_at = ?
                 WHERE run_id = ? AND key = ?
-                """, arguments: [job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey, job.cacheComponents, job.cacheHit, job.definition, job.startedAt?.timeIntervalSince1970, job.finishedAt?.timeIntervalSince1970, job.runID, job.key])
+                """).execute(arguments: [job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey, job.cacheComponents, job.cacheHit, job.definition, job.startedAt?.timeIntervalSince1970, job.finishedAt?.timeIntervalSince1970, job.runID, job.key])
         }
     }
 
@@ -202,7 +215,7 @@ public final class SQLiteRunStore: RunStore {
 
     public func insertAttempt(_ attempt: AttemptRecord) throws(StoreError) -> AttemptRecord {
         try write { db in
-            try db.execute(sql: "INSERT INTO attempt (job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO attempt (job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)").execute(
                            arguments: [attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt.timeIntervalSince1970, attempt.finishedAt?.timeIntervalSince1970])
             var attempt = attempt
             attempt.id = db.lastInsertedRowID
@@ -212,7 +225,7 @@ public final class SQLiteRunStore: RunStore {
 
     public func updateAttempt(_ attempt: AttemptRecord) throws(StoreError) {
         try write { db in
-            try db.execute(sql: "UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?",
+            try db.cachedStatement(sql: "UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?").execute(
                            arguments: [attempt.status.rawValue, attempt.failure, attempt.finishedAt?.timeIntervalSince1970, attempt.id])
         }
     }
@@ -227,7 +240,7 @@ public final class SQLiteRunStore: RunStore {
 
     public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
         try write { db in
-            try db.execute(sql: "INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").execute(
                            arguments: [step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup, step.startedAt.timeIntervalSince1970, step.finishedAt?.timeIntervalSince1970])
             var step = step
             step.id = db.lastInsertedRowID
@@ -237,7 +250,7 @@ public final class SQLiteRunStore: RunStore {
 
     public func updateStep(_ step: StepRecord) throws(StoreError) {
         try write { db in
-            try db.execute(sql: "UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
+            try db.cachedStatement(sql: "UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?").execute(
                            arguments: [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt?.timeIntervalSince1970, step.id])
         }
     }
@@ -263,7 +276,7 @@ public final class SQLiteRunStore: RunStore {
 
     public func appendEvent(_ event: RunEventRecord) throws(StoreError) {
         try write { db in
-            try db.execute(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)").execute(
                            arguments: [event.runID, event.at.timeIntervalSince1970, event.jobKey, event.kind, event.message])
         }
     }
