@@ -60,7 +60,7 @@ public struct StepProcessError: Error, Sendable, CustomStringConvertible {
     public var description: String
 }
 
-/// Runs one command as a real process in its own process group, its output read on a dedicated thread
+/// Runs one command as a real process in its own process group, its output read on a dispatch thread
 /// (never blocking the concurrency pool). On timeout or cancellation the whole group gets SIGTERM, then
 /// SIGKILL after the grace period, so no child survives, however deep.
 public enum StepProcess {
@@ -93,6 +93,11 @@ public enum StepProcess {
         let sink: ProcessOutputSink
     }
 
+    /// Where output is read: a concurrent queue, so dispatch keeps a thread per running step and reuses
+    /// it for the next one (a new thread per step showed in profiles of wide pipelines); never the
+    /// concurrency pool, whose few threads these blocking reads would starve.
+    static let readers = DispatchQueue(label: "slipway.step-output", attributes: .concurrent)
+
     /// Starts the process and returns once it has ended and its output is drained. `onStart` gets the
     /// process group id before any output is read, so the caller can persist it.
     public static func run(
@@ -109,12 +114,10 @@ public enum StepProcess {
         let grace = configuration.gracePeriod
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
-                let thread = Thread {
+                readers.async {
                     let result = readUntilExit(spawned, timeout: timeout, grace: grace, control: control, sink: transfer.sink)
                     continuation.resume(returning: result)
                 }
-                thread.stackSize = 256 * 1024
-                thread.start()
             }
         } onCancel: {
             control.cancel()
