@@ -17,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .executableTarget(
@@ -27,7 +31,7 @@ let package = Package(
         .target(
             name: "SlipwayCLI",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy", "SlipwayServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -45,6 +49,7 @@ let package = Package(
             dependencies: [
                 "SlipwayCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -54,6 +59,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CSlipwaySystem"),
+        // `slipway serve`: webhooks, the run queue and the REST API on Hummingbird 2.
+        .target(
+            name: "SlipwayServer",
+            dependencies: [
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "SlipwayArtifacts",
             dependencies: [
@@ -77,6 +94,10 @@ let package = Package(
         .testTarget(name: "SlipwayDeployTests", dependencies: ["SlipwayDeploy", "SlipwayCore", "SlipwayTestSupport"], swiftSettings: strict),
         .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "SlipwayServerTests", dependencies: [
+            "SlipwayServer", "SlipwayStore", "SlipwayCore",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
         .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),

@@ -1,0 +1,251 @@
+import ArgumentParser
+import Foundation
+import SlipwayCore
+import SlipwayDeploy
+import SlipwayServer
+import SlipwayStore
+
+/// Options shared by the commands that work on a server's data directory.
+struct ServerDataOptions: ParsableArguments {
+    @Option(name: .customLong("data"), help: "The server's data directory (default: $SLIPWAY_DATA or ./.slipway-server).")
+    var data: String?
+
+    var directory: String {
+        let value = data ?? ProcessInfo.processInfo.environment["SLIPWAY_DATA"] ?? ".slipway-server"
+        return URL(fileURLWithPath: value).standardizedFileURL.path
+    }
+
+    func openStore() throws -> ServerStore {
+        do { return try SlipwayServer.openStore(ServerLayout(root: directory)) } catch { throw CLIError.failure(error.message) }
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the Slipway server: webhooks, the run queue and the API.",
+        discussion: "Stops gracefully on SIGTERM or Ctrl-C. After a crash, the next start resumes interrupted runs.")
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free one).")
+    var listen = "127.0.0.1:8400"
+
+    @OptionGroup var data: ServerDataOptions
+
+    @Option(help: "State database: sqlite://PATH (default: server.db in the data directory).")
+    var database: String?
+
+    @Option(help: "Runs executed at once (default: the number of cores, at least 2).")
+    var capacity: Int?
+
+    func validate() throws {
+        guard Self.address(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8400") }
+        if let database, !database.hasPrefix("sqlite://") {
+            throw ValidationError("--database \(database): only sqlite:// is supported by this build; PostgreSQL support is not there yet")
+        }
+        if let capacity, capacity < 1 { throw ValidationError("--capacity must be at least 1") }
+    }
+
+    static func address(_ value: String) -> (String, Int)? {
+        guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        let host = String(value[..<colon])
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    func run() async throws {
+        let (host, port) = Self.address(listen)!
+        let directory = data.directory
+        if let database, database != "sqlite://" + ServerLayout(root: directory).database {
+            throw CLIError.badInput("--database must be sqlite://\(ServerLayout(root: directory).database) in this build (the database lives in the data directory)")
+        }
+        let server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount))
+        do {
+            try await server.run { bound in
+                // The port file lets scripts (and tests) find a server started with port 0.
+                try? Data("\(bound)\n".utf8).write(to: URL(fileURLWithPath: directory + "/server.port"))
+                Terminal.print("slipway server listening on http://\(host):\(bound) (data: \(directory))")
+            }
+        } catch let error as ServerError {
+            throw CLIError.failure(error.message)
+        }
+    }
+}
+
+struct ProjectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "project",
+        abstract: "Add and list the server's projects.",
+        subcommands: [ProjectAddCommand.self, ProjectListCommand.self])
+}
+
+struct ProjectAddCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a project (a repository the server builds).")
+
+    @Argument(help: "Project name.") var name: String
+    @Option(help: "Repository URL or local path.") var repo: String
+    @Option(help: "Pipeline file in the repository.") var file = "slipway.yml"
+    @Option(name: .customLong("webhook-secret-from-env"), help: "Environment variable of `slipway serve` holding the webhook secret.")
+    var secretVariable: String?
+    @OptionGroup var data: ServerDataOptions
+
+    func validate() throws {
+        guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), !name.hasPrefix(".") else {
+            throw ValidationError("project names use letters, digits, '-', '_' and '.' (not first), up to 100 characters")
+        }
+        if let secretVariable, secretVariable.isEmpty || !secretVariable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
+            throw ValidationError("--webhook-secret-from-env takes an environment variable name, e.g. SLIPWAY_HOOK_SECRET")
+        }
+        guard !file.isEmpty, !file.hasPrefix("/"), !file.split(separator: "/").contains("..") else {
+            throw ValidationError("--file must be a path inside the repository")
+        }
+    }
+
+    func run() throws {
+        let store = try data.openStore()
+        var repository = repo
+        // A local path is stored absolute, so the server finds it from any directory.
+        if !repo.contains("://"), !repo.contains("@"), FileManager.default.fileExists(atPath: repo) {
+            repository = URL(fileURLWithPath: repo).standardizedFileURL.path
+        }
+        do {
+            try store.addProject(ProjectRecord(name: name, repository: repository, file: file, secretVariable: secretVariable))
+        } catch {
+            throw CLIError.badInput(error.message)
+        }
+        Terminal.print("added project \(name): \(repository) (\(file))")
+        if let secretVariable {
+            Terminal.print("webhooks: POST /hooks/github or /hooks/gitea, signed with the secret in $\(secretVariable) of `slipway serve`")
+        }
+    }
+}
+
+struct ProjectListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the server's projects.")
+    @OptionGroup var data: ServerDataOptions
+
+    func run() throws {
+        let store = try data.openStore()
+        let projects: [ProjectRecord]
+        do { projects = try store.projects() } catch { throw CLIError.failure(error.message) }
+        if projects.isEmpty { Terminal.print("no projects; add one with `slipway project add NAME --repo URL`") }
+        for project in projects { Terminal.print("\(project.name)\t\(project.repository)\t\(project.file)") }
+    }
+}
+
+struct TokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Create and list API tokens.",
+        subcommands: [TokenCreateCommand.self, TokenListCommand.self])
+}
+
+struct TokenCreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create an API token; it is shown once and stored only as a hash.")
+
+    @Option(help: "viewer, developer, deployer, admin or runner.") var role: String
+    @Option(help: "A name to recognise the token by.") var name = "token"
+    @OptionGroup var data: ServerDataOptions
+
+    func validate() throws {
+        guard TokenRole(rawValue: role) != nil else {
+            throw ValidationError("--role must be one of \(TokenRole.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        let store = try data.openStore()
+        do {
+            let (record, secret) = try store.createToken(name: name, role: TokenRole(rawValue: role)!)
+            // The secret goes to stdout alone, so `TOKEN=$(slipway token create …)` works.
+            print(secret)
+            Terminal.error("created token #\(record.id) '\(record.name)' with role \(record.role.rawValue); it is not shown again")
+        } catch {
+            throw CLIError.failure(error.message)
+        }
+    }
+}
+
+struct TokenListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List API tokens (names and roles, never the secrets).")
+    @OptionGroup var data: ServerDataOptions
+
+    func run() throws {
+        let store = try data.openStore()
+        do {
+            for token in try store.tokens() { Terminal.print("#\(token.id)\t\(token.name)\t\(token.role.rawValue)") }
+        } catch { throw CLIError.failure(error.message) }
+    }
+}
+
+/// Options for commands that talk to a running server.
+struct ServerClientOptions: ParsableArguments {
+    @Option(help: "Server URL (default: $SLIPWAY_SERVER).") var server: String?
+    @Option(help: "API token (default: $SLIPWAY_TOKEN).") var token: String?
+
+    func resolved() throws -> (String, String) {
+        let environment = ProcessInfo.processInfo.environment
+        guard var url = server ?? environment["SLIPWAY_SERVER"], !url.isEmpty else {
+            throw CLIError.badInput("no server: pass --server URL or set SLIPWAY_SERVER")
+        }
+        while url.hasSuffix("/") { url.removeLast() }
+        guard let token = token ?? environment["SLIPWAY_TOKEN"], !token.isEmpty else {
+            throw CLIError.badInput("no token: pass --token or set SLIPWAY_TOKEN (create one with `slipway token create`)")
+        }
+        return (url, token)
+    }
+
+    /// The API's error message, or the status.
+    static func failure(_ response: SlipwayDeploy.HTTPResponse) -> String {
+        if let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
+           let error = object["error"] as? [String: Any], let message = error["message"] as? String {
+            return "server answered \(response.status): \(message)"
+        }
+        return "server answered \(response.status)"
+    }
+}
+
+struct TriggerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "trigger", abstract: "Queue a run of a project on a server.")
+
+    @Argument(help: "Project name.") var project: String
+    @Option(help: "Branch to build (default: the repository's HEAD).") var branch: String?
+    @Option(help: "Exact commit to build.") var commit: String?
+    @Option(help: "Event for `on:` (default: manual).") var event: String?
+    @Option(name: .customLong("input"), help: "Manual input NAME=VALUE (repeatable).") var inputs: [String] = []
+    @Flag(help: "Wait for the run to finish and exit with its result.") var wait = false
+    @OptionGroup var client: ServerClientOptions
+
+    func run() async throws {
+        let (url, token) = try client.resolved()
+        var body: [String: Any] = [:]
+        if let branch { body["branch"] = branch }
+        if let commit { body["commit"] = commit }
+        if let event { body["event"] = event }
+        let inputValues = try RunCommand.keyValues(inputs, option: "--input")
+        if !inputValues.isEmpty { body["inputs"] = inputValues }
+        let http = HTTPClient()
+        let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
+        let encodedName = project.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? project
+        let response: SlipwayDeploy.HTTPResponse
+        do {
+            response = try await http.request(method: .POST, url: "\(url)/api/projects/\(encodedName)/requests", headers: headers,
+                                              body: Array(try JSONSerialization.data(withJSONObject: body)), timeout: .seconds(10))
+        } catch { throw CLIError.failure("cannot reach \(url): \(error)") }
+        guard response.status == 202, let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
+              let id = object["id"] as? Int else {
+            throw CLIError(message: ServerClientOptions.failure(response), code: response.status == 400 || response.status == 404 ? 2 : 1)
+        }
+        Terminal.print("queued request \(id) for \(project)")
+        guard wait else { return }
+        while true {
+            try await Task.sleep(for: .milliseconds(300))
+            guard let reply = try? await http.get("\(url)/api/requests/\(id)", headers: headers),
+                  let state = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any], let status = state["status"] as? String else { continue }
+            if RunRequestRecord.finalStatuses.contains(status) {
+                let number = (state["runNumber"] as? Int).map { " (run #\($0))" } ?? ""
+                Terminal.print("request \(id): \(status)\(number)" + ((state["reason"] as? String).map { ": \($0)" } ?? ""))
+                if status != "success" { throw ExitCode(1) }
+                return
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Hummingbird
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+
+/// The JSON API under `/api`, `/health` and `/metrics`.
+struct APIController: Sendable {
+    let services: ServerServices
+    var store: ServerStore { services.store }
+
+    struct Health: Encodable {
+        var status = "ok"
+        var queued: Int
+        var running: Int
+    }
+
+    @Sendable func health(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        try JSONResponse.make(Health(queued: (try? store.queueDepth()) ?? 0, running: services.dispatcher.runningCount))
+    }
+
+    struct ProjectView: Encodable {
+        var name: String
+        var repository: String
+        var file: String
+        var webhookSecretVariable: String?
+        var webhookSecretSet: Bool
+        var createdAt: Date
+    }
+
+    func view(_ project: ProjectRecord) -> ProjectView {
+        ProjectView(name: project.name, repository: project.repository, file: project.file, webhookSecretVariable: project.secretVariable,
+                    webhookSecretSet: project.secretVariable.map { !(services.environment[$0] ?? "").isEmpty } ?? false, createdAt: project.createdAt)
+    }
+
+    @Sendable func projects(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        try JSONResponse.make(try guarded { try store.projects() }.map(view))
+    }
+
+    func project(named name: String?) throws -> ProjectRecord {
+        guard let name, let project = try guarded({ try store.project(named: name) }) else {
+            throw HTTPError(.notFound, message: "no project named '\(name ?? "")'")
+        }
+        return project
+    }
+
+    @Sendable func project(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        try JSONResponse.make(view(try project(named: context.parameters.get("project"))))
+    }
+
+    @Sendable func requests(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let limit = min(max(Int(request.uri.queryParameters.get("limit") ?? "") ?? 50, 1), 500)
+        return try JSONResponse.make(try guarded { try store.requests(project: project.name, limit: limit) })
+    }
+
+    struct TriggerBody: Decodable {
+        var branch: String?
+        var tag: String?
+        var commit: String?
+        var event: String?
+        var inputs: [String: String]?
+    }
+
+    @Sendable func trigger(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let buffer = try await request.body.collect(upTo: 64 * 1024)
+        var body = TriggerBody()
+        if buffer.readableBytes > 0 {
+            do { body = try JSONDecoder().decode(TriggerBody.self, from: Data(buffer: buffer)) } catch {
+                throw HTTPError(.badRequest, message: "the body must be a JSON object with optional branch, tag, commit, event, inputs (strings)")
+            }
+        }
+        let event = body.event ?? "manual"
+        guard TriggerMatcher.events.contains(event) else {
+            throw HTTPError(.badRequest, message: "unknown event '\(event)'; events are \(TriggerMatcher.events.joined(separator: ", "))")
+        }
+        if let commit = body.commit, commit.isEmpty || commit.count > 64 || !commit.allSatisfy(\.isHexDigit) {
+            throw HTTPError(.badRequest, message: "commit must be a hex commit id")
+        }
+        for name in [body.branch, body.tag].compactMap({ $0 }) where name.isEmpty || name.hasPrefix("-") || name.contains("..") || name.contains(where: { $0.isNewline || $0 == " " }) {
+            throw HTTPError(.badRequest, message: "'\(name)' is not a valid branch or tag name")
+        }
+        let inputs = body.inputs.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+        let queued = try guarded {
+            try store.enqueue(RunRequestRecord(project: project.name, event: event, branch: body.branch, tag: body.tag, commit: body.commit,
+                                               inputs: inputs, source: "api:\(context.token?.name ?? "?")"))
+        }
+        services.dispatcher.wake()
+        return try JSONResponse.make(queued, status: .accepted)
+    }
+
+    func requestRecord(_ context: ServerRequestContext) throws -> RunRequestRecord {
+        guard let id = context.parameters.get("id").flatMap(Int64.init), let record = try guarded({ try store.request(id: id) }) else {
+            throw HTTPError(.notFound, message: "no such request")
+        }
+        return record
+    }
+
+    @Sendable func request(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        try JSONResponse.make(try requestRecord(context))
+    }
+
+    @Sendable func cancel(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        var record = try requestRecord(context)
+        if record.isFinal { throw HTTPError(.conflict, message: "request \(record.id) already finished (\(record.status))") }
+        if record.status == "queued" {
+            record.status = "cancelled"
+            record.reason = "cancelled by \(context.token?.name ?? "?") before it started"
+            record.finishedAt = Date()
+            try guarded { try store.update(record) }
+        } else {
+            _ = services.dispatcher.cancel(request: record.id)
+        }
+        return try JSONResponse.make(record, status: .accepted)
+    }
+
+    func runStore(_ project: ProjectRecord) throws -> SQLiteRunStore {
+        let layout = services.layout.state(project.name)
+        guard FileManager.default.fileExists(atPath: layout.database) else { throw HTTPError(.notFound, message: "project '\(project.name)' has no runs yet") }
+        return try guarded { try SQLiteRunStore(path: layout.database) }
+    }
+
+    struct RunView: Encodable {
+        var number: Int64
+        var pipeline: String
+        var event: String
+        var branch: String?
+        var commit: String?
+        var status: String
+        var createdAt: Date
+        var finishedAt: Date?
+        var jobs: [JobView]?
+    }
+
+    struct JobView: Encodable {
+        var key: String
+        var status: String
+        var attempts: Int
+        var reason: String?
+        var cacheHit: Bool
+        var startedAt: Date?
+        var finishedAt: Date?
+    }
+
+    func view(_ run: RunRecord, jobs: [JobRecord]? = nil) -> RunView {
+        RunView(number: run.number, pipeline: run.pipelineName, event: run.event, branch: run.branch, commit: run.commit, status: run.status.rawValue,
+                createdAt: run.createdAt, finishedAt: run.finishedAt,
+                jobs: jobs?.map { JobView(key: $0.key, status: $0.status.rawValue, attempts: $0.attempts, reason: $0.reason, cacheHit: $0.cacheHit, startedAt: $0.startedAt, finishedAt: $0.finishedAt) })
+    }
+
+    @Sendable func runs(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let limit = min(max(Int(request.uri.queryParameters.get("limit") ?? "") ?? 50, 1), 500)
+        let runs = try runStore(project)
+        return try JSONResponse.make(try guarded { try runs.runs(limit: limit) }.map { view($0) })
+    }
+
+    func runRecord(_ context: ServerRequestContext) throws -> (SQLiteRunStore, RunRecord) {
+        let project = try project(named: context.parameters.get("project"))
+        let runs = try runStore(project)
+        guard let number = context.parameters.get("number").flatMap(Int64.init), let run = try guarded({ try runs.run(number: number) }) else {
+            throw HTTPError(.notFound, message: "no such run")
+        }
+        return (runs, run)
+    }
+
+    @Sendable func run(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let (runs, run) = try runRecord(context)
+        return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }))
+    }
+
+    /// Every step log of a run (or of `?job=KEY`), in order, each headed by its job and step.
+    @Sendable func logs(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let (runs, run) = try runRecord(context)
+        let only = request.uri.queryParameters.get("job")
+        var text = ""
+        let logRoot = (services.layout.state(try project(named: context.parameters.get("project")).name).run(run.number) + "/logs") as NSString
+        for job in try guarded({ try runs.jobs(runID: run.id) }) where only == nil || job.key == only {
+            for attempt in try guarded({ try runs.attempts(jobRowID: job.id) }) {
+                for step in try guarded({ try runs.steps(attemptID: attempt.id) }) {
+                    text += "== \(job.key) #\(attempt.number) · \(step.name) (\(step.status.rawValue))\n"
+                    // Only files inside this run's log directory are read, whatever the database says.
+                    let path = (step.logPath as NSString).standardizingPath
+                    guard path.hasPrefix(logRoot.standardizingPath + "/") else { continue }
+                    if let data = FileManager.default.contents(atPath: path) { text += String(decoding: data, as: UTF8.self) }
+                }
+            }
+        }
+        return JSONResponse.text(text)
+    }
+
+    struct TokenView: Encodable {
+        var id: Int64
+        var name: String
+        var role: String
+        var createdAt: Date
+    }
+
+    @Sendable func tokens(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        try JSONResponse.make(try guarded { try store.tokens() }.map { TokenView(id: $0.id, name: $0.name, role: $0.role.rawValue, createdAt: $0.createdAt) })
+    }
+
+    /// Prometheus text format.
+    @Sendable func metrics(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        var lines: [String] = []
+        lines.append("# HELP slipway_queue_depth Run requests waiting for the dispatcher.")
+        lines.append("# TYPE slipway_queue_depth gauge")
+        lines.append("slipway_queue_depth \((try? store.queueDepth()) ?? 0)")
+        lines.append("# HELP slipway_runs_running Runs executing now.")
+        lines.append("# TYPE slipway_runs_running gauge")
+        lines.append("slipway_runs_running \(services.dispatcher.runningCount)")
+        lines.append("# HELP slipway_webhook_deliveries_total Webhook deliveries by result.")
+        lines.append("# TYPE slipway_webhook_deliveries_total counter")
+        for (result, count) in ((try? store.deliveryCounts()) ?? [:]).sorted(by: { $0.key < $1.key }) {
+            lines.append("slipway_webhook_deliveries_total{result=\"\(result)\"} \(count)")
+        }
+        return JSONResponse.text(lines.joined(separator: "\n") + "\n", contentType: "text/plain; version=0.0.4")
+    }
+
+    /// Store failures are the server's fault (500), with the message; anything else passes through.
+    func guarded<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as StoreError {
+            throw HTTPError(.internalServerError, message: error.message)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import SlipwayEngine
+
+/// A bare mirror of a project's repository under the server's data directory; every run checks out its
+/// exact commit from it into a directory of its own.
+public struct RepositoryMirror: Sendable {
+    public let source: String
+    public let path: String
+
+    public init(source: String, path: String) {
+        self.source = source
+        self.path = path
+    }
+
+    /// Clones the mirror the first time, fetches (pruning deleted refs) after that.
+    public func update() throws(ServerError) {
+        if FileManager.default.fileExists(atPath: path + "/HEAD") {
+            try git(["git", "--git-dir", path, "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*"], in: "/")
+        } else {
+            let parent = (path as NSString).deletingLastPathComponent
+            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            try? FileManager.default.removeItem(atPath: path)
+            try git(["git", "clone", "--quiet", "--mirror", source, path], in: parent)
+        }
+    }
+
+    /// The full commit id a ref or (abbreviated) id names in the mirror.
+    public func resolve(_ revision: String) -> String? {
+        let output = Helper.run(["git", "--git-dir", path, "rev-parse", "--verify", "--quiet", revision + "^{commit}"], in: "/")
+        return output.status == 0 ? output.text : nil
+    }
+
+    public func hasCommit(_ commit: String) -> Bool { resolve(commit) == commit }
+
+    /// A work tree at `commit` in `directory` (replaced if it exists), sharing the mirror's objects.
+    public func checkout(_ commit: String, into directory: String) throws(ServerError) {
+        try? FileManager.default.removeItem(atPath: directory)
+        try git(["git", "clone", "--quiet", "--shared", "--no-checkout", path, directory], in: "/")
+        try git(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit], in: directory)
+    }
+
+    /// Files changed between two commits; from the root when `before` is unknown or missing.
+    public func changedFiles(from before: String?, to after: String) -> [String]? {
+        let arguments: [String]
+        if let before, before != String(repeating: "0", count: 40), hasCommit(before) {
+            arguments = ["git", "--git-dir", path, "diff", "--name-only", "-z", before, after]
+        } else {
+            arguments = ["git", "--git-dir", path, "diff-tree", "--root", "--no-commit-id", "--name-only", "-z", "-r", after]
+        }
+        let output = Helper.run(arguments, in: "/")
+        guard output.status == 0 else { return nil }
+        return output.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private func git(_ arguments: [String], in directory: String) throws(ServerError) {
+        let output = Helper.run(arguments, in: directory)
+        guard output.status == 0 else {
+            let detail = output.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw ServerError("`\(arguments.prefix(4).joined(separator: " "))…` failed: \(detail.isEmpty ? "exit \(output.status)" : detail)")
+        }
+    }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import SlipwayArtifacts
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+import Synchronization
+
+/// Where the server keeps things: `server.db`, a bare mirror per project, and per project the same
+/// state a local `.slipway/` holds (run database, logs, cache, releases) plus one checkout per run.
+public struct ServerLayout: Sendable {
+    public let root: String
+    public init(root: String) { self.root = root }
+
+    public var database: String { root + "/server.db" }
+    public func mirror(_ project: String) -> String { root + "/mirrors/" + FileTree.safeName(project) + ".git" }
+    public func state(_ project: String) -> DataLayout { DataLayout(root: root + "/projects/" + FileTree.safeName(project) + "/state") }
+    public func checkout(_ project: String, request: Int64) -> String { root + "/projects/" + FileTree.safeName(project) + "/checkouts/r\(request)" }
+}
+
+/// Takes queued run requests and runs them with the same engine as `slipway run`, in a checkout of the
+/// exact commit. Requests of one project run one at a time, in order; different projects in parallel up
+/// to `capacity`. Everything is in the database first: after a crash, `recover()` resumes interrupted
+/// runs and re-queues requests that had not started a run.
+public final class RunDispatcher: Sendable {
+    let store: ServerStore
+    let layout: ServerLayout
+    let capacity: Int
+    let secrets: [String: String]
+    private let wakeups = WakeSignal()
+    private let state = Mutex<(running: Int, projects: Set<String>, engines: [Int64: RunEngine])>((0, [], [:]))
+
+    public init(store: ServerStore, layout: ServerLayout, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), secrets: [String: String] = [:]) {
+        self.store = store
+        self.layout = layout
+        self.capacity = max(1, capacity)
+        self.secrets = secrets
+    }
+
+    /// Something was queued or finished: look at the queue now rather than at the next tick.
+    public func wake() { wakeups.signal() }
+
+    public var runningCount: Int { state.withLock { $0.running } }
+
+    /// Runs until cancelled. Interrupted work of an earlier process is picked up first.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for (request, resume) in recover() {
+                reserve(request.project)
+                group.addTask { await self.execute(request, resuming: resume) }
+            }
+            while !Task.isCancelled {
+                while state.withLock({ $0.running < capacity }) {
+                    let busy = state.withLock { $0.projects }
+                    guard let request = try? store.claimNext(excludingProjects: busy) else { break }
+                    reserve(request.project)
+                    group.addTask { await self.execute(request, resuming: nil) }
+                }
+                // A wake-up, or a tick: requests queued by another process (the CLI) are seen within 1 s.
+                await wakeups.wait(atMost: .seconds(1))
+            }
+        }
+    }
+
+    private func reserve(_ project: String) {
+        state.withLock { state in
+            state.running += 1
+            state.projects.insert(project)
+        }
+    }
+
+    /// Requests left `preparing` or `running` by a process that stopped: a started run is resumed,
+    /// anything else goes back to the queue.
+    func recover() -> [(RunRequestRecord, RunRecord)] {
+        var resumable: [(RunRequestRecord, RunRecord)] = []
+        for var request in (try? store.unfinishedClaims()) ?? [] {
+            let layout = layout.state(request.project)
+            if request.status == "running", let number = request.runNumber,
+               FileManager.default.fileExists(atPath: layout.database),
+               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), !run.status.isFinal,
+               FileManager.default.fileExists(atPath: self.layout.checkout(request.project, request: request.id)) {
+                resumable.append((request, run))
+                continue
+            }
+            if request.status == "running", let number = request.runNumber,
+               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), run.status.isFinal {
+                request.status = run.status.rawValue
+                request.finishedAt = run.finishedAt ?? Date()
+            } else {
+                request.status = "queued"
+                request.reason = "re-queued after the server restarted"
+            }
+            try? store.update(request)
+        }
+        return resumable
+    }
+
+    /// Cancels the run a request started, if it is running here.
+    public func cancel(request id: Int64) -> Bool {
+        guard let engine = state.withLock({ $0.engines[id] }) else { return false }
+        engine.control.cancel()
+        return true
+    }
+
+    func execute(_ claimed: RunRequestRecord, resuming: RunRecord?) async {
+        var request = claimed
+        defer {
+            state.withLock { state in
+                state.running -= 1
+                state.projects.remove(request.project)
+                state.engines[request.id] = nil
+            }
+            wake()
+        }
+        do {
+            let finished = try await perform(&request, resuming: resuming)
+            request.status = finished.status.rawValue
+            request.runNumber = finished.number
+            request.finishedAt = Date()
+            try? FileManager.default.removeItem(atPath: layout.checkout(request.project, request: request.id))
+        } catch let outcome as Outcome {
+            request.status = outcome.status
+            request.reason = outcome.reason
+            request.finishedAt = Date()
+            try? FileManager.default.removeItem(atPath: layout.checkout(request.project, request: request.id))
+        } catch {
+            request.status = "error"
+            request.reason = "\(error)"
+            request.finishedAt = Date()
+        }
+        try? store.update(request)
+    }
+
+    /// A request that ended without a run (skipped by `on:`, or an error before the run started).
+    struct Outcome: Error {
+        var status: String
+        var reason: String
+    }
+
+    private func perform(_ request: inout RunRequestRecord, resuming: RunRecord?) async throws -> RunRecord {
+        guard let project = try store.project(named: request.project) else {
+            throw Outcome(status: "error", reason: "project '\(request.project)' no longer exists")
+        }
+        let projectState = layout.state(project.name)
+        try FileManager.default.createDirectory(atPath: projectState.root, withIntermediateDirectories: true)
+        let runs = try SQLiteRunStore(path: projectState.database)
+        let checkout = layout.checkout(project.name, request: request.id)
+        let requestID = request.id
+        let observer = RequestObserver { [store] run in
+            guard var current = try? store.request(id: requestID) else { return }
+            current.status = "running"
+            current.runNumber = run.number
+            try? store.update(current)
+        }
+        let engine = RunEngine(store: runs, layout: projectState, project: checkout, secrets: secrets, observer: observer,
+                               releases: ReleaseService(store: runs, dataRoot: projectState.root))
+        state.withLock { $0.engines[requestID] = engine }
+        if let resuming {
+            return try await engine.resume(run: resuming)
+        }
+
+        let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
+        do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
+        let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
+        guard let commit = mirror.resolve(revision) else {
+            throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
+        }
+        try mirror.checkout(commit, into: checkout)
+
+        let fileURL = URL(fileURLWithPath: checkout + "/" + project.file)
+        let loaded = PipelineLoader.load(contentsOf: fileURL, displayName: project.file)
+        guard let pipeline = loaded.pipeline else {
+            let errors = loaded.errors.prefix(10).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
+            throw Outcome(status: "error", reason: "\(project.file) at \(commit.prefix(12)) has errors: \(errors)")
+        }
+        var changed: [String]? = request.changedFiles.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+        if changed == nil {
+            if request.event == "pull_request", let base = request.branch.flatMap({ mirror.resolve("refs/heads/" + $0) }) {
+                let mergeBase = Helper.run(["git", "--git-dir", mirror.path, "merge-base", base, commit], in: "/")
+                changed = mirror.changedFiles(from: mergeBase.status == 0 ? mergeBase.text : nil, to: commit)
+            } else if request.event == "push" {
+                changed = mirror.changedFiles(from: mirror.resolve(commit + "~1"), to: commit)
+            }
+        }
+        let decision = TriggerMatcher.decide(pipeline.triggers, event: request.event, branch: request.branch, tag: request.tag, changedFiles: changed)
+        guard decision.matches else { throw Outcome(status: "skipped", reason: decision.reason) }
+        request.commit = commit
+        let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        let options = RunOptions(event: request.event, branch: request.branch, inputs: inputs,
+                                 parallelism: ProcessInfo.processInfo.activeProcessorCount, clean: true)
+        let text = (try? String(contentsOf: fileURL, encoding: .utf8)) ?? ""
+        return try await engine.start(pipeline: pipeline, pipelineText: text, options: options)
+    }
+}
+
+/// Records the run number on the request as soon as the engine has created the run.
+struct RequestObserver: RunObserver {
+    let started: @Sendable (RunRecord) -> Void
+    func progress(_ event: RunProgress) {
+        if case .runStarted(let run, _, _) = event { started(run) }
+    }
+}
+
+/// A wake-up that is not lost when it comes before anyone waits.
+final class WakeSignal: Sendable {
+    private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns at the next signal (or at once if one is pending), after `timeout`, or when cancelled.
+    func wait(atMost timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForSignal() }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            // Cancelling the loser unregisters the signal waiter (see `waitForSignal`).
+            group.cancelAll()
+        }
+    }
+
+    private func waitForSignal() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.pending || Task.isCancelled {
+                        state.pending = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume()
+        }
+    }
+}

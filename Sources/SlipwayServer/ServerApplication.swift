@@ -1,0 +1,151 @@
+import Foundation
+import Hummingbird
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+
+/// The request context: who is calling, once `TokenAuthenticator` has looked at the bearer token.
+public struct ServerRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var token: TokenRecord?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.token = nil
+    }
+
+    /// Webhook payloads are at most 25 MB at GitHub; API bodies are small.
+    public var maxUploadSize: Int { 25 * 1024 * 1024 }
+}
+
+/// What the routes share.
+public struct ServerServices: Sendable {
+    public let store: ServerStore
+    public let layout: ServerLayout
+    public let dispatcher: RunDispatcher
+    /// The server's environment, where webhook secrets are read from (by the variable a project names).
+    public let environment: [String: String]
+
+    public init(store: ServerStore, layout: ServerLayout, dispatcher: RunDispatcher, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.store = store
+        self.layout = layout
+        self.dispatcher = dispatcher
+        self.environment = environment
+    }
+}
+
+/// Every route, with the role it needs. `routeRoles` is the single source for both the router and
+/// the role × route test.
+public enum ServerRoutes {
+    public struct Route: Sendable {
+        public var method: HTTPRequest.Method
+        public var path: String
+        /// nil: no token needed (health; webhooks verify signatures instead).
+        public var role: TokenRole?
+    }
+
+    public static let all: [Route] = [
+        Route(method: .get, path: "/health", role: nil),
+        Route(method: .post, path: "/hooks/github", role: nil),
+        Route(method: .post, path: "/hooks/gitea", role: nil),
+        Route(method: .get, path: "/api/projects", role: .viewer),
+        Route(method: .get, path: "/api/projects/{project}", role: .viewer),
+        Route(method: .get, path: "/api/projects/{project}/requests", role: .viewer),
+        Route(method: .post, path: "/api/projects/{project}/requests", role: .developer),
+        Route(method: .get, path: "/api/requests/{id}", role: .viewer),
+        Route(method: .post, path: "/api/requests/{id}/cancel", role: .developer),
+        Route(method: .get, path: "/api/projects/{project}/runs", role: .viewer),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}", role: .viewer),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer),
+        Route(method: .get, path: "/api/tokens", role: .admin),
+        Route(method: .get, path: "/metrics", role: .viewer),
+    ]
+
+    public static func router(_ services: ServerServices) -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
+        let api = APIController(services: services)
+        let hooks = WebhookController(services: services)
+        router.addMiddleware { TokenAuthenticator(store: services.store) }
+        for route in all {
+            let handler = handler(for: route, api: api, hooks: hooks)
+            let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            if let role = route.role {
+                router.group().add(middleware: RoleRequirement(role: role)).on(path, method: route.method, use: handler)
+            } else {
+                router.on(path, method: route.method, use: handler)
+            }
+        }
+        return router
+    }
+
+    typealias Handler = @Sendable (Request, ServerRequestContext) async throws -> Response
+
+    static func handler(for route: Route, api: APIController, hooks: WebhookController) -> Handler {
+        switch (route.method, route.path) {
+        case (.get, "/health"): return api.health
+        case (.post, "/hooks/github"): return { try await hooks.receive(.github, $0, $1) }
+        case (.post, "/hooks/gitea"): return { try await hooks.receive(.gitea, $0, $1) }
+        case (.get, "/api/projects"): return api.projects
+        case (.get, "/api/projects/{project}"): return api.project
+        case (.get, "/api/projects/{project}/requests"): return api.requests
+        case (.post, "/api/projects/{project}/requests"): return api.trigger
+        case (.get, "/api/requests/{id}"): return api.request
+        case (.post, "/api/requests/{id}/cancel"): return api.cancel
+        case (.get, "/api/projects/{project}/runs"): return api.runs
+        case (.get, "/api/projects/{project}/runs/{number}"): return api.run
+        case (.get, "/api/projects/{project}/runs/{number}/logs"): return api.logs
+        case (.get, "/api/tokens"): return api.tokens
+        case (.get, "/metrics"): return api.metrics
+        default: return { _, _ in throw HTTPError(.notFound, message: "no such route") }
+        }
+    }
+}
+
+/// Looks up a bearer token when one is sent; a token that is sent but unknown is refused at once.
+struct TokenAuthenticator: RouterMiddleware {
+    let store: ServerStore
+
+    func handle(_ request: Request, context: ServerRequestContext, next: (Request, ServerRequestContext) async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.authorization] else { return try await next(request, context) }
+        guard header.hasPrefix("Bearer ") else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "send `Authorization: Bearer <token>` (see `slipway token create`)")
+        }
+        let value = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        guard let token = try? store.token(bearer: value) else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "unknown or revoked token")
+        }
+        var context = context
+        context.token = token
+        return try await next(request, context)
+    }
+}
+
+/// 401 without a token, 403 with a token whose role is not enough.
+struct RoleRequirement: RouterMiddleware {
+    let role: TokenRole
+
+    func handle(_ request: Request, context: ServerRequestContext, next: (Request, ServerRequestContext) async throws -> Response) async throws -> Response {
+        guard let token = context.token else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "this route needs a token with role \(role.rawValue) or higher")
+        }
+        guard token.role.allows(role) else {
+            throw HTTPError(.forbidden, message: "token '\(token.name)' has role \(token.role.rawValue); this route needs \(role.rawValue)")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// JSON responses with stable, sorted keys.
+enum JSONResponse {
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func text(_ text: String, contentType: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SlipwayStore
+
+/// `slipway serve`: the HTTP server and the run dispatcher as services of one service group, stopped
+/// gracefully on SIGTERM/SIGINT.
+public struct SlipwayServer: Sendable {
+    public var host: String
+    public var port: Int
+    public var layout: ServerLayout
+    public var capacity: Int
+
+    public init(host: String, port: Int, dataDirectory: String, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
+        self.host = host
+        self.port = port
+        self.layout = ServerLayout(root: dataDirectory)
+        self.capacity = capacity
+    }
+
+    /// Opens (or creates) the data directory's server database.
+    public static func openStore(_ layout: ServerLayout) throws(ServerError) -> ServerStore {
+        do {
+            try FileManager.default.createDirectory(atPath: layout.root, withIntermediateDirectories: true)
+        } catch {
+            throw ServerError("cannot create the data directory \(layout.root): \(error.localizedDescription)")
+        }
+        do { return try ServerStore(path: layout.database) } catch { throw ServerError(error.message) }
+    }
+
+    /// Runs until SIGTERM or SIGINT. `onListening` gets the bound port (useful with port 0).
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let store = try Self.openStore(layout)
+        let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity)
+        let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher)
+        var logger = Logger(label: "slipway.server")
+        logger.logLevel = .notice
+        let app = Application(
+            router: ServerRoutes.router(services),
+            configuration: .init(address: .hostname(host, port: port), serverName: "slipway"),
+            services: [DispatcherService(dispatcher: dispatcher)],
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+        try await app.runService()
+    }
+}
+
+/// The dispatcher as a service: on graceful shutdown it stops taking work.
+struct DispatcherService: Service {
+    let dispatcher: RunDispatcher
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await dispatcher.run() }
+    }
+}

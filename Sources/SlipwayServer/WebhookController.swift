@@ -1,0 +1,103 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SlipwayCore
+import SlipwayStore
+
+/// `POST /hooks/github` and `/hooks/gitea`: verify the signature, record the delivery once, queue a run.
+struct WebhookController: Sendable {
+    let services: ServerServices
+
+    struct Reply: Encodable {
+        var result: String
+        var reason: String?
+        var request: Int64?
+        var duplicate: Bool?
+    }
+
+    func receive(_ provider: WebhookProvider, _ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let bytes = Data(buffer: body)
+        guard let eventName = request.headers[HTTPField.Name(provider.eventHeader)!], !eventName.isEmpty else {
+            throw HTTPError(.badRequest, message: "missing \(provider.eventHeader) header")
+        }
+        let event: WebhookEvent
+        do { event = try WebhookEvent.parse(event: eventName, body: bytes) } catch {
+            throw HTTPError(.badRequest, message: "cannot read the \(eventName) payload: \(error.message)")
+        }
+        let project = try findProject(for: event, query: request.uri.queryParameters.get("project"))
+        // The secret lives in the server's environment, under the name the project gives.
+        guard let variable = project.secretVariable, let secret = services.environment[variable], !secret.isEmpty else {
+            throw HTTPError(.unauthorized, message: "project '\(project.name)' has no webhook secret configured; add it with --webhook-secret-from-env")
+        }
+        let signature = request.headers[HTTPField.Name(provider.signatureHeader)!]
+        guard WebhookSignature.verify(body: bytes, secret: secret, header: signature, provider: provider) else {
+            throw HTTPError(.unauthorized, message: "bad or missing \(provider.signatureHeader) signature")
+        }
+        // Without a delivery id, the body's digest stands in: the same payload twice is the same delivery.
+        let deliveryID = request.headers[HTTPField.Name(provider.deliveryHeader)!].map { "\(provider.rawValue):\($0)" }
+            ?? "\(provider.rawValue):sha256:\(SHA256.hash(data: bytes).hexString)"
+        var runRequest: RunRequestRecord?
+        let result: String
+        var reason: String?
+        switch event.trigger {
+        case .start(let name, let branch, let tag, let commit, let changedFiles):
+            let files = changedFiles.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+            runRequest = RunRequestRecord(project: project.name, event: name, branch: branch, tag: tag, commit: commit,
+                                          changedFiles: files, source: deliveryID)
+            result = "queued"
+        case .ignore(let why):
+            result = "ignored"
+            reason = why
+        }
+        let outcome: ServerStore.DeliveryOutcome
+        do {
+            outcome = try services.store.recordDelivery(id: deliveryID, project: project.name, event: eventName, result: result, request: runRequest)
+        } catch {
+            throw HTTPError(.internalServerError, message: "cannot record the delivery: \(error)")
+        }
+        switch outcome {
+        case .duplicate(let previous):
+            return try JSONResponse.make(Reply(result: previous, reason: "delivery \(deliveryID) was received before; nothing done again", duplicate: true))
+        case .accepted(let requestID):
+            if requestID != nil { services.dispatcher.wake() }
+            return try JSONResponse.make(Reply(result: result, reason: reason, request: requestID), status: requestID == nil ? .ok : .accepted)
+        }
+    }
+
+    /// The project a delivery is for: `?project=NAME`, or the one whose repository the payload names.
+    func findProject(for event: WebhookEvent, query: String?) throws -> ProjectRecord {
+        let projects: [ProjectRecord]
+        do { projects = try services.store.projects() } catch {
+            throw HTTPError(.internalServerError, message: error.message)
+        }
+        if let query {
+            guard let project = projects.first(where: { $0.name == query }) else {
+                throw HTTPError(.notFound, message: "no project named '\(query)'")
+            }
+            return project
+        }
+        let names = Set(event.repository.map(Self.normalized))
+        let matches = projects.filter { names.contains(Self.normalized($0.repository)) || names.contains(Self.ownerAndName($0.repository)) }
+        guard matches.count == 1 else {
+            throw HTTPError(.notFound, message: matches.isEmpty
+                ? "no project for repository \(event.repository.first ?? "?"); add one with `slipway project add`, or add ?project=NAME to the hook URL"
+                : "several projects use repository \(event.repository.first ?? "?"); add ?project=NAME to the hook URL")
+        }
+        return matches[0]
+    }
+
+    /// `https://host/owner/name.git`, `git@host:owner/name.git` and `owner/name` compare equal on owner/name.
+    static func normalized(_ address: String) -> String {
+        ownerAndName(address)
+    }
+
+    static func ownerAndName(_ address: String) -> String {
+        var value = address.trimmingCharacters(in: .whitespaces)
+        if value.hasSuffix("/") { value.removeLast() }
+        if value.hasSuffix(".git") { value.removeLast(4) }
+        let parts = value.split(whereSeparator: { $0 == "/" || $0 == ":" })
+        return parts.suffix(2).joined(separator: "/").lowercased()
+    }
+}
