@@ -22,19 +22,15 @@ struct WebhookController: Sendable {
         guard let eventName = request.headers[HTTPField.Name(provider.eventHeader)!], !eventName.isEmpty else {
             throw HTTPError(.badRequest, message: "missing \(provider.eventHeader) header")
         }
+        // With `?project=`, the signature is checked before the payload is parsed at all.
+        let named = try request.uri.queryParameters.get("project").map { try findProject(for: nil, query: $0) }
         let event: WebhookEvent
         do { event = try WebhookEvent.parse(event: eventName, body: bytes) } catch {
+            if let named { try verify(bytes, for: named, provider: provider, request: request) }
             throw HTTPError(.badRequest, message: "cannot read the \(eventName) payload: \(error.message)")
         }
-        let project = try findProject(for: event, query: request.uri.queryParameters.get("project"))
-        // The secret lives in the server's environment, under the name the project gives.
-        guard let variable = project.secretVariable, let secret = services.environment[variable], !secret.isEmpty else {
-            throw HTTPError(.unauthorized, message: "project '\(project.name)' has no webhook secret configured; add it with --webhook-secret-from-env")
-        }
-        let signature = request.headers[HTTPField.Name(provider.signatureHeader)!]
-        guard WebhookSignature.verify(body: bytes, secret: secret, header: signature, provider: provider) else {
-            throw HTTPError(.unauthorized, message: "bad or missing \(provider.signatureHeader) signature")
-        }
+        let project = try named ?? findProject(for: event, query: nil)
+        try verify(bytes, for: project, provider: provider, request: request)
         // Without a delivery id, the body's digest stands in: the same payload twice is the same delivery.
         let deliveryID = request.headers[HTTPField.Name(provider.deliveryHeader)!].map { "\(provider.rawValue):\($0)" }
             ?? "\(provider.rawValue):sha256:\(SHA256.hash(data: bytes).hexString)"
@@ -66,8 +62,19 @@ struct WebhookController: Sendable {
         }
     }
 
+    func verify(_ bytes: Data, for project: ProjectRecord, provider: WebhookProvider, request: Request) throws {
+        // The secret lives in the server's environment, under the name the project gives.
+        guard let variable = project.secretVariable, let secret = services.environment[variable], !secret.isEmpty else {
+            throw HTTPError(.unauthorized, message: "project '\(project.name)' has no webhook secret configured; add it with --webhook-secret-from-env")
+        }
+        let signature = request.headers[HTTPField.Name(provider.signatureHeader)!]
+        guard WebhookSignature.verify(body: bytes, secret: secret, header: signature, provider: provider) else {
+            throw HTTPError(.unauthorized, message: "bad or missing \(provider.signatureHeader) signature")
+        }
+    }
+
     /// The project a delivery is for: `?project=NAME`, or the one whose repository the payload names.
-    func findProject(for event: WebhookEvent, query: String?) throws -> ProjectRecord {
+    func findProject(for event: WebhookEvent?, query: String?) throws -> ProjectRecord {
         let projects: [ProjectRecord]
         do { projects = try services.store.projects() } catch {
             throw HTTPError(.internalServerError, message: error.message)
@@ -78,12 +85,13 @@ struct WebhookController: Sendable {
             }
             return project
         }
-        let names = Set(event.repository.map(Self.normalized))
+        let repository = event?.repository ?? []
+        let names = Set(repository.map(Self.normalized))
         let matches = projects.filter { names.contains(Self.normalized($0.repository)) || names.contains(Self.ownerAndName($0.repository)) }
         guard matches.count == 1 else {
             throw HTTPError(.notFound, message: matches.isEmpty
-                ? "no project for repository \(event.repository.first ?? "?"); add one with `slipway project add`, or add ?project=NAME to the hook URL"
-                : "several projects use repository \(event.repository.first ?? "?"); add ?project=NAME to the hook URL")
+                ? "no project for repository \(repository.first ?? "?"); add one with `slipway project add`, or add ?project=NAME to the hook URL"
+                : "several projects use repository \(repository.first ?? "?"); add ?project=NAME to the hook URL")
         }
         return matches[0]
     }
