@@ -1,0 +1,188 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SlipwayCore
+import SlipwayDeploy
+import Testing
+
+/// A real `slipway serve` process, a real git repository, real signed webhooks over HTTP.
+struct ServerKit {
+    let sandbox: Sandbox
+    let data: String
+    let secret = "e2e hook secret"
+
+    init(_ sandbox: Sandbox) {
+        self.sandbox = sandbox
+        self.data = sandbox.root + "/server"
+    }
+
+    func setUp() async throws -> String {
+        let added = try await sandbox.slipway("project", "add", "demo", "--repo", sandbox.repo, "--webhook-secret-from-env", "HOOK_SECRET", "--data", data)
+        #expect(added.status == 0, "\(added)")
+        let token = try await sandbox.slipway("token", "create", "--role", "developer", "--name", "e2e", "--data", data)
+        #expect(token.status == 0, "\(token)")
+        return token.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts the server on a free port and waits until it answers.
+    func start() async throws -> (Launched, Int) {
+        try? FileManager.default.removeItem(atPath: data + "/server.port")
+        let server = try sandbox.launch(["serve", "--listen", "127.0.0.1:0", "--data", data], env: ["HOOK_SECRET": secret])
+        try await DeployKit.waitUntil("the server's port file", timeout: 60) {
+            (try? String(contentsOfFile: data + "/server.port", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil
+        }
+        let port = Int(try String(contentsOfFile: data + "/server.port", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))!
+        try await DeployKit.waitUntil("the server to answer", timeout: 30) { DeployKit.get(port: port, "/health")?.status == 200 }
+        return (server, port)
+    }
+
+    /// GitHub's new-branch push payload, for `ref` at `commit` of the sandbox repository.
+    func pushPayload(ref: String, commit: String) throws -> Data {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../SlipwayCoreTests/Fixtures/webhooks/github/push-with-new-branch.payload.json").standardizedFileURL
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        object["ref"] = ref
+        object["after"] = commit
+        if var commits = object["commits"] as? [[String: Any]], !commits.isEmpty {
+            commits[0]["id"] = commit
+            object["commits"] = commits
+        }
+        return try JSONSerialization.data(withJSONObject: object)
+    }
+
+    func deliver(port: Int, body: Data, delivery: String, event: String = "push", signature: String? = nil) async throws -> SlipwayDeploy.HTTPResponse {
+        try await HTTPClient().request(method: .POST, url: "http://127.0.0.1:\(port)/hooks/github?project=demo", headers: [
+            ("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", signature ?? WebhookSignature.header(body: body, secret: secret, provider: .github)),
+        ], body: Array(body), timeout: .seconds(10))
+    }
+
+    func api(port: Int, token: String, _ path: String, post: Bool = false, body: String? = nil) async throws -> (Int, Any?) {
+        let response = try await HTTPClient().request(method: post ? .POST : .GET, url: "http://127.0.0.1:\(port)\(path)",
+                                                      headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")],
+                                                      body: body.map { Array($0.utf8) }, timeout: .seconds(10))
+        return (response.status, try? JSONSerialization.jsonObject(with: Data(response.body)))
+    }
+
+    /// Waits until request `id` has finished; returns it.
+    func finished(port: Int, token: String, request id: Int, timeout: Double = 60) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try await DeployKit.waitUntil("request \(id) to finish", timeout: timeout) {
+            guard let (_, json) = try? await api(port: port, token: token, "/api/requests/\(id)"), let object = json as? [String: Any] else { return false }
+            last = object
+            return ["success", "failure", "cancelled", "skipped", "error"].contains(object["status"] as? String ?? "")
+        }
+        return last
+    }
+}
+
+extension EndToEnd {
+    @Test func serverBuildsASignedPushAtItsCommitOnceAndSkipsWhatOnDoesNotMatch() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        try sandbox.write("slipway.yml", """
+            name: served
+            on:
+              push:
+                branches: [main]
+            jobs:
+              build:
+                steps:
+                  - run: echo "$SLIPWAY_COMMIT $SLIPWAY_BRANCH $SLIPWAY_EVENT" >> \(sandbox.outside)/builds
+              test:
+                needs: build
+                steps:
+                  - run: cat slipway.yml > /dev/null && echo tested >> \(sandbox.outside)/tests
+            """)
+        try sandbox.commit("served pipeline")
+        let commit = try sandbox.git("rev-parse", "HEAD").trimmingCharacters(in: .whitespacesAndNewlines)
+        let kit = ServerKit(sandbox)
+        let token = try await kit.setUp()
+        let (server, port) = try await kit.start()
+        defer { server.signal(SIGKILL) }
+
+        let body = try kit.pushPayload(ref: "refs/heads/main", commit: commit)
+        let bad = try await kit.deliver(port: port, body: body, delivery: "e2e-0", signature: "sha256=" + String(repeating: "0", count: 64))
+        #expect(bad.status == 401)
+        let first = try await kit.deliver(port: port, body: body, delivery: "e2e-1")
+        #expect(first.status == 202, "\(first.text)")
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: Any])?["request"] as? Int)
+        let request = try await kit.finished(port: port, token: token, request: id)
+        #expect(request["status"] as? String == "success", "\(request)")
+        #expect(request["runNumber"] as? Int == 1)
+        #expect(sandbox.lines("builds") == ["\(commit) main push"])
+        #expect(sandbox.count("tests") == 1)
+
+        let (status, run) = try await kit.api(port: port, token: token, "/api/projects/demo/runs/1")
+        #expect(status == 200)
+        let jobs = ((run as? [String: Any])?["jobs"] as? [[String: Any]]) ?? []
+        #expect(jobs.map { $0["status"] as? String } == ["success", "success"])
+        let logs = try await HTTPClient().request(method: .GET, url: "http://127.0.0.1:\(port)/api/projects/demo/runs/1/logs?job=build",
+                                                  headers: [("Authorization", "Bearer \(token)")], timeout: .seconds(10))
+        #expect(logs.status == 200)
+        #expect(!logs.text.contains("tested"))
+
+        // The same delivery again: answered, nothing started twice.
+        let again = try await kit.deliver(port: port, body: body, delivery: "e2e-1")
+        #expect(again.status == 200)
+        #expect(again.text.contains("\"duplicate\":true"))
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(sandbox.count("builds") == 1)
+
+        // A push to a branch `on:` does not list: recorded as skipped, with the reason.
+        try sandbox.git("checkout", "-q", "-b", "feature")
+        try sandbox.write("feature.txt", "x")
+        try sandbox.commit("feature")
+        let featureCommit = try sandbox.git("rev-parse", "HEAD").trimmingCharacters(in: .whitespacesAndNewlines)
+        let feature = try await kit.deliver(port: port, body: try kit.pushPayload(ref: "refs/heads/feature", commit: featureCommit), delivery: "e2e-2")
+        #expect(feature.status == 202)
+        let featureID = try #require((try JSONSerialization.jsonObject(with: Data(feature.body)) as? [String: Any])?["request"] as? Int)
+        let skipped = try await kit.finished(port: port, token: token, request: featureID)
+        #expect(skipped["status"] as? String == "skipped", "\(skipped)")
+        #expect((skipped["reason"] as? String ?? "").contains("feature"))
+        #expect(sandbox.count("builds") == 1)
+    }
+
+    @Test func serverKilledMidRunResumesItOnRestartWithoutRepeatingFinishedJobs() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        let number = Processes.uniqueSleep(300)
+        try sandbox.write("slipway.yml", """
+            name: resumable
+            on:
+              manual: {}
+            jobs:
+              first:
+                steps:
+                  - run: echo first >> \(sandbox.outside)/first
+              second:
+                needs: first
+                steps:
+                  - run: echo start >> \(sandbox.outside)/second-start; if [ ! -f \(sandbox.outside)/go ]; then sleep \(number); fi; echo done >> \(sandbox.outside)/second
+            """)
+        try sandbox.commit("resumable pipeline")
+        let kit = ServerKit(sandbox)
+        let token = try await kit.setUp()
+        var (server, port) = try await kit.start()
+        let (status, queued) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true, body: "{\"branch\": \"main\"}")
+        #expect(status == 202)
+        let id = try #require((queued as? [String: Any])?["id"] as? Int)
+        try await DeployKit.waitUntil("the second job to start", timeout: 60) { sandbox.count("second-start") == 1 }
+        server.signal(SIGKILL)
+        _ = try? await server.wait(timeout: 10)
+        // The next attempt of `second` must not wait for the sleep.
+        _ = FileManager.default.createFile(atPath: sandbox.outside + "/go", contents: nil)
+
+        (server, port) = try await kit.start()
+        defer { server.signal(SIGKILL) }
+        let request = try await kit.finished(port: port, token: token, request: id)
+        #expect(request["status"] as? String == "success", "\(request)")
+        #expect(request["runNumber"] as? Int == 1, "the interrupted run continues; no new run")
+        #expect(sandbox.count("first") == 1, "a finished job is not run again")
+        #expect(sandbox.count("second-start") == 2)
+        #expect(sandbox.count("second") == 1)
+        #expect(await Processes.survivors(number).isEmpty, "the interrupted step's process was ended")
+        let (_, run) = try await kit.api(port: port, token: token, "/api/projects/demo/runs/1")
+        let jobs = ((run as? [String: Any])?["jobs"] as? [[String: Any]]) ?? []
+        #expect(jobs.first(where: { $0["key"] as? String == "second" })?["attempts"] as? Int == 2)
+    }
+}
