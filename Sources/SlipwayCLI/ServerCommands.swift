@@ -37,12 +37,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Runs executed at once (default: the number of cores, at least 2).")
     var capacity: Int?
 
+    @Option(help: "On SIGTERM, how long runs in progress may go on before the server exits anyway (they resume on the next start).")
+    var grace = "30s"
+
     func validate() throws {
         guard Self.address(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8400") }
         if let database, !database.hasPrefix("sqlite://") {
             throw ValidationError("--database \(database): only sqlite:// is supported by this build; PostgreSQL support is not there yet")
         }
         if let capacity, capacity < 1 { throw ValidationError("--capacity must be at least 1") }
+        guard DurationParser.parse(grace) != nil else { throw ValidationError("--grace takes a duration such as 30s or 2m") }
     }
 
     static func address(_ value: String) -> (String, Int)? {
@@ -57,16 +61,23 @@ struct ServeCommand: AsyncParsableCommand {
         if let database, database != "sqlite://" + ServerLayout(root: directory).database {
             throw CLIError.badInput("--database must be sqlite://\(ServerLayout(root: directory).database) in this build (the database lives in the data directory)")
         }
-        let server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount))
+        let server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount),
+                                   grace: DurationParser.parse(grace)!)
         do {
-            try await server.run { bound in
+            try await server.run(onListening: { bound in
                 // The port file lets scripts (and tests) find a server started with port 0.
                 try? Data("\(bound)\n".utf8).write(to: URL(fileURLWithPath: directory + "/server.port"))
                 Terminal.print("slipway server listening on http://\(host):\(bound) (data: \(directory))")
-            }
+            }, onGraceExpired: { left in
+                // Everything is in the database already: exiting now is as safe as a crash, and the
+                // next start resumes these runs.
+                Terminal.error("grace period over with \(left) run(s) in progress; they resume on the next start")
+                Foundation.exit(0)
+            })
         } catch let error as ServerError {
             throw CLIError.failure(error.message)
         }
+        Terminal.print("slipway server stopped")
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import SlipwayArtifacts
 import SlipwayCore
 import SlipwayEngine
@@ -27,7 +28,7 @@ public final class RunDispatcher: Sendable {
     let capacity: Int
     let secrets: [String: String]
     private let wakeups = WakeSignal()
-    private let state = Mutex<(running: Int, projects: Set<String>, engines: [Int64: RunEngine])>((0, [], [:]))
+    private let state = Mutex<(running: Int, projects: Set<String>, engines: [Int64: RunEngine], draining: Bool)>((0, [], [:], false))
 
     public init(store: ServerStore, layout: ServerLayout, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), secrets: [String: String] = [:]) {
         self.store = store
@@ -41,14 +42,32 @@ public final class RunDispatcher: Sendable {
 
     public var runningCount: Int { state.withLock { $0.running } }
 
-    /// Runs until cancelled. Interrupted work of an earlier process is picked up first.
-    public func run() async {
+    /// Runs until cancelled, or until a graceful shutdown has drained: then it takes no more requests and
+    /// waits up to `grace` for the runs in progress. Runs still going after that are left as they are —
+    /// `onGraceExpired` is told (the server exits), and the next start resumes them as after a crash.
+    /// Interrupted work of an earlier process is picked up first.
+    public func run(grace: Duration = .seconds(30), onGraceExpired: @Sendable (Int) -> Void = { _ in }) async {
+        await withGracefulShutdownHandler {
+            await dispatch(grace: grace, onGraceExpired: onGraceExpired)
+        } onGracefulShutdown: {
+            self.state.withLock { $0.draining = true }
+            self.wake()
+        }
+    }
+
+    /// Stops taking requests; runs in progress go on.
+    public func drain() {
+        state.withLock { $0.draining = true }
+        wake()
+    }
+
+    private func dispatch(grace: Duration, onGraceExpired: @Sendable (Int) -> Void) async {
         await withDiscardingTaskGroup { group in
             for (request, resume) in recover() {
                 reserve(request.project)
                 group.addTask { await self.execute(request, resuming: resume) }
             }
-            while !Task.isCancelled {
+            while !Task.isCancelled, !state.withLock({ $0.draining }) {
                 while state.withLock({ $0.running < capacity }) {
                     let busy = state.withLock { $0.projects }
                     guard let request = try? store.claimNext(excludingProjects: busy) else { break }
@@ -57,6 +76,16 @@ public final class RunDispatcher: Sendable {
                 }
                 // A wake-up, or a tick: requests queued by another process (the CLI) are seen within 1 s.
                 await wakeups.wait(atMost: .seconds(1))
+            }
+            guard !Task.isCancelled else { return }
+            let deadline = ContinuousClock.now + grace
+            while runningCount > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+                await wakeups.wait(atMost: .milliseconds(200))
+            }
+            let left = runningCount
+            if left > 0 {
+                onGraceExpired(left)
+                group.cancelAll()
             }
         }
     }

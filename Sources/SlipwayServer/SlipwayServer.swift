@@ -11,12 +11,15 @@ public struct SlipwayServer: Sendable {
     public var port: Int
     public var layout: ServerLayout
     public var capacity: Int
+    /// How long a graceful shutdown waits for runs in progress.
+    public var grace: Duration
 
-    public init(host: String, port: Int, dataDirectory: String, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
+    public init(host: String, port: Int, dataDirectory: String, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), grace: Duration = .seconds(30)) {
         self.host = host
         self.port = port
         self.layout = ServerLayout(root: dataDirectory)
         self.capacity = capacity
+        self.grace = grace
     }
 
     /// Opens (or creates) the data directory's server database.
@@ -30,7 +33,9 @@ public struct SlipwayServer: Sendable {
     }
 
     /// Runs until SIGTERM or SIGINT. `onListening` gets the bound port (useful with port 0).
-    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// `onGraceExpired` is called with the number of runs still going when a graceful shutdown's grace
+    /// period is over; the caller typically exits, leaving them to be resumed by the next start.
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }, onGraceExpired: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let store = try Self.openStore(layout)
         let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity)
         let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher)
@@ -39,7 +44,7 @@ public struct SlipwayServer: Sendable {
         let app = Application(
             router: ServerRoutes.router(services),
             configuration: .init(address: .hostname(host, port: port), serverName: "slipway"),
-            services: [DispatcherService(dispatcher: dispatcher)],
+            services: [DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired)],
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
             logger: logger
         )
@@ -47,10 +52,12 @@ public struct SlipwayServer: Sendable {
     }
 }
 
-/// The dispatcher as a service: on graceful shutdown it stops taking work.
+/// The dispatcher as a service: on graceful shutdown it stops taking work and lets runs finish.
 struct DispatcherService: Service {
     let dispatcher: RunDispatcher
+    let grace: Duration
+    let onGraceExpired: @Sendable (Int) -> Void
     func run() async throws {
-        await cancelWhenGracefulShutdown { await dispatcher.run() }
+        await dispatcher.run(grace: grace, onGraceExpired: onGraceExpired)
     }
 }

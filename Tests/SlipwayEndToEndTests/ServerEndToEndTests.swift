@@ -26,9 +26,9 @@ struct ServerKit {
     }
 
     /// Starts the server on a free port and waits until it answers.
-    func start() async throws -> (Launched, Int) {
+    func start(_ extra: [String] = []) async throws -> (Launched, Int) {
         try? FileManager.default.removeItem(atPath: data + "/server.port")
-        let server = try sandbox.launch(["serve", "--listen", "127.0.0.1:0", "--data", data], env: ["HOOK_SECRET": secret])
+        let server = try sandbox.launch(["serve", "--listen", "127.0.0.1:0", "--data", data] + extra, env: ["HOOK_SECRET": secret])
         try await DeployKit.waitUntil("the server's port file", timeout: 60) {
             (try? String(contentsOfFile: data + "/server.port", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil
         }
@@ -184,5 +184,60 @@ extension EndToEnd {
         let (_, run) = try await kit.api(port: port, token: token, "/api/projects/demo/runs/1")
         let jobs = ((run as? [String: Any])?["jobs"] as? [[String: Any]]) ?? []
         #expect(jobs.first(where: { $0["key"] as? String == "second" })?["attempts"] as? Int == 2)
+    }
+
+    @Test func sigtermLetsRunsFinishWithinTheGraceAndLeavesLongerOnesToTheNextStart() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        let out = sandbox.outside
+        try sandbox.write("slipway.yml", """
+            name: graceful
+            on:
+              manual: {}
+            jobs:
+              slow:
+                steps:
+                  - run: echo start >> \(out)/start-$SLIPWAY_BRANCH; sleep 1.5; echo done >> \(out)/done-$SLIPWAY_BRANCH
+              gated:
+                needs: slow
+                steps:
+                  - run: for i in $(seq 1 300); do [ -f \(out)/go-$SLIPWAY_BRANCH ] && break; sleep 0.1; done; echo gated >> \(out)/gated-$SLIPWAY_BRANCH
+            """)
+        try sandbox.commit("graceful pipeline")
+        try sandbox.git("branch", "second")
+        _ = FileManager.default.createFile(atPath: out + "/go-main", contents: nil)
+        let kit = ServerKit(sandbox)
+        let token = try await kit.setUp()
+
+        // Enough grace: the run in progress finishes, then the server exits 0.
+        var (server, port) = try await kit.start(["--grace", "30s"])
+        let (_, first) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true, body: "{\"branch\": \"main\"}")
+        let firstID = try #require((first as? [String: Any])?["id"] as? Int)
+        try await DeployKit.waitUntil("the slow step to start", timeout: 60) { sandbox.count("start-main") == 1 }
+        server.signal(SIGTERM)
+        let stopped = try await server.wait(timeout: 30)
+        #expect(stopped.status == 0, "\(stopped)")
+        #expect(sandbox.count("done-main") == 1)
+        #expect(sandbox.count("gated-main") == 1, "the whole run finished before the server exited")
+
+        // Too little grace: the server exits with the run in progress; the next start finishes it.
+        (server, port) = try await kit.start(["--grace", "1s"])
+        let done = try await kit.finished(port: port, token: token, request: firstID)
+        #expect(done["status"] as? String == "success")
+        let (_, second) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true, body: "{\"branch\": \"second\"}")
+        let secondID = try #require((second as? [String: Any])?["id"] as? Int)
+        try await DeployKit.waitUntil("the slow step of the second run to finish", timeout: 60) { sandbox.count("done-second") == 1 }
+        let stopping = Date()
+        server.signal(SIGTERM)
+        let exited = try await server.wait(timeout: 30)
+        #expect(exited.status == 0, "\(exited)")
+        #expect(Date().timeIntervalSince(stopping) < 10)
+        #expect(sandbox.count("gated-second") == 0)
+        _ = FileManager.default.createFile(atPath: out + "/go-second", contents: nil)
+        (server, port) = try await kit.start()
+        defer { server.signal(SIGKILL) }
+        let resumed = try await kit.finished(port: port, token: token, request: secondID)
+        #expect(resumed["status"] as? String == "success", "\(resumed)")
+        #expect(sandbox.count("start-second") == 1, "the finished job is not run again")
+        #expect(sandbox.count("gated-second") == 1)
     }
 }
