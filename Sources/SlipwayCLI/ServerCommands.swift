@@ -96,9 +96,15 @@ struct ProjectAddCommand: ParsableCommand {
     @Option(help: "Pipeline file in the repository.") var file = "slipway.yml"
     @Option(name: .customLong("webhook-secret-from-env"), help: "Environment variable of `slipway serve` holding the webhook secret.")
     var secretVariable: String?
+    @Option(help: "Also poll the repository's branches with `git ls-remote` this often, e.g. 30s.") var poll: String?
     @OptionGroup var data: ServerDataOptions
 
     func validate() throws {
+        if let poll {
+            guard let interval = DurationParser.parse(poll), interval >= .seconds(1) else {
+                throw ValidationError("--poll takes a duration of at least 1s, e.g. 30s")
+            }
+        }
         guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), !name.hasPrefix(".") else {
             throw ValidationError("project names use letters, digits, '-', '_' and '.' (not first), up to 100 characters")
         }
@@ -118,7 +124,8 @@ struct ProjectAddCommand: ParsableCommand {
             repository = URL(fileURLWithPath: repo).standardizedFileURL.path
         }
         do {
-            try store.addProject(ProjectRecord(name: name, repository: repository, file: file, secretVariable: secretVariable))
+            let pollSeconds = poll.flatMap(DurationParser.parse).map { Int($0.components.seconds) }
+            try store.addProject(ProjectRecord(name: name, repository: repository, file: file, secretVariable: secretVariable, pollSeconds: pollSeconds))
         } catch {
             throw CLIError.badInput(error.message)
         }

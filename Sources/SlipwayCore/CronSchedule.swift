@@ -351,3 +351,27 @@ extension FreezeWindow {
         return schedule.window(containing: unixSeconds, duration: duration)
     }
 }
+
+/// When a server fires `on.schedule`. Stated policy for missed ticks (the server was down, or busy):
+/// they collapse into **one** run, for the latest missed minute — never a burst of catch-up runs, never
+/// none. A schedule seen for the first time starts from now: no run for ticks before it was known.
+public enum SchedulePolicy {
+    public enum Decision: Sendable, Equatable {
+        /// Fire the run for this minute (unix seconds) and remember it.
+        case fire(minute: Int64)
+        /// Nothing due; remember this minute as the baseline (first sighting).
+        case baseline(minute: Int64)
+        case wait
+    }
+
+    public static func decide(_ schedule: CronSchedule, lastFired: Int64?, now unixSeconds: Int64) -> Decision {
+        let currentMinute = unixSeconds - ((unixSeconds % 60) + 60) % 60
+        let latest = schedule.previous(atOrBefore: unixSeconds)
+        guard let lastFired else {
+            if let latest, latest == currentMinute { return .fire(minute: latest) }
+            return .baseline(minute: currentMinute)
+        }
+        if let latest, latest > lastFired { return .fire(minute: latest) }
+        return .wait
+    }
+}

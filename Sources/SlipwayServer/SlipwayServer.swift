@@ -44,7 +44,8 @@ public struct SlipwayServer: Sendable {
         let app = Application(
             router: ServerRoutes.router(services),
             configuration: .init(address: .hostname(host, port: port), serverName: "slipway"),
-            services: [DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired)],
+            services: [DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired),
+                       SchedulerService(scheduler: TriggerScheduler(store: store, layout: layout, wake: { dispatcher.wake() }))],
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
             logger: logger
         )
@@ -59,5 +60,13 @@ struct DispatcherService: Service {
     let onGraceExpired: @Sendable (Int) -> Void
     func run() async throws {
         await dispatcher.run(grace: grace, onGraceExpired: onGraceExpired)
+    }
+}
+
+/// Cron schedules and polling; stops taking new triggers on graceful shutdown.
+struct SchedulerService: Service {
+    let scheduler: TriggerScheduler
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await scheduler.run() }
     }
 }

@@ -11,13 +11,16 @@ public struct ProjectRecord: Sendable, Codable, Equatable {
     /// The name of the server's environment variable holding the webhook secret: the secret itself is
     /// never stored.
     public var secretVariable: String?
+    /// Poll the repository's branches with `git ls-remote` this often (seconds); nil: no polling.
+    public var pollSeconds: Int?
     public var createdAt: Date
 
-    public init(name: String, repository: String, file: String = "slipway.yml", secretVariable: String? = nil, createdAt: Date = Date()) {
+    public init(name: String, repository: String, file: String = "slipway.yml", secretVariable: String? = nil, pollSeconds: Int? = nil, createdAt: Date = Date()) {
         self.name = name
         self.repository = repository
         self.file = file
         self.secretVariable = secretVariable
+        self.pollSeconds = pollSeconds
         self.createdAt = createdAt
     }
 }
@@ -163,6 +166,21 @@ public final class ServerStore: Sendable {
                 CREATE INDEX run_request_by_project ON run_request(project, id);
                 """)
         }
+        migrator.registerMigration("server-v2-triggers") { db in
+            try db.execute(sql: """
+                ALTER TABLE project ADD COLUMN poll_seconds INTEGER;
+                CREATE TABLE ref_state (
+                    project TEXT NOT NULL,
+                    ref TEXT NOT NULL,
+                    "commit" TEXT NOT NULL,
+                    PRIMARY KEY (project, ref));
+                CREATE TABLE schedule_state (
+                    project TEXT NOT NULL,
+                    cron TEXT NOT NULL,
+                    last_minute INTEGER NOT NULL,
+                    PRIMARY KEY (project, cron));
+                """)
+        }
         return migrator
     }
 
@@ -181,14 +199,14 @@ public final class ServerStore: Sendable {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM project WHERE name = ?", arguments: [project.name]) == true {
                 throw StoreError("a project named '\(project.name)' already exists")
             }
-            try db.execute(sql: "INSERT INTO project (name, repository, file, secret_variable, created_at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [project.name, project.repository, project.file, project.secretVariable, project.createdAt.timeIntervalSince1970])
+            try db.execute(sql: "INSERT INTO project (name, repository, file, secret_variable, poll_seconds, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [project.name, project.repository, project.file, project.secretVariable, project.pollSeconds, project.createdAt.timeIntervalSince1970])
         }
     }
 
     static func projectRecord(_ row: Row) -> ProjectRecord {
         ProjectRecord(name: row["name"], repository: row["repository"], file: row["file"], secretVariable: row["secret_variable"],
-                      createdAt: Date(timeIntervalSince1970: row["created_at"]))
+                      pollSeconds: row["poll_seconds"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
     }
 
     public func projects() throws(StoreError) -> [ProjectRecord] {
@@ -337,6 +355,43 @@ public final class ServerStore: Sendable {
     /// Requests a previous server process was working on when it stopped.
     public func unfinishedClaims() throws(StoreError) -> [RunRequestRecord] {
         try read { db in try Row.fetchAll(db, sql: "SELECT * FROM run_request WHERE status IN ('preparing', 'running') ORDER BY id").map(Self.requestRecord) }
+    }
+
+    // MARK: Polling and schedules
+
+    /// The branch heads last seen by polling (ref → commit).
+    public func refStates(project: String) throws(StoreError) -> [String: String] {
+        try read { db in
+            var refs: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT ref, \"commit\" FROM ref_state WHERE project = ?", arguments: [project]) {
+                refs[row["ref"]] = row["commit"]
+            }
+            return refs
+        }
+    }
+
+    /// Replaces the remembered heads and queues the runs they cause, in one transaction: a restart
+    /// between the two can neither lose a push nor build it twice.
+    public func recordPoll(project: String, refs: [String: String], requests: [RunRequestRecord]) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "DELETE FROM ref_state WHERE project = ?", arguments: [project])
+            for (ref, commit) in refs {
+                try db.execute(sql: "INSERT INTO ref_state (project, ref, \"commit\") VALUES (?, ?, ?)", arguments: [project, ref, commit])
+            }
+            for request in requests { _ = try Self.insert(request, in: db) }
+        }
+    }
+
+    public func lastScheduled(project: String, cron: String) throws(StoreError) -> Int64? {
+        try read { db in try Int64.fetchOne(db, sql: "SELECT last_minute FROM schedule_state WHERE project = ? AND cron = ?", arguments: [project, cron]) }
+    }
+
+    /// Remembers the minute a schedule fired (or its baseline) and queues its run, in one transaction.
+    public func recordSchedule(project: String, cron: String, minute: Int64, request: RunRequestRecord?) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO schedule_state (project, cron, last_minute) VALUES (?, ?, ?)", arguments: [project, cron, minute])
+            if let request { _ = try Self.insert(request, in: db) }
+        }
     }
 
     public func queueDepth() throws(StoreError) -> Int {

@@ -407,3 +407,27 @@ private func parseError(_ text: String) -> CronError? {
         #expect(result.pipeline?.triggers.schedules == ["@daily", "*/15 9-17 * JAN-MAR mon-fri"])
     }
 }
+
+@Suite struct SchedulePolicyTests {
+    let everyFive = try! CronSchedule.parse("*/5 * * * *").get()
+    // 2026-11-23 06:00:00 UTC
+    let six: Int64 = 1_795_413_600
+
+    @Test func firstSightingStartsFromNowWithoutCatchingUp() {
+        #expect(SchedulePolicy.decide(everyFive, lastFired: nil, now: six + 7 * 60 + 12) == .baseline(minute: six + 7 * 60))
+        #expect(SchedulePolicy.decide(everyFive, lastFired: nil, now: six + 5 * 60 + 59) == .fire(minute: six + 5 * 60))
+    }
+
+    @Test func firesOncePerTickAndNeverTwice() {
+        #expect(SchedulePolicy.decide(everyFive, lastFired: six, now: six + 4 * 60 + 59) == .wait)
+        #expect(SchedulePolicy.decide(everyFive, lastFired: six, now: six + 5 * 60) == .fire(minute: six + 5 * 60))
+        // After firing (e.g. the server restarted within the same minute): nothing again.
+        #expect(SchedulePolicy.decide(everyFive, lastFired: six + 5 * 60, now: six + 5 * 60 + 30) == .wait)
+    }
+
+    @Test func missedTicksCollapseIntoOneRunForTheLatest() {
+        // Down from 06:00 to 06:23: ticks 06:05 … 06:20 were missed; one run, for 06:20.
+        #expect(SchedulePolicy.decide(everyFive, lastFired: six, now: six + 23 * 60) == .fire(minute: six + 20 * 60))
+        #expect(SchedulePolicy.decide(everyFive, lastFired: six + 20 * 60, now: six + 23 * 60) == .wait)
+    }
+}

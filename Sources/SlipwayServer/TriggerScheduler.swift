@@ -1,0 +1,123 @@
+import Foundation
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+import Synchronization
+
+/// Starts runs nobody pushed a webhook for: `on.schedule` cron entries (read from the pipeline file on the
+/// repository's default branch) and branch pushes seen by polling (`git ls-remote`) for projects with a
+/// poll interval. What it fired or saw is stored with the request it queues, in one transaction, so a
+/// restart neither repeats nor loses a run. See `SchedulePolicy` for missed ticks.
+public final class TriggerScheduler: Sendable {
+    let store: ServerStore
+    let layout: ServerLayout
+    let wake: @Sendable () -> Void
+    /// Wall-clock time (unix seconds) for cron; injected so tests choose the minute.
+    let now: @Sendable () -> Int64
+    private let state = Mutex<(lastPoll: [String: ContinuousClock.Instant], lastFetch: [String: ContinuousClock.Instant],
+                               pipelines: [String: (commit: String, schedules: [String])])>(([:], [:], [:]))
+
+    public init(store: ServerStore, layout: ServerLayout, now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
+                wake: @escaping @Sendable () -> Void = {}) {
+        self.store = store
+        self.layout = layout
+        self.now = now
+        self.wake = wake
+    }
+
+    /// Ticks every second until cancelled.
+    public func run(clock: some Clock<Duration> = ContinuousClock()) async {
+        while !Task.isCancelled {
+            tick()
+            try? await clock.sleep(for: .seconds(1))
+        }
+    }
+
+    /// One pass over every project; returns how many requests it queued.
+    @discardableResult
+    public func tick() -> Int {
+        var queued = 0
+        for project in (try? store.projects()) ?? [] {
+            if let seconds = project.pollSeconds, seconds > 0 {
+                let due = state.withLock { state -> Bool in
+                    if let last = state.lastPoll[project.name], ContinuousClock.now - last < .seconds(seconds) { return false }
+                    state.lastPoll[project.name] = .now
+                    return true
+                }
+                if due { queued += poll(project) }
+            }
+            queued += schedules(project)
+        }
+        if queued > 0 { wake() }
+        return queued
+    }
+
+    /// New or moved branch heads become push requests; the first poll of a project only sets the baseline.
+    func poll(_ project: ProjectRecord) -> Int {
+        let output = Helper.run(["git", "ls-remote", "--heads", "--", project.repository], in: "/")
+        guard output.status == 0 else { return 0 }
+        var heads: [String: String] = [:]
+        for line in output.text.split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1)
+            guard parts.count == 2, parts[0].count == 40 else { continue }
+            heads[String(parts[1])] = String(parts[0])
+        }
+        guard let known = try? store.refStates(project: project.name) else { return 0 }
+        var requests: [RunRequestRecord] = []
+        if !known.isEmpty {
+            for (ref, commit) in heads.sorted(by: { $0.key < $1.key }) where known[ref] != commit && ref.hasPrefix("refs/heads/") {
+                requests.append(RunRequestRecord(project: project.name, event: "push", branch: String(ref.dropFirst(11)), commit: commit,
+                                                 source: "poll:\(commit.prefix(12))"))
+            }
+        }
+        guard (try? store.recordPoll(project: project.name, refs: heads, requests: requests)) != nil else { return 0 }
+        return requests.count
+    }
+
+    /// The `on.schedule` entries of the pipeline on the default branch, re-read when that branch moves.
+    func schedules(_ project: ProjectRecord) -> Int {
+        let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
+        // The mirror is fetched by every run; a project that only has schedules is fetched once a minute
+        // here, so a changed `on.schedule` is seen.
+        let fetch = state.withLock { state -> Bool in
+            let hasSchedules = !(state.pipelines[project.name]?.schedules.isEmpty ?? true)
+            let stale = state.lastFetch[project.name].map { ContinuousClock.now - $0 >= .seconds(60) } ?? true
+            if !FileManager.default.fileExists(atPath: mirror.path + "/HEAD") || (hasSchedules && stale) {
+                state.lastFetch[project.name] = .now
+                return true
+            }
+            return false
+        }
+        if fetch { try? mirror.update() }
+        guard let head = mirror.resolve("HEAD") else { return 0 }
+        let cached = state.withLock { $0.pipelines[project.name] }
+        let entries: [String]
+        if let cached, cached.commit == head {
+            entries = cached.schedules
+        } else {
+            let shown = Helper.run(["git", "--git-dir", mirror.path, "show", "\(head):\(project.file)"], in: "/")
+            let text = shown.status == 0 ? String(decoding: shown.stdout, as: UTF8.self) : ""
+            entries = PipelineLoader.load(text: text, file: project.file).pipeline?.triggers.schedules ?? []
+            state.withLock { $0.pipelines[project.name] = (head, entries) }
+        }
+        guard !entries.isEmpty else { return 0 }
+        let branch = Helper.run(["git", "--git-dir", mirror.path, "symbolic-ref", "--short", "HEAD"], in: "/")
+        let now = now()
+        var queued = 0
+        for entry in entries {
+            guard case .success(let schedule) = CronSchedule.parse(entry) else { continue }
+            let last = try? store.lastScheduled(project: project.name, cron: entry)
+            switch SchedulePolicy.decide(schedule, lastFired: last ?? nil, now: now) {
+            case .fire(let minute):
+                let request = RunRequestRecord(project: project.name, event: "schedule", branch: branch.status == 0 ? branch.text : nil,
+                                               source: "schedule:\(entry)@\(minute)")
+                if (try? store.recordSchedule(project: project.name, cron: entry, minute: minute, request: request)) != nil { queued += 1 }
+            case .baseline(let minute):
+                try? store.recordSchedule(project: project.name, cron: entry, minute: minute, request: nil)
+            case .wait:
+                break
+            }
+        }
+        return queued
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import SlipwayCore
+import SlipwayEngine
+import SlipwayStore
+import Synchronization
+import Testing
+@testable import SlipwayServer
+
+/// Cron and polling against a real git repository and the real server database; the wall clock is injected.
+@Suite(.serialized) struct TriggerSchedulerTests {
+    let root: String
+    let repo: String
+    let layout: ServerLayout
+    let store: ServerStore
+    // 2026-11-23 06:00:00 UTC
+    static let six: Int64 = 1_795_413_600
+
+    init() throws {
+        root = NSTemporaryDirectory() + "slipway-scheduler-" + UUID().uuidString
+        repo = root + "/repo"
+        layout = ServerLayout(root: root + "/data")
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        store = try SlipwayServer.openStore(layout)
+        try git("init", "-q", "-b", "main")
+        try write("slipway.yml", """
+            name: nightly
+            on:
+              schedule:
+                - cron: "*/5 * * * *"
+              push: {}
+            jobs:
+              a:
+                steps:
+                  - run: "true"
+            """)
+        try git("add", "-A")
+        try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    }
+
+    func cleanUp() { try? FileManager.default.removeItem(atPath: root) }
+
+    func write(_ path: String, _ text: String) throws {
+        try Data(text.utf8).write(to: URL(fileURLWithPath: repo + "/" + path))
+    }
+
+    @discardableResult
+    func git(_ arguments: String...) throws -> String {
+        let output = Helper.run(["git"] + arguments, in: repo)
+        guard output.status == 0 else { throw ServerError("git \(arguments) failed: \(output.stderr)") }
+        return output.text
+    }
+
+    @Test func cronFiresOncePerTickAcrossRestartsAndCollapsesMissedTicks() throws {
+        defer { cleanUp() }
+        try store.addProject(ProjectRecord(name: "nightly", repository: repo))
+        let clock = Mutex<Int64>(Self.six + 2 * 60)
+        func scheduler() -> TriggerScheduler { TriggerScheduler(store: store, layout: layout, now: { clock.withLock { $0 } }) }
+        let first = scheduler()
+        #expect(first.tick() == 0, "06:02: first sighting sets the baseline")
+        clock.withLock { $0 = Self.six + 5 * 60 + 3 }
+        #expect(first.tick() == 1, "06:05 fires")
+        #expect(first.tick() == 0, "and only once")
+        // A new process (restart) within the same minute: nothing again.
+        #expect(scheduler().tick() == 0)
+        // Down until 06:31: 06:10 … 06:30 missed; one run, for 06:30.
+        clock.withLock { $0 = Self.six + 31 * 60 }
+        let afterRestart = scheduler()
+        #expect(afterRestart.tick() == 1)
+        #expect(afterRestart.tick() == 0)
+        let requests = try store.requests(project: "nightly")
+        #expect(requests.map(\.event) == ["schedule", "schedule"])
+        #expect(requests.map(\.branch) == ["main", "main"])
+        #expect(requests.first?.source == "schedule:*/5 * * * *@\(Self.six + 30 * 60)")
+    }
+
+    @Test func pollingQueuesMovedBranchHeadsOnlyAfterTheBaseline() throws {
+        defer { cleanUp() }
+        try store.addProject(ProjectRecord(name: "polled", repository: repo, pollSeconds: 1))
+        // No schedule in this pipeline: only polling counts.
+        try write("slipway.yml", "name: polled\njobs:\n  a:\n    steps:\n      - run: \"true\"\n")
+        try git("commit", "-q", "-a", "-m", "no schedule")
+        let scheduler = TriggerScheduler(store: store, layout: layout)
+        #expect(scheduler.poll(try #require(try store.project(named: "polled"))) == 0, "the first poll is the baseline")
+        try write("file.txt", "change")
+        try git("add", "-A")
+        try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "two")
+        try git("branch", "feature")
+        let head = try git("rev-parse", "HEAD")
+        let project = try #require(try store.project(named: "polled"))
+        #expect(scheduler.poll(project) == 2, "main moved and feature is new")
+        #expect(scheduler.poll(project) == 0, "nothing moved since")
+        let requests = try store.requests(project: "polled").sorted { ($0.branch ?? "") < ($1.branch ?? "") }
+        #expect(requests.map(\.branch) == ["feature", "main"])
+        #expect(requests.allSatisfy { $0.commit == head && $0.event == "push" })
+    }
+}
