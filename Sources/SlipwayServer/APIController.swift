@@ -19,6 +19,11 @@ struct APIController: Sendable {
         try JSONResponse.make(Health(queued: (try? store.queueDepth()) ?? 0, running: services.dispatcher.runningCount))
     }
 
+    @Sendable func openAPI(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: ServerRoutes.openAPIDocument(), options: [.sortedKeys])
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
     struct ProjectView: Encodable {
         var name: String
         var repository: String

@@ -40,26 +40,84 @@ public enum ServerRoutes {
     public struct Route: Sendable {
         public var method: HTTPRequest.Method
         public var path: String
-        /// nil: no token needed (health; webhooks verify signatures instead).
+        /// nil: no token needed (health, the API description; webhooks verify signatures instead).
         public var role: TokenRole?
+        public var summary: String
+        /// Statuses the route answers with, besides 401/403 for auth.
+        public var statuses: [Int]
+        /// Query parameters it reads.
+        public var query: [String] = []
+        /// Response media type.
+        public var produces = "application/json"
+        /// Whether it reads a JSON body.
+        public var body = false
     }
 
     public static let all: [Route] = [
-        Route(method: .get, path: "/health", role: nil),
-        Route(method: .post, path: "/hooks/github", role: nil),
-        Route(method: .post, path: "/hooks/gitea", role: nil),
-        Route(method: .get, path: "/api/projects", role: .viewer),
-        Route(method: .get, path: "/api/projects/{project}", role: .viewer),
-        Route(method: .get, path: "/api/projects/{project}/requests", role: .viewer),
-        Route(method: .post, path: "/api/projects/{project}/requests", role: .developer),
-        Route(method: .get, path: "/api/requests/{id}", role: .viewer),
-        Route(method: .post, path: "/api/requests/{id}/cancel", role: .developer),
-        Route(method: .get, path: "/api/projects/{project}/runs", role: .viewer),
-        Route(method: .get, path: "/api/projects/{project}/runs/{number}", role: .viewer),
-        Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer),
-        Route(method: .get, path: "/api/tokens", role: .admin),
-        Route(method: .get, path: "/metrics", role: .viewer),
+        Route(method: .get, path: "/health", role: nil, summary: "Liveness, queue depth and runs in progress", statuses: [200]),
+        Route(method: .get, path: "/openapi.json", role: nil, summary: "This API description (OpenAPI 3.1)", statuses: [200]),
+        Route(method: .post, path: "/hooks/github", role: nil, summary: "GitHub webhook (push, pull_request, ping), HMAC-SHA256 signed",
+              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true),
+        Route(method: .post, path: "/hooks/gitea", role: nil, summary: "Gitea webhook (push, pull_request), HMAC-SHA256 signed",
+              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true),
+        Route(method: .get, path: "/api/projects", role: .viewer, summary: "Projects", statuses: [200]),
+        Route(method: .get, path: "/api/projects/{project}", role: .viewer, summary: "One project", statuses: [200, 404]),
+        Route(method: .get, path: "/api/projects/{project}/requests", role: .viewer, summary: "Run requests of a project, newest first",
+              statuses: [200, 404], query: ["limit"]),
+        Route(method: .post, path: "/api/projects/{project}/requests", role: .developer,
+              summary: "Queue a run: {branch?, tag?, commit?, event? (default manual), inputs?}", statuses: [202, 400, 404], body: true),
+        Route(method: .get, path: "/api/requests/{id}", role: .viewer, summary: "One run request (status, run number, reason)", statuses: [200, 404]),
+        Route(method: .post, path: "/api/requests/{id}/cancel", role: .developer, summary: "Cancel a queued or running request", statuses: [202, 404, 409]),
+        Route(method: .get, path: "/api/projects/{project}/runs", role: .viewer, summary: "Runs of a project, newest first", statuses: [200, 404], query: ["limit"]),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}", role: .viewer, summary: "One run with its jobs", statuses: [200, 404]),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer, summary: "Step logs of a run (or of ?job=KEY)",
+              statuses: [200, 404], query: ["job"], produces: "text/plain"),
+        Route(method: .get, path: "/api/tokens", role: .admin, summary: "API tokens (names and roles only)", statuses: [200]),
+        Route(method: .get, path: "/metrics", role: .viewer, summary: "Prometheus metrics", statuses: [200], produces: "text/plain"),
     ]
+
+    /// The OpenAPI 3.1 document, built from `all` so it cannot drift from the router.
+    public static func openAPIDocument() -> [String: Any] {
+        var paths: [String: [String: Any]] = [:]
+        for route in all {
+            var operation: [String: Any] = ["summary": route.summary]
+            var parameters: [[String: Any]] = []
+            for name in route.path.split(separator: "/") where name.hasPrefix("{") {
+                let bare = String(name.dropFirst().dropLast())
+                let type: [String: Any] = bare == "project" ? ["type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"] : ["type": "integer", "minimum": 1]
+                parameters.append(["name": bare, "in": "path", "required": true, "schema": type])
+            }
+            for name in route.query {
+                let schema: [String: Any] = name == "limit" ? ["type": "integer", "minimum": 1, "maximum": 500] : ["type": "string"]
+                parameters.append(["name": name, "in": "query", "required": false, "schema": schema])
+            }
+            if !parameters.isEmpty { operation["parameters"] = parameters }
+            if route.body {
+                operation["requestBody"] = ["required": false, "content": ["application/json": ["schema": ["type": "object"]]]]
+            }
+            var responses: [String: Any] = [:]
+            for status in route.statuses {
+                let media = (200...299).contains(status) ? route.produces : "application/json"
+                responses[String(status)] = ["description": HTTPResponse.Status(code: status).reasonPhrase, "content": [media: ["schema": media == "application/json" ? ["type": ["object", "array"]] : ["type": "string"]]]]
+            }
+            if let role = route.role {
+                operation["security"] = [["bearer": []]]
+                operation["x-slipway-role"] = role.rawValue
+                responses["401"] = ["description": "No token, or an unknown one"]
+                responses["403"] = ["description": "The token's role is below \(role.rawValue)"]
+            } else {
+                operation["security"] = []
+            }
+            operation["responses"] = responses
+            paths[route.path, default: [:]][route.method.rawValue.lowercased()] = operation
+        }
+        return [
+            "openapi": "3.1.0",
+            "info": ["title": "Slipway server API", "version": "1"],
+            "components": ["securitySchemes": ["bearer": ["type": "http", "scheme": "bearer", "description": "`slipway token create --role ROLE`"]]],
+            "paths": paths,
+        ]
+    }
 
     public static func router(_ services: ServerServices) -> Router<ServerRequestContext> {
         let router = Router(context: ServerRequestContext.self)
@@ -83,6 +141,7 @@ public enum ServerRoutes {
     static func handler(for route: Route, api: APIController, hooks: WebhookController) -> Handler {
         switch (route.method, route.path) {
         case (.get, "/health"): return api.health
+        case (.get, "/openapi.json"): return api.openAPI
         case (.post, "/hooks/github"): return { try await hooks.receive(.github, $0, $1) }
         case (.post, "/hooks/gitea"): return { try await hooks.receive(.gitea, $0, $1) }
         case (.get, "/api/projects"): return api.projects

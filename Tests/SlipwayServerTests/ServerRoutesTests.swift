@@ -231,4 +231,36 @@ import Testing
         #expect(request.inputs == "{\"a\":\"1\"}")
         #expect(try store.claimNext() == nil)
     }
+
+    /// Every operation in the served document exists and answers with a status it documents.
+    @Test func openAPIDocumentMatchesTheRouter() async throws {
+        defer { cleanUp() }
+        let admin = try store.createToken(name: "admin", role: .admin).1
+        _ = try store.enqueue(RunRequestRecord(project: "demo", event: "manual", source: "test"))
+        try await withClient { client in
+            let document = try await client.execute(uri: "/openapi.json", method: .get) { response -> [String: Any] in
+                #expect(response.status == .ok)
+                return try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+            }
+            #expect(document["openapi"] as? String == "3.1.0")
+            let paths = try #require(document["paths"] as? [String: [String: Any]])
+            var operations = 0
+            for (path, methods) in paths {
+                for (method, value) in methods {
+                    let operation = try #require(value as? [String: Any])
+                    let documented = Set(((operation["responses"] as? [String: Any]) ?? [:]).keys.compactMap { Int($0) })
+                    let uri = concrete(path)
+                    let needsToken = !((operation["security"] as? [Any]) ?? []).isEmpty
+                    let headers: HTTPFields = needsToken ? [.authorization: "Bearer " + admin] : [:]
+                    let body = method == "post" ? ByteBuffer(string: "{}") : nil
+                    try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!, headers: headers, body: body) { response in
+                        #expect(!(response.status == .notFound && response.body.readableBytes == 0), "\(method) \(path) is documented but not routed")
+                        #expect(documented.contains(Int(response.status.code)), "\(method) \(path) answered \(response.status), documented \(documented.sorted())")
+                    }
+                    operations += 1
+                }
+            }
+            #expect(operations == ServerRoutes.all.count)
+        }
+    }
 }
