@@ -172,7 +172,7 @@ public enum Helper {
         JobExecutor.resolve(program, path: ProcessInfo.processInfo.environment["PATH"], directory: FileManager.default.currentDirectoryPath)
     }
 
-    public static func run(_ arguments: [String], in directory: String, input: Data? = nil) -> Output {
+    public static func run(_ arguments: [String], in directory: String, input: Data? = nil, environment extra: [String: String] = [:]) -> Output {
         let process = Process()
         // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
         if let program = arguments.first, let path = resolve(program) {
@@ -183,6 +183,7 @@ public enum Helper {
             process.arguments = arguments
         }
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -211,6 +212,26 @@ public struct ProjectSnapshot: Sendable {
     public var branch: String?
     public var dirty: Bool
     public var fileCount: Int
+
+    /// Takes a directory that holds exactly `commit` (exported by the server) as the snapshot: moved into
+    /// place, not copied, and no git is asked anything.
+    public static func adopt(export directory: String, commit: String, branch: String?, into destination: String) throws(EngineError) -> ProjectSnapshot {
+        let manager = FileManager.default
+        do { try manager.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true) } catch {
+            throw EngineError("cannot create the run directory for \(destination): \(error.localizedDescription)")
+        }
+        try? manager.removeItem(atPath: destination)
+        if rename(directory, destination) != 0 {
+            // Another file system: copy, then drop the export.
+            do {
+                try FileTree.copyContents(of: directory, into: destination)
+                try? manager.removeItem(atPath: directory)
+            } catch {
+                throw EngineError("cannot move the checkout of \(commit) into \(destination): \(error)")
+            }
+        }
+        return ProjectSnapshot(commit: commit, branch: branch, dirty: false, fileCount: 0)
+    }
 
     /// Copies the project into `destination`. Inside git: tracked and untracked-but-not-ignored files;
     /// outside git: every file. `.slipway/` and `.git/` are never copied.

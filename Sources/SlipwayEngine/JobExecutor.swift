@@ -412,6 +412,14 @@ public final class RunControl: Sendable {
         for process in processes { process.cancel() }
     }
 
+    /// Freezes every running step (SIGSTOP to its process group) without the run noticing: for a server
+    /// that exits and leaves the run to be resumed. Frozen steps make no progress and report nothing;
+    /// the next start ends them (`ProcessReaper`) and runs their jobs again.
+    public func freezeProcesses() {
+        let groups = state.withLock { s in s.processes.values.map(\.control.processGroup) }
+        for group in groups where group > 1 { _ = Glibc.kill(-group, SIGSTOP) }
+    }
+
     /// A new attempt of a job starts clean.
     func clearJob(_ job: String) {
         _ = state.withLock { $0.cancelledJobs.remove(job) }

@@ -16,8 +16,12 @@ public struct RunOptions: Sendable, Codable, Equatable {
     public var useCache: Bool
     public var parallelism: Int
     public var clean: Bool
+    /// Set by the server: the project directory is an export of exactly this commit, taken as the
+    /// run's snapshot (moved, not copied).
+    public var exportedCommit: String?
 
-    public init(targets: [String] = [], event: String = "push", branch: String? = nil, envOverrides: [String: String] = [:], inputs: [String: String] = [:], useCache: Bool = true, parallelism: Int = ProcessInfo.processInfo.activeProcessorCount, clean: Bool = false) {
+    public init(targets: [String] = [], event: String = "push", branch: String? = nil, envOverrides: [String: String] = [:], inputs: [String: String] = [:], useCache: Bool = true, parallelism: Int = ProcessInfo.processInfo.activeProcessorCount, clean: Bool = false, exportedCommit: String? = nil) {
+        self.exportedCommit = exportedCommit
         self.targets = targets
         self.event = event
         self.branch = branch
@@ -70,7 +74,11 @@ public final class RunEngine: Sendable {
         do {
             run = try store.createRun(RunRecord(pipelineName: pipeline.name.isEmpty ? "pipeline" : pipeline.name, file: pipeline.file, pipelineText: pipelineText, event: options.event, branch: options.branch, commit: nil, dirty: false, workspace: "", options: optionsJSON, pid: getpid()))
         } catch { throw EngineError(error.message) }
-        let snapshot = try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean)
+        let snapshot = if let commit = options.exportedCommit {
+            try ProjectSnapshot.adopt(export: project, commit: commit, branch: options.branch, into: layout.snapshot(run.number))
+        } else {
+            try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean)
+        }
         run.commit = snapshot.commit
         run.branch = options.branch ?? snapshot.branch
         run.dirty = snapshot.dirty

@@ -39,6 +39,22 @@ public struct RepositoryMirror: Sendable {
         try git(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit], in: directory)
     }
 
+    /// The files of `commit` in `directory` (replaced if it exists), without a `.git`: one `read-tree`
+    /// with an index of its own, so exports of one mirror never share state.
+    public func export(_ commit: String, into directory: String) throws(ServerError) {
+        try? FileManager.default.removeItem(atPath: directory)
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw ServerError("cannot create \(directory): \(error.localizedDescription)")
+        }
+        let index = directory + ".index"
+        defer { try? FileManager.default.removeItem(atPath: index) }
+        let output = Helper.run(["git", "--git-dir", path, "--work-tree", directory, "-c", "core.bare=false", "read-tree", "--reset", "-u", commit],
+                                in: "/", environment: ["GIT_INDEX_FILE": index])
+        guard output.status == 0 else {
+            throw ServerError("cannot export \(commit) from \(source): \(output.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
     /// Files changed between two commits; from the root when `before` is unknown or missing.
     public func changedFiles(from before: String?, to after: String) -> [String]? {
         let arguments: [String]

@@ -84,6 +84,9 @@ public final class RunDispatcher: Sendable {
             }
             let left = runningCount
             if left > 0 {
+                // Steps still going stop where they are: nothing they do after this could be recorded,
+                // and the resumed run does their jobs again.
+                for engine in state.withLock({ Array($0.engines.values) }) { engine.control.freezeProcesses() }
                 onGraceExpired(left)
                 group.cancelAll()
             }
@@ -105,8 +108,7 @@ public final class RunDispatcher: Sendable {
             let layout = layout.state(request.project)
             if request.status == "running", let number = request.runNumber,
                FileManager.default.fileExists(atPath: layout.database),
-               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), !run.status.isFinal,
-               FileManager.default.fileExists(atPath: self.layout.checkout(request.project, request: request.id)) {
+               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), !run.status.isFinal {
                 resumable.append((request, run))
                 continue
             }
@@ -160,7 +162,7 @@ public final class RunDispatcher: Sendable {
     }
 
     /// A request that ended without a run (skipped by `on:`, or an error before the run started).
-    struct Outcome: Error {
+    struct Outcome: Error, Sendable {
         var status: String
         var reason: String
     }
@@ -187,37 +189,71 @@ public final class RunDispatcher: Sendable {
             return try await engine.resume(run: resuming)
         }
 
-        let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
-        do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
+        let prepared = try await BlockingWork.run { [request, layout] in
+            try Self.prepare(request, project: project, mirror: RepositoryMirror(source: project.repository, path: layout.mirror(project.name)), into: checkout)
+        }
+        request.commit = prepared.commit
+        let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        let options = RunOptions(event: request.event, branch: request.branch, inputs: inputs,
+                                 parallelism: ProcessInfo.processInfo.activeProcessorCount, exportedCommit: prepared.commit)
+        return try await engine.start(pipeline: prepared.pipeline, pipelineText: prepared.text, options: options)
+    }
+
+    struct Prepared: Sendable {
+        var commit: String
+        var pipeline: Pipeline
+        var text: String
+    }
+
+    /// The commit exported into `directory`, its pipeline loaded and `on:` asked. Blocking (git), so it
+    /// runs off the concurrency pool.
+    static func prepare(_ request: RunRequestRecord, project: ProjectRecord, mirror: RepositoryMirror, into directory: String) throws -> Prepared {
+        // A webhook names its commit: when the mirror has it already, no fetch is needed.
+        if request.commit.map({ !mirror.hasCommit($0) }) ?? true {
+            do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
+        }
         let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
         guard let commit = mirror.resolve(revision) else {
             throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
         }
-        try mirror.checkout(commit, into: checkout)
+        do { try mirror.export(commit, into: directory) } catch { throw Outcome(status: "error", reason: error.message) }
 
-        let fileURL = URL(fileURLWithPath: checkout + "/" + project.file)
+        let fileURL = URL(fileURLWithPath: directory + "/" + project.file)
         let loaded = PipelineLoader.load(contentsOf: fileURL, displayName: project.file)
         guard let pipeline = loaded.pipeline else {
             let errors = loaded.errors.prefix(10).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
             throw Outcome(status: "error", reason: "\(project.file) at \(commit.prefix(12)) has errors: \(errors)")
         }
-        var changed: [String]? = request.changedFiles.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
-        if changed == nil {
-            if request.event == "pull_request", let base = request.branch.flatMap({ mirror.resolve("refs/heads/" + $0) }) {
-                let mergeBase = Helper.run(["git", "--git-dir", mirror.path, "merge-base", base, commit], in: "/")
-                changed = mirror.changedFiles(from: mergeBase.status == 0 ? mergeBase.text : nil, to: commit)
-            } else if request.event == "push" {
-                changed = mirror.changedFiles(from: mirror.resolve(commit + "~1"), to: commit)
+        // Changed files only matter to path filters: git is asked only then.
+        let filter = request.event == "push" ? pipeline.triggers.push : request.event == "pull_request" ? pipeline.triggers.pullRequest : nil
+        var changed: [String]?
+        if let filter, !filter.paths.isEmpty || !filter.pathsIgnore.isEmpty {
+            changed = request.changedFiles.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+            if changed == nil {
+                if request.event == "pull_request", let base = request.branch.flatMap({ mirror.resolve("refs/heads/" + $0) }) {
+                    let mergeBase = Helper.run(["git", "--git-dir", mirror.path, "merge-base", base, commit], in: "/")
+                    changed = mirror.changedFiles(from: mergeBase.status == 0 ? mergeBase.text : nil, to: commit)
+                } else {
+                    changed = mirror.changedFiles(from: mirror.resolve(commit + "~1"), to: commit)
+                }
             }
         }
         let decision = TriggerMatcher.decide(pipeline.triggers, event: request.event, branch: request.branch, tag: request.tag, changedFiles: changed)
         guard decision.matches else { throw Outcome(status: "skipped", reason: decision.reason) }
-        request.commit = commit
-        let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
-        let options = RunOptions(event: request.event, branch: request.branch, inputs: inputs,
-                                 parallelism: ProcessInfo.processInfo.activeProcessorCount, clean: true)
         let text = (try? String(contentsOf: fileURL, encoding: .utf8)) ?? ""
-        return try await engine.start(pipeline: pipeline, pipelineText: text, options: options)
+        return Prepared(commit: commit, pipeline: pipeline, text: text)
+    }
+}
+
+/// Blocking work (git, file copies) on threads of its own, so it never holds up the concurrency pool
+/// that serves HTTP requests.
+enum BlockingWork {
+    static let queue = DispatchQueue(label: "slipway.server.blocking", attributes: .concurrent)
+
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body() }) }
+        }
     }
 }
 

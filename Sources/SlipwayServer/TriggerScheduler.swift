@@ -28,7 +28,8 @@ public final class TriggerScheduler: Sendable {
     /// Ticks every second until cancelled.
     public func run(clock: some Clock<Duration> = ContinuousClock()) async {
         while !Task.isCancelled {
-            tick()
+            // A tick runs git: off the concurrency pool.
+            _ = try? await BlockingWork.run { self.tick() }
             try? await clock.sleep(for: .seconds(1))
         }
     }
