@@ -169,6 +169,10 @@ while True:
     if all(s in ("success", "failure", "error", "skipped", "cancelled") for s in statuses): break
     time.sleep(0.5)
 elapsed = time.time() - start
+for i in ids:
+    request = call(f"/api/requests/{i}")
+    if request["status"] != "success":
+        print(f"request {i} ({request['project']}): {request['status']}: {request.get('reason')}", file=sys.stderr)
 print(json.dumps({"runs": runs, "jobs": runs * 10, "seconds": elapsed, "jobs_per_second": runs * 10 / elapsed,
                   "succeeded": statuses.count("success"), "peak_rss_mib": peak / 1024}))
 PY

@@ -93,10 +93,11 @@ public enum StepProcess {
         let sink: ProcessOutputSink
     }
 
-    /// Where output is read: a concurrent queue, so dispatch keeps a thread per running step and reuses
-    /// it for the next one (a new thread per step showed in profiles of wide pipelines); never the
-    /// concurrency pool, whose few threads these blocking reads would starve.
-    static let readers = DispatchQueue(label: "slipway.step-output", attributes: .concurrent)
+    /// Where output is read: a serial queue of its own per step. Such queues run on dispatch's overcommit
+    /// threads, which are made as needed and reused (a new `Thread` per step showed in profiles of wide
+    /// pipelines). Not a concurrent queue: on Linux those share the concurrency pool's few threads, which
+    /// these blocking reads would starve.
+    static func readerQueue() -> DispatchQueue { DispatchQueue(label: "slipway.step-output") }
 
     /// Starts the process and returns once it has ended and its output is drained. `onStart` gets the
     /// process group id before any output is read, so the caller can persist it.
@@ -114,7 +115,7 @@ public enum StepProcess {
         let grace = configuration.gracePeriod
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
-                readers.async {
+                readerQueue().async {
                     let result = readUntilExit(spawned, timeout: timeout, grace: grace, control: control, sink: transfer.sink)
                     continuation.resume(returning: result)
                 }

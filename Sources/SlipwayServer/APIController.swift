@@ -121,9 +121,12 @@ struct APIController: Sendable {
     }
 
     func runStore(_ project: ProjectRecord) throws -> SQLiteRunStore {
-        let layout = services.layout.state(project.name)
-        guard FileManager.default.fileExists(atPath: layout.database) else { throw HTTPError(.notFound, message: "project '\(project.name)' has no runs yet") }
-        return try guarded { try SQLiteRunStore(path: layout.database) }
+        let store: SQLiteRunStore?
+        do { store = try services.dispatcher.runStores.store(for: project.name, create: false) } catch {
+            throw HTTPError(.internalServerError, message: "cannot open the runs of \(project.name): \(error)")
+        }
+        guard let store else { throw HTTPError(.notFound, message: "project '\(project.name)' has no runs yet") }
+        return store
     }
 
     struct RunView: Encodable {

@@ -1,5 +1,6 @@
 import Foundation
 import SlipwayEngine
+import Synchronization
 
 /// A bare mirror of a project's repository under the server's data directory; every run checks out its
 /// exact commit from it into a directory of its own.
@@ -12,8 +13,24 @@ public struct RepositoryMirror: Sendable {
         self.path = path
     }
 
+    /// One lock per mirror in this process: the dispatcher and the scheduler may both want to clone or
+    /// fetch the same mirror at once, and git's own ref locks would make one of them fail.
+    private static let locks = Mutex<[String: NSLock]>([:])
+
+    private var lock: NSLock {
+        Self.locks.withLock { locks in
+            if let lock = locks[path] { return lock }
+            let lock = NSLock()
+            locks[path] = lock
+            return lock
+        }
+    }
+
     /// Clones the mirror the first time, fetches (pruning deleted refs) after that.
     public func update() throws(ServerError) {
+        let lock = self.lock
+        lock.lock()
+        defer { lock.unlock() }
         if FileManager.default.fileExists(atPath: path + "/HEAD") {
             try git(["git", "--git-dir", path, "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*"], in: "/")
         } else {

@@ -18,6 +18,29 @@ public struct ServerLayout: Sendable {
     public func checkout(_ project: String, request: Int64) -> String { root + "/projects/" + FileTree.safeName(project) + "/checkouts/r\(request)" }
 }
 
+/// One run store per project for the whole process (GRDB: one writer per database per process), shared by
+/// the dispatcher and the API.
+public final class RunStores: Sendable {
+    let layout: ServerLayout
+    private let stores = Mutex<[String: SQLiteRunStore]>([:])
+
+    public init(layout: ServerLayout) { self.layout = layout }
+
+    /// The project's store; created (with its directory) when `create`, otherwise nil until the first run.
+    public func store(for project: String, create: Bool) throws -> SQLiteRunStore? {
+        if let store = stores.withLock({ $0[project] }) { return store }
+        let state = layout.state(project)
+        if !create, !FileManager.default.fileExists(atPath: state.database) { return nil }
+        try FileManager.default.createDirectory(atPath: state.root, withIntermediateDirectories: true)
+        let opened = try SQLiteRunStore(path: state.database)
+        return stores.withLock { stores in
+            if let existing = stores[project] { return existing }
+            stores[project] = opened
+            return opened
+        }
+    }
+}
+
 /// Takes queued run requests and runs them with the same engine as `slipway run`, in a checkout of the
 /// exact commit. Requests of one project run one at a time, in order; different projects in parallel up
 /// to `capacity`. Everything is in the database first: after a crash, `recover()` resumes interrupted
@@ -27,6 +50,7 @@ public final class RunDispatcher: Sendable {
     let layout: ServerLayout
     let capacity: Int
     let secrets: [String: String]
+    public let runStores: RunStores
     private let wakeups = WakeSignal()
     private let state = Mutex<(running: Int, projects: Set<String>, engines: [Int64: RunEngine], draining: Bool)>((0, [], [:], false))
 
@@ -35,6 +59,7 @@ public final class RunDispatcher: Sendable {
         self.layout = layout
         self.capacity = max(1, capacity)
         self.secrets = secrets
+        self.runStores = RunStores(layout: layout)
     }
 
     /// Something was queued or finished: look at the queue now rather than at the next tick.
@@ -105,15 +130,14 @@ public final class RunDispatcher: Sendable {
     func recover() -> [(RunRequestRecord, RunRecord)] {
         var resumable: [(RunRequestRecord, RunRecord)] = []
         for var request in (try? store.unfinishedClaims()) ?? [] {
-            let layout = layout.state(request.project)
+            let runs = try? runStores.store(for: request.project, create: false)
             if request.status == "running", let number = request.runNumber,
-               FileManager.default.fileExists(atPath: layout.database),
-               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), !run.status.isFinal {
+               let runs, let run = try? runs.run(number: number), !run.status.isFinal {
                 resumable.append((request, run))
                 continue
             }
             if request.status == "running", let number = request.runNumber,
-               let runs = try? SQLiteRunStore(path: layout.database), let run = try? runs.run(number: number), run.status.isFinal {
+               let runs, let run = try? runs.run(number: number), run.status.isFinal {
                 request.status = run.status.rawValue
                 request.finishedAt = run.finishedAt ?? Date()
             } else {
@@ -172,8 +196,7 @@ public final class RunDispatcher: Sendable {
             throw Outcome(status: "error", reason: "project '\(request.project)' no longer exists")
         }
         let projectState = layout.state(project.name)
-        try FileManager.default.createDirectory(atPath: projectState.root, withIntermediateDirectories: true)
-        let runs = try SQLiteRunStore(path: projectState.database)
+        guard let runs = try runStores.store(for: project.name, create: true) else { throw ServerError("cannot open the run store of \(project.name)") }
         let checkout = layout.checkout(project.name, request: request.id)
         let requestID = request.id
         let observer = RequestObserver { [store] run in
@@ -209,11 +232,12 @@ public final class RunDispatcher: Sendable {
     /// runs off the concurrency pool.
     static func prepare(_ request: RunRequestRecord, project: ProjectRecord, mirror: RepositoryMirror, into directory: String) throws -> Prepared {
         // A webhook names its commit: when the mirror has it already, no fetch is needed.
-        if request.commit.map({ !mirror.hasCommit($0) }) ?? true {
+        let present = request.commit.flatMap { $0.count == 40 && mirror.hasCommit($0) ? $0 : nil }
+        if present == nil {
             do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
         }
         let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
-        guard let commit = mirror.resolve(revision) else {
+        guard let commit = present ?? mirror.resolve(revision) else {
             throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
         }
         do { try mirror.export(commit, into: directory) } catch { throw Outcome(status: "error", reason: error.message) }
@@ -245,14 +269,13 @@ public final class RunDispatcher: Sendable {
     }
 }
 
-/// Blocking work (git, file copies) on threads of its own, so it never holds up the concurrency pool
-/// that serves HTTP requests.
+/// Blocking work (git, file copies) off the concurrency pool, so it never holds up HTTP requests: each
+/// call gets a serial queue of its own, which runs on dispatch's overcommit threads (made as needed,
+/// reused). A shared concurrent queue would not do: on Linux it runs on the pool's own threads.
 enum BlockingWork {
-    static let queue = DispatchQueue(label: "slipway.server.blocking", attributes: .concurrent)
-
     static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try body() }) }
+            DispatchQueue(label: "slipway.server.blocking").async { continuation.resume(with: Result { try body() }) }
         }
     }
 }

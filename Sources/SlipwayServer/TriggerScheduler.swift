@@ -15,7 +15,7 @@ public final class TriggerScheduler: Sendable {
     /// Wall-clock time (unix seconds) for cron; injected so tests choose the minute.
     let now: @Sendable () -> Int64
     private let state = Mutex<(lastPoll: [String: ContinuousClock.Instant], lastFetch: [String: ContinuousClock.Instant],
-                               pipelines: [String: (commit: String, schedules: [String])])>(([:], [:], [:]))
+                               pipelines: [String: (commit: String, schedules: [String], branch: String?)])>(([:], [:], [:]))
 
     public init(store: ServerStore, layout: ServerLayout, now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
                 wake: @escaping @Sendable () -> Void = {}) {
@@ -75,34 +75,29 @@ public final class TriggerScheduler: Sendable {
         return requests.count
     }
 
-    /// The `on.schedule` entries of the pipeline on the default branch, re-read when that branch moves.
+    /// The `on.schedule` entries of the pipeline on the default branch. git is asked at most once a minute
+    /// per project (fetching projects that have schedules, re-reading the file when the branch moved);
+    /// the ticks in between only evaluate cron.
     func schedules(_ project: ProjectRecord) -> Int {
-        let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
-        // The mirror is fetched by every run; a project that only has schedules is fetched once a minute
-        // here, so a changed `on.schedule` is seen.
-        let fetch = state.withLock { state -> Bool in
-            let hasSchedules = !(state.pipelines[project.name]?.schedules.isEmpty ?? true)
-            let stale = state.lastFetch[project.name].map { ContinuousClock.now - $0 >= .seconds(60) } ?? true
-            if !FileManager.default.fileExists(atPath: mirror.path + "/HEAD") || (hasSchedules && stale) {
-                state.lastFetch[project.name] = .now
-                return true
-            }
-            return false
-        }
-        if fetch { try? mirror.update() }
-        guard let head = mirror.resolve("HEAD") else { return 0 }
         let cached = state.withLock { $0.pipelines[project.name] }
-        let entries: [String]
-        if let cached, cached.commit == head {
-            entries = cached.schedules
-        } else {
-            let shown = Helper.run(["git", "--git-dir", mirror.path, "show", "\(head):\(project.file)"], in: "/")
-            let text = shown.status == 0 ? String(decoding: shown.stdout, as: UTF8.self) : ""
-            entries = PipelineLoader.load(text: text, file: project.file).pipeline?.triggers.schedules ?? []
-            state.withLock { $0.pipelines[project.name] = (head, entries) }
+        let stale = state.withLock { $0.lastFetch[project.name].map { ContinuousClock.now - $0 >= .seconds(60) } ?? true }
+        var entries = cached?.schedules ?? []
+        var branch = cached?.branch
+        if stale {
+            state.withLock { $0.lastFetch[project.name] = .now }
+            let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
+            if !FileManager.default.fileExists(atPath: mirror.path + "/HEAD") || !entries.isEmpty { try? mirror.update() }
+            guard let head = mirror.resolve("HEAD") else { return 0 }
+            if cached?.commit != head {
+                let shown = Helper.run(["git", "--git-dir", mirror.path, "show", "\(head):\(project.file)"], in: "/")
+                let text = shown.status == 0 ? String(decoding: shown.stdout, as: UTF8.self) : ""
+                entries = PipelineLoader.load(text: text, file: project.file).pipeline?.triggers.schedules ?? []
+                let symbolic = Helper.run(["git", "--git-dir", mirror.path, "symbolic-ref", "--short", "HEAD"], in: "/")
+                branch = symbolic.status == 0 ? symbolic.text : nil
+            }
+            state.withLock { [entries, branch] in $0.pipelines[project.name] = (head, entries, branch) }
         }
         guard !entries.isEmpty else { return 0 }
-        let branch = Helper.run(["git", "--git-dir", mirror.path, "symbolic-ref", "--short", "HEAD"], in: "/")
         let now = now()
         var queued = 0
         for entry in entries {
@@ -110,7 +105,7 @@ public final class TriggerScheduler: Sendable {
             let last = try? store.lastScheduled(project: project.name, cron: entry)
             switch SchedulePolicy.decide(schedule, lastFired: last ?? nil, now: now) {
             case .fire(let minute):
-                let request = RunRequestRecord(project: project.name, event: "schedule", branch: branch.status == 0 ? branch.text : nil,
+                let request = RunRequestRecord(project: project.name, event: "schedule", branch: branch,
                                                source: "schedule:\(entry)@\(minute)")
                 if (try? store.recordSchedule(project: project.name, cron: entry, minute: minute, request: request)) != nil { queued += 1 }
             case .baseline(let minute):
