@@ -232,15 +232,22 @@ public final class RunDispatcher: Sendable {
     /// runs off the concurrency pool.
     static func prepare(_ request: RunRequestRecord, project: ProjectRecord, mirror: RepositoryMirror, into directory: String) throws -> Prepared {
         // A webhook names its commit: when the mirror has it already, no fetch is needed.
-        let present = request.commit.flatMap { $0.count == 40 && mirror.hasCommit($0) ? $0 : nil }
-        if present == nil {
+        // A webhook names its full commit: try it straight from the mirror (one git process) and fetch
+        // only when the mirror does not have it yet.
+        var exported: String?
+        if let commit = request.commit, commit.count == 40, commit.allSatisfy(\.isHexDigit), (try? mirror.export(commit, into: directory)) != nil {
+            exported = commit
+        }
+        if exported == nil {
             do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
+            let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
+            guard let resolved = mirror.resolve(revision) else {
+                throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
+            }
+            do { try mirror.export(resolved, into: directory) } catch { throw Outcome(status: "error", reason: error.message) }
+            exported = resolved
         }
-        let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
-        guard let commit = present ?? mirror.resolve(revision) else {
-            throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
-        }
-        do { try mirror.export(commit, into: directory) } catch { throw Outcome(status: "error", reason: error.message) }
+        let commit = exported!
 
         let fileURL = URL(fileURLWithPath: directory + "/" + project.file)
         let loaded = PipelineLoader.load(contentsOf: fileURL, displayName: project.file)
