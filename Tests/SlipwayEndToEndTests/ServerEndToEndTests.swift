@@ -141,6 +141,16 @@ extension EndToEnd {
         #expect(skipped["status"] as? String == "skipped", "\(skipped)")
         #expect((skipped["reason"] as? String ?? "").contains("feature"))
         #expect(sandbox.count("builds") == 1)
+
+        // The CLI: queue a run of main, follow it, exit with its result; a bad token is refused.
+        let triggered = try await sandbox.slipway("trigger", "demo", "--branch", "main", "--event", "push", "--wait",
+                                                  "--server", "http://127.0.0.1:\(port)", "--token", token)
+        #expect(triggered.status == 0, "\(triggered)")
+        #expect(triggered.stdout.contains("success (run #2)"), "\(triggered)")
+        #expect(sandbox.count("builds") == 2)
+        let refused = try await sandbox.slipway("trigger", "demo", "--server", "http://127.0.0.1:\(port)", "--token", "slw_" + String(repeating: "1", count: 64))
+        #expect(refused.status == 1)
+        #expect(refused.output.contains("401"), "\(refused)")
     }
 
     @Test func serverKilledMidRunResumesItOnRestartWithoutRepeatingFinishedJobs() async throws {
