@@ -9,6 +9,8 @@ public struct Pipeline: Sendable {
     public var triggers: Triggers
     public var jobs: [Job]
     public var environments: [EnvironmentSpec] = []
+    /// Top-level `concurrency` (acted on by the server).
+    public var concurrency: ConcurrencyPolicy?
 
     public init(name: String, file: String, env: [EnvironmentVariable] = [], triggers: Triggers = .init(), jobs: [Job] = []) {
         self.name = name
@@ -249,5 +251,29 @@ public enum BuiltinStep: String, Sendable, Codable, CaseIterable {
         case .dependencyCheck: "point it at an OSV advisory file in the workspace, e.g. `with: { advisories: security/osv.json, severity: high }`"
         case .load: "name the URL to load, e.g. `with: { url: http://127.0.0.1:8080/, rps: 50, duration: 30s }`"
         }
+    }
+}
+
+/// `concurrency: { group: "${{ branch }}", cancel-in-progress: true }`: runs of one group never overlap;
+/// with `cancel-in-progress`, a newer run of the group cancels the one in progress and older queued ones.
+public struct ConcurrencyPolicy: Sendable, Equatable {
+    /// A template over `branch`, `event`, `tag` and `inputs`.
+    public var group: String
+    public var cancelInProgress: Bool
+
+    public init(group: String, cancelInProgress: Bool = false) {
+        self.group = group
+        self.cancelInProgress = cancelInProgress
+    }
+
+    /// The group's name for a run of `event` on `branch`; nil when the template cannot be evaluated.
+    public func groupName(event: String, branch: String?, tag: String? = nil, inputs: [String: String] = [:]) -> String? {
+        let context = ExpressionContext(values: [
+            "branch": branch.map { .string($0) } ?? .null,
+            "tag": tag.map { .string($0) } ?? .null,
+            "event": .string(event),
+            "inputs": .object(inputs.mapValues { .string($0) }),
+        ])
+        return try? Template(parsing: group).render(in: context)
     }
 }

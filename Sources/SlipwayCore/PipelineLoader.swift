@@ -15,6 +15,7 @@ public struct PipelineLoader {
     static let maximumFlowDepth = 64
 
     public static let topLevelKeys = ["name", "on", "env", "jobs", "concurrency", "environments"]
+    public static let concurrencyKeys = ["group", "cancel-in-progress"]
     public static let jobKeys = ["name", "needs", "if", "runs-on", "steps", "timeout", "env", "continue-on-error", "retry",
                                  "strategy", "outputs", "artifacts", "cache", "reports", "release", "deploy"]
     public static let stepKeys = ["name", "id", "run", "env", "working-directory", "timeout", "continue-on-error", "if", "uses", "with"]
@@ -143,9 +144,7 @@ public struct PipelineLoader {
         }
         if let envNode = top["env"] { pipeline.env = environment(envNode, context: "top-level `env`") }
         if let onNode = top["on"] { pipeline.triggers = triggers(onNode) }
-        if let concurrency = top["concurrency"], concurrency.mapping == nil, concurrency.scalar == nil {
-            error(concurrency, "`concurrency` must be a mapping or a group name", hint: "write `concurrency: { group: \"${{ branch }}\", cancel-in-progress: true }`")
-        }
+        if let concurrency = top["concurrency"] { pipeline.concurrency = concurrencyPolicy(concurrency) }
         if let environments = top["environments"] { pipeline.environments = self.environments(environments) }
         guard let jobsNode = top["jobs"] else {
             error(root, "the pipeline has no `jobs`", hint: "add `jobs:` with at least one job, e.g. `jobs: { build: { steps: [ { run: make } ] } }`")
@@ -393,6 +392,28 @@ public struct PipelineLoader {
             return
         }
         job.matrix = matrix
+    }
+
+    mutating func concurrencyPolicy(_ node: Node) -> ConcurrencyPolicy? {
+        let hint = "write `concurrency: { group: \"${{ branch }}\", cancel-in-progress: true }`"
+        if let scalar = node.scalar {
+            checkTemplate(node, scalar.string, context: "`concurrency`")
+            if scalar.string.isEmpty { error(node, "`concurrency` needs a group name", hint: hint) }
+            return ConcurrencyPolicy(group: scalar.string)
+        }
+        guard let map = node.mapping else {
+            error(node, "`concurrency` must be a mapping or a group name", hint: hint)
+            return nil
+        }
+        checkKeys(map, allowed: Self.concurrencyKeys, context: "`concurrency`")
+        guard let groupNode = map["group"], let group = scalarString(groupNode, "`concurrency.group`"), !group.isEmpty else {
+            error(node, "`concurrency` needs a `group`", hint: hint)
+            return nil
+        }
+        checkTemplate(groupNode, group, context: "`concurrency.group`")
+        var policy = ConcurrencyPolicy(group: group)
+        if let cancel = map["cancel-in-progress"], let value = bool(cancel, "`concurrency.cancel-in-progress`") { policy.cancelInProgress = value }
+        return policy
     }
 
     mutating func retryPolicy(_ node: Node) -> RetryPolicy {

@@ -52,7 +52,19 @@ public final class RunDispatcher: Sendable {
     let secrets: [String: String]
     public let runStores: RunStores
     private let wakeups = WakeSignal()
-    private let state = Mutex<(running: Int, projects: Set<String>, engines: [Int64: RunEngine], draining: Bool)>((0, [], [:], false))
+    private struct State {
+        var running = 0
+        var projects: Set<String> = []
+        var engines: [Int64: RunEngine] = [:]
+        var draining = false
+        /// The `concurrency` of each project's most recently prepared pipeline.
+        var policies: [String: ConcurrencyPolicy] = [:]
+        /// Requests running now with their concurrency group.
+        var groups: [Int64: (project: String, group: String)] = [:]
+        /// Why a running request was cancelled by a newer one.
+        var superseded: [Int64: String] = [:]
+    }
+    private let state = Mutex(State())
 
     public init(store: ServerStore, layout: ServerLayout, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), secrets: [String: String] = [:]) {
         self.store = store
@@ -93,6 +105,7 @@ public final class RunDispatcher: Sendable {
                 group.addTask { await self.execute(request, resuming: resume) }
             }
             while !Task.isCancelled, !state.withLock({ $0.draining }) {
+                supersede()
                 while state.withLock({ $0.running < capacity }) {
                     let busy = state.withLock { $0.projects }
                     guard let request = try? store.claimNext(excludingProjects: busy) else { break }
@@ -149,6 +162,37 @@ public final class RunDispatcher: Sendable {
         return resumable
     }
 
+    /// `concurrency` with `cancel-in-progress`: in each group only the newest request goes on — older
+    /// queued ones are cancelled, a running one is stopped. The group of a queued request comes from the
+    /// project's most recently prepared pipeline (its own file is read only when it starts).
+    func supersede() {
+        let (policies, groups) = state.withLock { ($0.policies, $0.groups) }
+        for (project, policy) in policies where policy.cancelInProgress {
+            guard let queued = try? store.queuedRequests(project: project), !queued.isEmpty else { continue }
+            var newest: [String: Int64] = [:]
+            var groupOf: [Int64: String] = [:]
+            for request in queued {
+                let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+                guard let group = policy.groupName(event: request.event, branch: request.branch, tag: request.tag, inputs: inputs) else { continue }
+                groupOf[request.id] = group
+                newest[group] = max(newest[group] ?? 0, request.id)
+            }
+            for request in queued {
+                guard let group = groupOf[request.id], let winner = newest[group], winner != request.id else { continue }
+                _ = try? store.cancelQueued(id: request.id, reason: "superseded by request \(winner) (concurrency group '\(group)', cancel-in-progress)")
+            }
+            for (id, running) in groups where running.project == project {
+                guard let winner = newest[running.group], winner > id else { continue }
+                let engine = state.withLock { state -> RunEngine? in
+                    guard state.superseded[id] == nil else { return nil }
+                    state.superseded[id] = "superseded by request \(winner) (concurrency group '\(running.group)', cancel-in-progress)"
+                    return state.engines[id]
+                }
+                engine?.control.cancel()
+            }
+        }
+    }
+
     /// Cancels the run a request started, if it is running here.
     public func cancel(request id: Int64) -> Bool {
         guard let engine = state.withLock({ $0.engines[id] }) else { return false }
@@ -163,6 +207,8 @@ public final class RunDispatcher: Sendable {
                 state.running -= 1
                 state.projects.remove(request.project)
                 state.engines[request.id] = nil
+                state.groups[request.id] = nil
+                state.superseded[request.id] = nil
             }
             wake()
         }
@@ -171,6 +217,7 @@ public final class RunDispatcher: Sendable {
             request.status = finished.status.rawValue
             request.runNumber = finished.number
             request.finishedAt = Date()
+            if let reason = state.withLock({ $0.superseded[request.id] }) { request.reason = reason }
             try? FileManager.default.removeItem(atPath: layout.checkout(request.project, request: request.id))
         } catch let outcome as Outcome {
             request.status = outcome.status
@@ -217,6 +264,18 @@ public final class RunDispatcher: Sendable {
         }
         request.commit = prepared.commit
         let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        let policy = prepared.pipeline.concurrency
+        let group = policy?.groupName(event: request.event, branch: request.branch, tag: request.tag, inputs: inputs)
+        let projectName = project.name
+        state.withLock { state in
+            state.policies[projectName] = policy
+            if let group { state.groups[requestID] = (projectName, group) }
+        }
+        // A newer request of the same group may already be waiting.
+        supersede()
+        if state.withLock({ $0.superseded[requestID] != nil }) {
+            throw Outcome(status: "cancelled", reason: state.withLock { $0.superseded[requestID] } ?? "superseded")
+        }
         let options = RunOptions(event: request.event, branch: request.branch, inputs: inputs,
                                  parallelism: ProcessInfo.processInfo.activeProcessorCount, exportedCommit: prepared.commit)
         return try await engine.start(pipeline: prepared.pipeline, pipelineText: prepared.text, options: options)

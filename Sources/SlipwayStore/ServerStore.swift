@@ -331,6 +331,19 @@ public final class ServerStore: Sendable {
         }
     }
 
+    public func queuedRequests(project: String) throws(StoreError) -> [RunRequestRecord] {
+        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM run_request WHERE project = ? AND status = 'queued' ORDER BY id", arguments: [project]).map(Self.requestRecord) }
+    }
+
+    /// Cancels a request that is still queued (not one a dispatcher has claimed meanwhile); true if it did.
+    public func cancelQueued(id: Int64, reason: String) throws(StoreError) -> Bool {
+        try write { db in
+            try db.execute(sql: "UPDATE run_request SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ? AND status = 'queued'",
+                           arguments: [reason, Date().timeIntervalSince1970, id])
+            return db.changesCount > 0
+        }
+    }
+
     public func update(_ request: RunRequestRecord) throws(StoreError) {
         try write { db in
             try db.execute(sql: "UPDATE run_request SET status = ?, reason = ?, run_number = ?, started_at = ?, finished_at = ? WHERE id = ?",

@@ -695,3 +695,15 @@ let referencePipeline = """
         #expect(bad.errors.contains { $0.message.contains("'0s' is not a duration") })
     }
 }
+
+@Suite struct ConcurrencyPolicyTests {
+    @Test func mappingAndShorthandFormsAndTheGroupName() throws {
+        let mapped = try load("concurrency: { group: \"deploy-${{ branch }}-${{ event }}\", cancel-in-progress: true }\njobs:\n  a: { steps: [ { run: make } ] }\n")
+        let policy = try #require(mapped.concurrency)
+        #expect(policy.cancelInProgress)
+        #expect(policy.groupName(event: "push", branch: "main") == "deploy-main-push")
+        let plain = try load("concurrency: releases\njobs:\n  a: { steps: [ { run: make } ] }\n")
+        #expect(plain.concurrency == ConcurrencyPolicy(group: "releases", cancelInProgress: false))
+        #expect(plain.concurrency?.groupName(event: "manual", branch: nil) == "releases")
+    }
+}

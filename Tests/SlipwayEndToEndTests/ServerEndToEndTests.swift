@@ -250,4 +250,46 @@ extension EndToEnd {
         #expect(sandbox.count("start-second") == 1, "the finished job is not run again")
         #expect(sandbox.count("gated-second") == 1)
     }
+
+    @Test func concurrencyGroupCancelsSupersededRunsAndKeepsOtherGroups() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        let out = sandbox.outside
+        try sandbox.write("slipway.yml", """
+            name: grouped
+            on:
+              manual: {}
+            concurrency: { group: "deploy-${{ branch }}", cancel-in-progress: true }
+            jobs:
+              slow:
+                steps:
+                  - run: echo "$SLIPWAY_BRANCH" >> \(out)/started; for i in $(seq 1 300); do [ -f \(out)/go ] && break; sleep 0.1; done; echo "$SLIPWAY_BRANCH" >> \(out)/finished
+            """)
+        try sandbox.commit("grouped pipeline")
+        try sandbox.git("branch", "other")
+        let kit = ServerKit(sandbox)
+        let token = try await kit.setUp()
+        let (server, port) = try await kit.start()
+        defer { server.signal(SIGKILL) }
+        func queue(_ branch: String) async throws -> Int {
+            let (status, body) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true, body: "{\"branch\": \"\(branch)\"}")
+            #expect(status == 202)
+            return try #require((body as? [String: Any])?["id"] as? Int)
+        }
+        let a = try await queue("main")
+        try await DeployKit.waitUntil("the first run to start", timeout: 60) { sandbox.count("started") == 1 }
+        let b = try await queue("main")
+        let c = try await queue("main")
+        let d = try await queue("other")
+        let first = try await kit.finished(port: port, token: token, request: a)
+        #expect(first["status"] as? String == "cancelled", "\(first)")
+        #expect((first["reason"] as? String ?? "").contains("superseded by request"), "\(first)")
+        _ = FileManager.default.createFile(atPath: out + "/go", contents: nil)
+        let second = try await kit.finished(port: port, token: token, request: b)
+        #expect(second["status"] as? String == "cancelled", "\(second)")
+        let third = try await kit.finished(port: port, token: token, request: c)
+        #expect(third["status"] as? String == "success", "\(third)")
+        let other = try await kit.finished(port: port, token: token, request: d)
+        #expect(other["status"] as? String == "success", "another group is not touched: \(other)")
+        #expect(sandbox.lines("finished").sorted() == ["main", "other"])
+    }
 }
