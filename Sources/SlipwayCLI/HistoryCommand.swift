@@ -4,10 +4,11 @@ import SlipwayCore
 import SlipwayEngine
 import SlipwayStore
 
-struct HistoryCommand: ParsableCommand {
+struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "history", abstract: "List runs, or show one run's jobs, attempts and events.")
 
     @OptionGroup var project: ProjectOptions
+    @OptionGroup var remote: RemoteOptions
 
     @Argument(help: "A run number: show its jobs, attempts and timeline.")
     var runNumber: Int64?
@@ -15,7 +16,12 @@ struct HistoryCommand: ParsableCommand {
     @Option(help: "How many runs to list.")
     var limit: Int = 20
 
-    func run() throws {
+    func run() async throws {
+        if let (url, token, name) = try remote.resolved() {
+            guard runNumber == nil else { throw CLIError.badInput("with --server, `history` lists runs; see one with `slipway logs RUN --server …`") }
+            try await RemoteHistory.list(url: url, token: token, project: name, limit: limit)
+            return
+        }
         let context = ProjectContext(project)
         let store = try context.openStore(create: false)
         if let number = runNumber {
@@ -73,7 +79,7 @@ struct HistoryCommand: ParsableCommand {
     }
 }
 
-struct LogsCommand: ParsableCommand {
+struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Show the logs of a run, or of one job in it.")
 
     @OptionGroup var project: ProjectOptions
@@ -93,7 +99,13 @@ struct LogsCommand: ParsableCommand {
     @Flag(name: [.short, .long], help: "Keep following the logs of a run in progress.")
     var follow = false
 
-    func run() throws {
+    @OptionGroup var remote: RemoteOptions
+
+    func run() async throws {
+        if let (url, token, name) = try remote.resolved() {
+            try await RemoteLogs.show(url: url, token: token, project: name, run: runNumber, job: job, follow: follow)
+            return
+        }
         let context = ProjectContext(project)
         let store = try context.openStore(create: false)
         let run = try context.findRun(store, number: runNumber)
@@ -128,7 +140,7 @@ struct LogsCommand: ParsableCommand {
             }
             guard follow, let current = try store.run(id: run.id), current.status == .running,
                   let pid = current.pid, ProcessReaper.isSlipwayProcess(pid) else { break }
-            Thread.sleep(forTimeInterval: 0.25)
+            try await Task.sleep(for: .milliseconds(250))
         }
     }
 }

@@ -178,24 +178,49 @@ struct APIController: Sendable {
         return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }))
     }
 
-    /// Every step log of a run (or of `?job=KEY`), in order, each headed by its job and step.
+    /// Every step log of a run (or of `?job=KEY`), in order, each headed by its job and step. With
+    /// `?follow=1`, Server-Sent Events: a `log` event per line as it is written, `end` when the run is over.
     @Sendable func logs(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let (runs, run) = try runRecord(context)
-        let only = request.uri.queryParameters.get("job")
-        var text = ""
-        let logRoot = (services.layout.state(try project(named: context.parameters.get("project")).name).run(run.number) + "/logs") as NSString
-        for job in try guarded({ try runs.jobs(runID: run.id) }) where only == nil || job.key == only {
-            for attempt in try guarded({ try runs.attempts(jobRowID: job.id) }) {
-                for step in try guarded({ try runs.steps(attemptID: attempt.id) }) {
-                    text += "== \(job.key) #\(attempt.number) · \(step.name) (\(step.status.rawValue))\n"
-                    // Only files inside this run's log directory are read, whatever the database says.
-                    let path = (step.logPath as NSString).standardizingPath
-                    guard path.hasPrefix(logRoot.standardizingPath + "/") else { continue }
-                    if let data = FileManager.default.contents(atPath: path) { text += String(decoding: data, as: UTF8.self) }
+        let logRoot = services.layout.state(try project(named: context.parameters.get("project")).name).run(run.number) + "/logs"
+        var cursor = LogCursor(runID: run.id, job: request.uri.queryParameters.get("job"), logRoot: logRoot)
+        guard request.uri.queryParameters.get("follow") == "1" else {
+            var text = ""
+            var header = ""
+            for line in try guarded({ try cursor.next(runs) }) {
+                let step = "== \(line.job) #\(line.attempt) · \(line.step)\n"
+                if step != header {
+                    text += step
+                    header = step
                 }
+                text += line.text + "\n"
             }
+            return JSONResponse.text(text)
         }
-        return JSONResponse.text(text)
+        let number = run.number
+        let start = cursor
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: ResponseBody { writer in
+            var cursor = start
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            // Bounded: a client that never leaves is let go after a day.
+            let deadline = ContinuousClock.now + .seconds(86_400)
+            while ContinuousClock.now < deadline {
+                // Whether the run was over before this read: then the read has everything.
+                let finished = (try? runs.run(number: number))?.status.isFinal ?? true
+                for line in (try? cursor.next(runs)) ?? [] {
+                    let data = String(decoding: try encoder.encode(line), as: UTF8.self)
+                    try await writer.write(ByteBuffer(string: "event: log\ndata: \(data)\n\n"))
+                }
+                if finished {
+                    let status = (try? runs.run(number: number))?.status.rawValue ?? "unknown"
+                    try await writer.write(ByteBuffer(string: "event: end\ndata: {\"status\":\"\(status)\"}\n\n"))
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            try await writer.finish(nil)
+        })
     }
 
     struct TokenView: Encodable {
@@ -231,5 +256,53 @@ struct APIController: Sendable {
         do { return try body() } catch let error as StoreError {
             throw HTTPError(.internalServerError, message: error.message)
         }
+    }
+}
+
+/// Reads a run's step logs incrementally: each call returns the complete lines written since the last.
+struct LogCursor: Sendable {
+    struct Line: Encodable, Sendable {
+        var job: String
+        var attempt: Int
+        var step: String
+        var stream: String
+        var time: Double?
+        var text: String
+    }
+
+    let runID: Int64
+    let job: String?
+    let logRoot: String
+    /// Lines already returned, per step log.
+    private var seen: [String: Int] = [:]
+
+    init(runID: Int64, job: String?, logRoot: String) {
+        self.runID = runID
+        self.job = job
+        self.logRoot = (logRoot as NSString).standardizingPath
+    }
+
+    mutating func next(_ runs: SQLiteRunStore) throws -> [Line] {
+        var lines: [Line] = []
+        for record in try runs.jobs(runID: runID) where job == nil || record.key == job || record.jobID == job {
+            for attempt in try runs.attempts(jobRowID: record.id) {
+                for step in try runs.steps(attemptID: attempt.id) {
+                    // Only files inside this run's log directory are read, whatever the database says.
+                    let path = (step.logPath as NSString).standardizingPath
+                    guard path.hasPrefix(logRoot + "/"), let data = FileManager.default.contents(atPath: path) else { continue }
+                    // A line is complete once its newline is written.
+                    let complete = data.lastIndex(of: UInt8(ascii: "\n")).map { data[...$0] } ?? Data()
+                    let parsed = LogReader.lines(of: Data(complete))
+                    let already = seen[path] ?? 0
+                    guard parsed.count > already else { continue }
+                    for line in parsed[already...] {
+                        lines.append(Line(job: record.key, attempt: attempt.number, step: step.name, stream: String(line.stream),
+                                          time: line.time?.timeIntervalSince1970, text: String(line.text)))
+                    }
+                    seen[path] = parsed.count
+                }
+            }
+        }
+        return lines
     }
 }

@@ -70,8 +70,9 @@ public enum ServerRoutes {
         Route(method: .post, path: "/api/requests/{id}/cancel", role: .developer, summary: "Cancel a queued or running request", statuses: [202, 404, 409]),
         Route(method: .get, path: "/api/projects/{project}/runs", role: .viewer, summary: "Runs of a project, newest first", statuses: [200, 404], query: ["limit"]),
         Route(method: .get, path: "/api/projects/{project}/runs/{number}", role: .viewer, summary: "One run with its jobs", statuses: [200, 404]),
-        Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer, summary: "Step logs of a run (or of ?job=KEY)",
-              statuses: [200, 404], query: ["job"], produces: "text/plain"),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer,
+              summary: "Step logs of a run (or of ?job=KEY) as text; with ?follow=1 as Server-Sent Events (`log` per line, `end` with the status)",
+              statuses: [200, 404], query: ["job", "follow"], produces: "text/plain"),
         Route(method: .get, path: "/api/tokens", role: .admin, summary: "API tokens (names and roles only)", statuses: [200]),
         Route(method: .get, path: "/metrics", role: .viewer, summary: "Prometheus metrics", statuses: [200], produces: "text/plain"),
     ]

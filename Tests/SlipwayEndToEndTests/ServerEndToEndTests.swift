@@ -292,4 +292,43 @@ extension EndToEnd {
         #expect(other["status"] as? String == "success", "another group is not touched: \(other)")
         #expect(sandbox.lines("finished").sorted() == ["main", "other"])
     }
+
+    @Test func cliFollowsLogsAndListsRunsOfAServer() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        try sandbox.write("slipway.yml", """
+            name: chatty
+            on:
+              manual: {}
+            jobs:
+              talk:
+                steps:
+                  - run: for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.25; done; echo oops >&2
+            """)
+        try sandbox.commit("chatty pipeline")
+        let kit = ServerKit(sandbox)
+        let token = try await kit.setUp()
+        let (server, port) = try await kit.start()
+        defer { server.signal(SIGKILL) }
+        let remote = ["--server", "http://127.0.0.1:\(port)", "--token", token, "--project", "demo"]
+        let (_, queued) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true, body: "{\"branch\": \"main\"}")
+        let id = try #require((queued as? [String: Any])?["id"] as? Int)
+        try await DeployKit.waitUntil("the run to start", timeout: 30) {
+            guard let (_, json) = try? await kit.api(port: port, token: token, "/api/requests/\(id)") else { return false }
+            return (json as? [String: Any])?["runNumber"] as? Int == 1
+        }
+        // Follows the run while it is going: every line, in order, then the result.
+        let followed = try await sandbox.slipway(["logs", "1", "-f"] + remote, timeout: 30)
+        #expect(followed.status == 0, "\(followed)")
+        let lines = followed.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("line ") }
+        #expect(lines == (1...6).map { "line \($0)" }, "\(followed)")
+        #expect(followed.stdout.contains("oops"))
+        #expect(followed.stdout.contains("run #1 success"))
+        let history = try await sandbox.slipway(["history"] + remote)
+        #expect(history.status == 0, "\(history)")
+        #expect(history.stdout.contains("#1") && history.stdout.contains("success"), "\(history)")
+        let logs = try await sandbox.slipway(["logs", "1", "talk"] + remote)
+        #expect(logs.stdout.contains("line 6"), "\(logs)")
+        let missing = try await sandbox.slipway(["logs", "9"] + remote)
+        #expect(missing.status == 2, "\(missing)")
+    }
 }
