@@ -248,7 +248,37 @@ struct APIController: Sendable {
         for (result, count) in ((try? store.deliveryCounts()) ?? [:]).sorted(by: { $0.key < $1.key }) {
             lines.append("slipway_webhook_deliveries_total{result=\"\(result)\"} \(count)")
         }
+        let durations = (try? store.requestDurations()) ?? []
+        Self.histogram("slipway_queue_wait_seconds", help: "Time from a request being queued to its dispatch.",
+                       samples: durations.map { ("", $0.waited) }, into: &lines)
+        Self.histogram("slipway_run_duration_seconds", help: "Time from dispatch to the end of a request, by outcome.",
+                       samples: durations.compactMap { entry in entry.ran.map { ("status=\"\(entry.status)\"", $0) } }, into: &lines)
+        lines.append("# HELP slipway_http_requests_total HTTP requests by method and status.")
+        lines.append("# TYPE slipway_http_requests_total counter")
+        for (key, count) in services.requestCounts.snapshot().sorted(by: { ($0.key.method, $0.key.status) < ($1.key.method, $1.key.status) }) {
+            lines.append("slipway_http_requests_total{method=\"\(key.method)\",status=\"\(key.status)\"} \(count)")
+        }
         return JSONResponse.text(lines.joined(separator: "\n") + "\n", contentType: "text/plain; version=0.0.4")
+    }
+
+    static let buckets: [Double] = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600]
+
+    /// A Prometheus histogram (cumulative buckets, sum, count) per label set.
+    static func histogram(_ name: String, help: String, samples: [(String, Double)], into lines: inout [String]) {
+        lines.append("# HELP \(name) \(help)")
+        lines.append("# TYPE \(name) histogram")
+        let byLabels = Dictionary(grouping: samples, by: \.0)
+        for labels in byLabels.keys.sorted() {
+            let values = byLabels[labels]!.map { max(0, $0.1) }
+            let prefix = labels.isEmpty ? "" : labels + ","
+            for bound in buckets {
+                lines.append("\(name)_bucket{\(prefix)le=\"\(bound)\"} \(values.filter { $0 <= bound }.count)")
+            }
+            lines.append("\(name)_bucket{\(prefix)le=\"+Inf\"} \(values.count)")
+            let suffix = labels.isEmpty ? "" : "{\(labels)}"
+            lines.append("\(name)_sum\(suffix) \(values.reduce(0, +))")
+            lines.append("\(name)_count\(suffix) \(values.count)")
+        }
     }
 
     /// Store failures are the server's fault (500), with the message; anything else passes through.

@@ -13,6 +13,13 @@ public struct RepositoryMirror: Sendable {
         self.path = path
     }
 
+    /// The source without credentials (`https://user:token@host/…` → `https://host/…`), for messages and logs.
+    public static func redacted(_ source: String) -> String {
+        guard let scheme = source.range(of: "://"), let at = source[scheme.upperBound...].firstIndex(of: "@"),
+              !source[scheme.upperBound..<at].contains("/") else { return source }
+        return String(source[..<scheme.upperBound]) + "***@" + source[source.index(after: at)...]
+    }
+
     /// One lock per mirror in this process: the dispatcher and the scheduler may both want to clone or
     /// fetch the same mirror at once, and git's own ref locks would make one of them fail.
     private static let locks = Mutex<[String: NSLock]>([:])
@@ -68,7 +75,7 @@ public struct RepositoryMirror: Sendable {
         let output = Helper.run(["git", "--git-dir", path, "--work-tree", directory, "-c", "core.bare=false", "read-tree", "--reset", "-u", commit],
                                 in: "/", environment: ["GIT_INDEX_FILE": index])
         guard output.status == 0 else {
-            throw ServerError("cannot export \(commit) from \(source): \(output.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw ServerError("cannot export \(commit) from \(Self.redacted(source)): \(Self.redacted(output.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))")
         }
     }
 
@@ -89,7 +96,7 @@ public struct RepositoryMirror: Sendable {
         let output = Helper.run(arguments, in: directory)
         guard output.status == 0 else {
             let detail = output.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw ServerError("`\(arguments.prefix(4).joined(separator: " "))…` failed: \(detail.isEmpty ? "exit \(output.status)" : detail)")
+            throw ServerError(Self.redacted("`\(arguments.prefix(4).joined(separator: " "))…` failed: \(detail.isEmpty ? "exit \(output.status)" : detail)"))
         }
     }
 }

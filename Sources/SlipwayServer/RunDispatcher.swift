@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ServiceLifecycle
 import SlipwayArtifacts
 import SlipwayCore
@@ -200,8 +201,22 @@ public final class RunDispatcher: Sendable {
         return true
     }
 
+    /// Structured logs, one line per request transition, with its ids.
+    static let logger = Logger(label: "slipway.dispatcher")
+
     func execute(_ claimed: RunRequestRecord, resuming: RunRecord?) async {
         var request = claimed
+        var logger = Self.logger
+        logger[metadataKey: "project"] = "\(request.project)"
+        logger[metadataKey: "request"] = "\(request.id)"
+        logger[metadataKey: "source"] = "\(request.source)"
+        logger.info(resuming == nil ? "request started" : "request resumed", metadata: resuming.map { ["run": "\($0.number)"] })
+        defer {
+            var metadata: Logger.Metadata = ["status": "\(request.status)"]
+            if let run = request.runNumber { metadata["run"] = "\(run)" }
+            if let reason = request.reason { metadata["reason"] = "\(reason)" }
+            logger.info("request finished", metadata: metadata)
+        }
         defer {
             state.withLock { state in
                 state.running -= 1
@@ -298,10 +313,10 @@ public final class RunDispatcher: Sendable {
             exported = commit
         }
         if exported == nil {
-            do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(project.repository): \(error.message)") }
+            do { try mirror.update() } catch { throw Outcome(status: "error", reason: "cannot fetch \(RepositoryMirror.redacted(project.repository)): \(error.message)") }
             let revision = request.commit ?? request.branch.map { "refs/heads/" + $0 } ?? request.tag.map { "refs/tags/" + $0 } ?? "HEAD"
             guard let resolved = mirror.resolve(revision) else {
-                throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(project.repository)")
+                throw Outcome(status: "error", reason: "\(request.commit.map { "commit \($0)" } ?? revision) is not in \(RepositoryMirror.redacted(project.repository))")
             }
             do { try mirror.export(resolved, into: directory) } catch { throw Outcome(status: "error", reason: error.message) }
             exported = resolved

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Synchronization
 import SlipwayCore
 import SlipwayEngine
 import SlipwayStore
@@ -25,6 +26,9 @@ public struct ServerServices: Sendable {
     public let dispatcher: RunDispatcher
     /// The server's environment, where webhook secrets are read from (by the variable a project names).
     public let environment: [String: String]
+
+    /// HTTP requests answered, by method and status (for /metrics).
+    public let requestCounts = RequestCounter()
 
     public init(store: ServerStore, layout: ServerLayout, dispatcher: RunDispatcher, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.store = store
@@ -124,7 +128,10 @@ public enum ServerRoutes {
         let router = Router(context: ServerRequestContext.self)
         let api = APIController(services: services)
         let hooks = WebhookController(services: services)
-        router.addMiddleware { TokenAuthenticator(store: services.store) }
+        router.addMiddleware {
+            RequestCounting(counter: services.requestCounts)
+            TokenAuthenticator(store: services.store)
+        }
         for route in all {
             let handler = handler(for: route, api: api, hooks: hooks)
             let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
@@ -157,6 +164,36 @@ public enum ServerRoutes {
         case (.get, "/api/tokens"): return api.tokens
         case (.get, "/metrics"): return api.metrics
         default: return { _, _ in throw HTTPError(.notFound, message: "no such route") }
+        }
+    }
+}
+
+/// Counts of answered requests; a Mutex'd dictionary is plenty at a CI server's request rates.
+public final class RequestCounter: Sendable {
+    public struct Key: Hashable, Sendable {
+        public var method: String
+        public var status: Int
+    }
+    private let counts = Mutex<[Key: Int]>([:])
+    func add(method: String, status: Int) { counts.withLock { $0[Key(method: method, status: status), default: 0] += 1 } }
+    public func snapshot() -> [Key: Int] { counts.withLock { $0 } }
+}
+
+/// Counts every answer, errors included (an error's status is the one the client gets).
+struct RequestCounting: RouterMiddleware {
+    let counter: RequestCounter
+
+    func handle(_ request: Request, context: ServerRequestContext, next: (Request, ServerRequestContext) async throws -> Response) async throws -> Response {
+        do {
+            let response = try await next(request, context)
+            counter.add(method: request.method.rawValue, status: Int(response.status.code))
+            return response
+        } catch let error as any HTTPResponseError {
+            counter.add(method: request.method.rawValue, status: Int(error.status.code))
+            throw error
+        } catch {
+            counter.add(method: request.method.rawValue, status: 500)
+            throw error
         }
     }
 }

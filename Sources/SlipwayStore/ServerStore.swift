@@ -407,6 +407,16 @@ public final class ServerStore: Sendable {
         }
     }
 
+    /// Finished requests' (status, seconds queued, seconds running), for the metrics histograms.
+    public func requestDurations() throws(StoreError) -> [(status: String, waited: Double, ran: Double?)] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT status, started_at - created_at AS waited, finished_at - started_at AS ran FROM run_request
+                WHERE started_at IS NOT NULL
+                """).map { row in (row["status"], row["waited"] ?? 0, row["ran"]) }
+        }
+    }
+
     public func queueDepth() throws(StoreError) -> Int {
         try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM run_request WHERE status = 'queued'") ?? 0 }
     }

@@ -263,4 +263,28 @@ import Testing
             #expect(operations == ServerRoutes.all.count)
         }
     }
+
+    @Test func metricsCountRequestsAndHistogramTheQueue() async throws {
+        defer { cleanUp() }
+        let viewer = try store.createToken(name: "v", role: .viewer).1
+        var request = try store.enqueue(RunRequestRecord(project: "demo", event: "manual", source: "test", createdAt: Date(timeIntervalSinceNow: -3)))
+        _ = try #require(try store.claimNext())
+        request = try #require(try store.request(id: request.id))
+        request.status = "success"
+        request.finishedAt = Date(timeIntervalSinceNow: 20)
+        try store.update(request)
+        try await withClient { client in
+            try await client.execute(uri: "/api/projects", method: .get) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer " + viewer]) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains("slipway_http_requests_total{method=\"GET\",status=\"401\"} 1"), "\(text)")
+                #expect(text.contains("slipway_queue_wait_seconds_bucket{le=\"1.0\"} 0"), "\(text)")
+                #expect(text.contains("slipway_queue_wait_seconds_bucket{le=\"5.0\"} 1"), "\(text)")
+                #expect(text.contains("slipway_run_duration_seconds_bucket{status=\"success\",le=\"10.0\"} 0"), "\(text)")
+                #expect(text.contains("slipway_run_duration_seconds_bucket{status=\"success\",le=\"30.0\"} 1"), "\(text)")
+                #expect(text.contains("slipway_run_duration_seconds_count{status=\"success\"} 1"), "\(text)")
+                #expect(text.contains("slipway_queue_depth 0"))
+            }
+        }
+    }
 }

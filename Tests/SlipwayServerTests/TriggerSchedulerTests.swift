@@ -94,3 +94,13 @@ import Testing
         #expect(requests.allSatisfy { $0.commit == head && $0.event == "push" })
     }
 }
+
+@Suite struct RepositoryMirrorTests {
+    @Test func credentialsNeverAppearInMessages() {
+        #expect(RepositoryMirror.redacted("https://user:s3cret@git.example.com/acme/shop.git") == "https://***@git.example.com/acme/shop.git")
+        #expect(RepositoryMirror.redacted("fatal: could not read from https://x-token:ghp_abc@github.com/a/b") == "fatal: could not read from https://***@github.com/a/b")
+        #expect(RepositoryMirror.redacted("https://git.example.com/acme/shop.git") == "https://git.example.com/acme/shop.git")
+        #expect(RepositoryMirror.redacted("git@github.com:acme/shop.git") == "git@github.com:acme/shop.git")
+        #expect(RepositoryMirror.redacted("/srv/git/shop.git") == "/srv/git/shop.git")
+    }
+}
