@@ -55,15 +55,22 @@ public enum ServerRoutes {
         public var produces = "application/json"
         /// Whether it reads a JSON body.
         public var body = false
+        /// Request headers it requires (webhooks).
+        public var headers: [String] = []
     }
+
+    static let githubHeaders = ["X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256"]
+    static let giteaHeaders = ["X-Gitea-Event", "X-Gitea-Delivery", "X-Gitea-Signature"]
+    /// Methods answered with 405 (and `Allow`) on a known path that does not take them.
+    static let otherMethods: [HTTPRequest.Method] = [.get, .post, .put, .patch, .delete, .options, .trace, HTTPRequest.Method("QUERY")!]
 
     public static let all: [Route] = [
         Route(method: .get, path: "/health", role: nil, summary: "Liveness, queue depth and runs in progress", statuses: [200]),
         Route(method: .get, path: "/openapi.json", role: nil, summary: "This API description (OpenAPI 3.1)", statuses: [200]),
         Route(method: .post, path: "/hooks/github", role: nil, summary: "GitHub webhook (push, pull_request, ping), HMAC-SHA256 signed",
-              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true),
+              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true, headers: githubHeaders),
         Route(method: .post, path: "/hooks/gitea", role: nil, summary: "Gitea webhook (push, pull_request), HMAC-SHA256 signed",
-              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true),
+              statuses: [200, 202, 400, 401, 404, 413], query: ["project"], body: true, headers: giteaHeaders),
         Route(method: .get, path: "/api/projects", role: .viewer, summary: "Projects", statuses: [200]),
         Route(method: .get, path: "/api/projects/{project}", role: .viewer, summary: "One project", statuses: [200, 404]),
         Route(method: .get, path: "/api/projects/{project}/requests", role: .viewer, summary: "Run requests of a project, newest first",
@@ -96,9 +103,14 @@ public enum ServerRoutes {
                 let schema: [String: Any] = name == "limit" ? ["type": "integer", "minimum": 1, "maximum": 500] : ["type": "string"]
                 parameters.append(["name": name, "in": "query", "required": false, "schema": schema])
             }
+            for name in route.headers {
+                // Without a delivery id the body's digest identifies the delivery: that header is optional.
+                parameters.append(["name": name, "in": "header", "required": !name.hasSuffix("-Delivery"), "schema": ["type": "string", "minLength": 1]])
+            }
             if !parameters.isEmpty { operation["parameters"] = parameters }
             if route.body {
-                operation["requestBody"] = ["required": false, "content": ["application/json": ["schema": ["type": "object"]]]]
+                // A webhook always carries its JSON payload; the API's bodies are optional.
+                operation["requestBody"] = ["required": !route.headers.isEmpty, "content": ["application/json": ["schema": ["type": "object"]]]]
             }
             var responses: [String: Any] = [:]
             for status in route.statuses {
@@ -131,6 +143,17 @@ public enum ServerRoutes {
         router.addMiddleware {
             RequestCounting(counter: services.requestCounts)
             TokenAuthenticator(store: services.store)
+        }
+        // A known path with a method it does not take: 405 with the methods it does.
+        for (path, routes) in Dictionary(grouping: all, by: \.path) {
+            let allowed = routes.map(\.method)
+            let allow = allowed.map(\.rawValue).joined(separator: ", ")
+            let routerPath = RouterPath(path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            for method in otherMethods where !allowed.contains(method) {
+                router.on(routerPath, method: method) { _, _ -> Response in
+                    throw HTTPError(.methodNotAllowed, headers: [.allow: allow], message: "\(path) takes \(allow)")
+                }
+            }
         }
         for route in all {
             let handler = handler(for: route, api: api, hooks: hooks)

@@ -22,6 +22,11 @@ struct WebhookController: Sendable {
         guard let eventName = request.headers[HTTPField.Name(provider.eventHeader)!], !eventName.isEmpty else {
             throw HTTPError(.badRequest, message: "missing \(provider.eventHeader) header")
         }
+        // Unsigned deliveries are refused before anything else is looked at.
+        guard let signature = request.headers[HTTPField.Name(provider.signatureHeader)!], !signature.isEmpty else {
+            throw HTTPError(.unauthorized, message: "missing \(provider.signatureHeader) signature")
+        }
+        _ = signature
         // With `?project=`, the signature is checked before the payload is parsed at all.
         let named = try request.uri.queryParameters.get("project").map { try findProject(for: nil, query: $0) }
         let event: WebhookEvent

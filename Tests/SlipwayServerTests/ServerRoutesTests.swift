@@ -287,4 +287,36 @@ import Testing
             }
         }
     }
+
+    /// What schemathesis (`schemathesis run /openapi.json --checks all`) found, kept as regression cases.
+    @Test func fuzzFindingsStayFixed() async throws {
+        defer { cleanUp() }
+        let admin = try store.createToken(name: "a", role: .admin).1
+        try await withClient { client in
+            // ST204: a method a path does not take is 405 with `Allow`, not 404.
+            for (method, uri, allow) in [(HTTPRequest.Method.trace, "/api/projects", "GET"), (.trace, "/health", "GET"), (.delete, "/api/tokens", "GET"),
+                                         (.trace, "/hooks/github", "POST"), (.put, "/api/projects/demo/requests", "GET, POST"),
+                                         (HTTPRequest.Method("QUERY")!, "/metrics", "GET")] {
+                try await client.execute(uri: uri, method: method, headers: [.authorization: "Bearer " + admin]) { response in
+                    #expect(response.status == .methodNotAllowed, "\(method) \(uri): \(response.status)")
+                    #expect(response.headers[.allow].map { Set($0.components(separatedBy: ", ")) } == Set(allow.components(separatedBy: ", ")), "\(method) \(uri)")
+                }
+            }
+            // ST202: the webhook's required headers are documented; a body without them is 400.
+            try await client.execute(uri: "/hooks/github", method: .post, body: ByteBuffer(string: "{}")) { response in
+                #expect(response.status == .badRequest)
+            }
+            // ST203: without a signature header it is 401 at once, whatever the project.
+            try await client.execute(uri: "/hooks/github?project=", method: .post,
+                                     headers: [HTTPField.Name("X-GitHub-Event")!: "0", HTTPField.Name("X-GitHub-Delivery")!: "0"],
+                                     body: ByteBuffer(string: "{}")) { response in
+                #expect(response.status == .unauthorized)
+            }
+        }
+        let document = ServerRoutes.openAPIDocument()
+        let hook = try #require(((document["paths"] as? [String: [String: Any]])?["/hooks/github"]?["post"]) as? [String: Any])
+        let headers = ((hook["parameters"] as? [[String: Any]]) ?? []).filter { $0["in"] as? String == "header" }.compactMap { $0["name"] as? String }
+        #expect(Set(headers) == ["X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256"])
+        #expect((hook["requestBody"] as? [String: Any])?["required"] as? Bool == true)
+    }
 }
