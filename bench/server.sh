@@ -3,6 +3,8 @@
 #   (a) webhook received → first step started (signed GitHub push, N times, p50/p90)
 #   (b) server restart with 10 000 queued requests → /health answers
 #   (c) RUNS runs × 10 no-op jobs queued at once → all finished: jobs/s and the server's peak memory
+#   (d) the same no-op build through Buildbot (PyPI; master + one worker on loopback, 2 builds at a time):
+#       BUILDBOT_BUILDS builds of 10 `true` steps, forced through its REST API → steps/s and peak memory
 #
 #   bench/server.sh                       # release build in .build-bench, then everything
 #   SLIPWAY_BIN=path/to/slipway bench/server.sh
@@ -16,6 +18,7 @@ OUT=${BENCH_OUT:-$ROOT/bench/out}/server
 HOOKS=${HOOKS:-30}
 QUEUED=${QUEUED:-10000}
 RUNS=${RUNS:-200}
+BUILDBOT_BUILDS=${BUILDBOT_BUILDS:-20}
 mkdir -p "$OUT"
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -179,12 +182,76 @@ PY
 stop_server
 cat "$OUT/c-throughput.json" >&2
 
+# --- (d) Buildbot ------------------------------------------------------------------------------
+log "(d) Buildbot: $BUILDBOT_BUILDS builds × 10 no-op steps, one worker, 2 builds at a time"
+if ! command -v buildbot >/dev/null || ! command -v buildbot-worker >/dev/null || ! python3 -c 'import buildbot_www' 2>/dev/null; then
+    python3 -m pip install -q buildbot buildbot-www buildbot-worker >&2
+fi
+BB=$WORK/buildbot
+mkdir -p "$BB"
+PB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+WWW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+buildbot create-master -q "$BB/master"
+cat >"$BB/master/master.cfg" <<CFG
+from buildbot.plugins import *
+c = BuildmasterConfig = {}
+c['workers'] = [worker.Worker("w1", "pass", max_builds=2)]
+c['protocols'] = {'pb': {'port': "tcp:$PB_PORT:interface=127.0.0.1"}}
+c['schedulers'] = [schedulers.ForceScheduler(name="force", builderNames=["noop"])]
+f = util.BuildFactory()
+for i in range(10):
+    f.addStep(steps.ShellCommand(command=["true"], name="s%d" % i))
+c['builders'] = [util.BuilderConfig(name="noop", workernames=["w1"], factory=f)]
+c['www'] = dict(port="tcp:$WWW_PORT:interface=127.0.0.1", plugins={})
+c['db'] = {'db_url': "sqlite:///state.sqlite"}
+c['buildbotURL'] = "http://127.0.0.1:$WWW_PORT/"
+c['collapseRequests'] = False
+c['buildbotNetUsageData'] = None
+CFG
+buildbot upgrade-master "$BB/master" >/dev/null 2>&1
+buildbot start "$BB/master" >/dev/null
+buildbot-worker create-worker -q "$BB/worker" "127.0.0.1:$PB_PORT" w1 pass
+buildbot-worker start "$BB/worker" >/dev/null
+python3 - "$WWW_PORT" "$BUILDBOT_BUILDS" "$BB" >"$OUT/d-buildbot.json" <<'PY'
+import json, os, sys, time, urllib.request
+port, builds, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def call(path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    return json.loads(urllib.request.urlopen(req).read())
+# Wait for the worker to connect.
+for _ in range(600):
+    if call("/api/v2/workers")["workers"] and call("/api/v2/workers")["workers"][0]["connected_to"]: break
+    time.sleep(0.1)
+pids = [int(open(os.path.join(root, d, "twistd.pid")).read()) for d in ("master", "worker")]
+start = time.time()
+for i in range(builds):
+    call("/api/v2/forceschedulers/force", {"id": i, "jsonrpc": "2.0", "method": "force", "params": {"builderid": 1}})
+peak = 0
+while True:
+    done = [b for b in call("/api/v2/builds")["builds"] if b["complete"]]
+    rss = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"): rss += int(line.split()[1])
+    peak = max(peak, rss)
+    if len(done) >= builds: break
+    time.sleep(0.2)
+elapsed = time.time() - start
+print(json.dumps({"builds": builds, "steps": builds * 10, "seconds": elapsed, "steps_per_second": builds * 10 / elapsed,
+                  "succeeded": sum(1 for b in done if b["results"] == 0), "peak_rss_mib": peak / 1024}))
+PY
+buildbot-worker stop "$BB/worker" >/dev/null 2>&1 || true
+buildbot stop "$BB/master" >/dev/null 2>&1 || true
+cat "$OUT/d-buildbot.json" >&2
+
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, os, sys
 out = sys.argv[1]
 a = json.load(open(os.path.join(out, "a-latency.json")))
 b = json.load(open(os.path.join(out, "b-restart.json")))
 c = json.load(open(os.path.join(out, "c-throughput.json")))
+d = json.load(open(os.path.join(out, "d-buildbot.json")))
 def verdict(ok): return "**PASS**" if ok else "**MISS**"
 print("| figure | measured | target | result |")
 print("|---|---|---|---|")
@@ -192,4 +259,5 @@ print(f"| webhook received → first step started, p50 ({a['hooks']} pushes, SQL
 print(f"| (info) webhook → run finished, p50 (1 job) | {a['run_total_p50_ms']:.1f} ms | — | — |")
 print(f"| restart with {b['queued']} queued requests → /health answers (median of 5) | {b['median_ms']:.0f} ms ({', '.join(f'{x:.0f}' for x in b['samples_ms'])}) | ≤ 1 s | {verdict(b['median_ms'] <= 1000)} |")
 print(f"| {c['runs']} runs × 10 no-op jobs queued at once (SQLite) | {c['jobs_per_second']:.1f} jobs/s ({c['seconds']:.1f} s, {c['succeeded']}/{c['runs']} succeeded), peak RSS {c['peak_rss_mib']:.0f} MiB | — | — |")
+print(f"| (peer) Buildbot: {d['builds']} builds × 10 no-op steps, 2 at a time | {d['steps_per_second']:.1f} steps/s ({d['seconds']:.1f} s, {d['succeeded']}/{d['builds']} succeeded), peak RSS master+worker {d['peak_rss_mib']:.0f} MiB | — | Slipway {c['jobs_per_second'] / d['steps_per_second']:.0f}× the throughput |")
 PY
