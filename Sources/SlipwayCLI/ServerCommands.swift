@@ -71,8 +71,9 @@ struct ServeCommand: AsyncParsableCommand {
             }, onGraceExpired: { left in
                 // Everything is in the database already: exiting now is as safe as a crash, and the
                 // next start resumes these runs.
-                Terminal.error("grace period over with \(left) run(s) in progress; they resume on the next start")
-                Foundation.exit(0)
+                // At once, before the engine could record the killed steps as failures.
+                FileHandle.standardError.write(Data("grace period over with \(left) run(s) in progress; they resume on the next start\n".utf8))
+                _exit(0)
             })
         } catch let error as ServerError {
             throw CLIError.failure(error.message)
@@ -254,10 +255,19 @@ struct TriggerCommand: AsyncParsableCommand {
         }
         Terminal.print("queued request \(id) for \(project)")
         guard wait else { return }
+        var failures = 0
         while true {
             try await Task.sleep(for: .milliseconds(300))
-            guard let reply = try? await http.get("\(url)/api/requests/\(id)", headers: headers),
-                  let state = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any], let status = state["status"] as? String else { continue }
+            let reply: SlipwayDeploy.HTTPResponse
+            do { reply = try await http.get("\(url)/api/requests/\(id)", headers: headers) } catch {
+                failures += 1
+                if failures >= 20 { throw CLIError.failure("lost the server at \(url): \(error)") }
+                continue
+            }
+            guard reply.status == 200 else { throw CLIError.failure(ServerClientOptions.failure(reply)) }
+            guard let state = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any], let status = state["status"] as? String else {
+                throw CLIError.failure("the server's answer about request \(id) is not what this client understands")
+            }
             if RunRequestRecord.finalStatuses.contains(status) {
                 let number = (state["runNumber"] as? Int).map { " (run #\($0))" } ?? ""
                 Terminal.print("request \(id): \(status)\(number)" + ((state["reason"] as? String).map { ": \($0)" } ?? ""))

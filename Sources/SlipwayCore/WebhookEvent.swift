@@ -90,8 +90,10 @@ public struct WebhookEvent: Sendable, Equatable {
             result.created = (object["created"] as? Bool) ?? (result.before == zeroCommit)
             let commits = (object["commits"] as? [[String: Any]]) ?? []
             result.commitCount = commits.count
-            // GitHub lists at most 20 commits; beyond that the file list is incomplete, so unknown.
-            if commits.count < 20 {
+            // GitHub lists at most 20 commits, Gitea 5 by default (and says how many there were in
+            // `total_commits`): with a list that may be cut short, the changed files are unknown.
+            let total = (object["total_commits"] as? Int) ?? (object["size"] as? Int) ?? commits.count
+            if commits.count < 20, total <= commits.count {
                 var files: [String] = []
                 var seen = Set<String>()
                 for commit in commits {

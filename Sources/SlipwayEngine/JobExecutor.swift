@@ -412,12 +412,11 @@ public final class RunControl: Sendable {
         for process in processes { process.cancel() }
     }
 
-    /// Freezes every running step (SIGSTOP to its process group) without the run noticing: for a server
-    /// that exits and leaves the run to be resumed. Frozen steps make no progress and report nothing;
-    /// the next start ends them (`ProcessReaper`) and runs their jobs again.
-    public func freezeProcesses() {
+    /// Kills every running step's process group, for a server about to exit at once and leave the run
+    /// to be resumed: the next start runs their jobs again.
+    public func killProcessesForExit() {
         let groups = state.withLock { s in s.processes.values.map(\.control.processGroup) }
-        for group in groups where group > 1 { _ = Glibc.kill(-group, SIGSTOP) }
+        for group in groups where group > 1 { _ = Glibc.kill(-group, SIGKILL) }
     }
 
     /// A new attempt of a job starts clean.

@@ -52,14 +52,20 @@ public final class RunEngine: Sendable {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable()) {
+    /// Variables of this process that steps must not see, their values masked like secrets (the server's
+    /// webhook secrets).
+    let hiddenVariables: [String]
+
+    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable(), hiddenVariables: [String] = []) {
+        self.hiddenVariables = hiddenVariables
         self.releases = releases
         self.agentExecutable = agentExecutable
         self.store = store
         self.layout = layout
         self.project = project
         self.secrets = secrets
-        self.masker = SecretMasker(secrets: Array(secrets.values))
+        let environment = ProcessInfo.processInfo.environment
+        self.masker = SecretMasker(secrets: Array(secrets.values) + hiddenVariables.compactMap { environment[$0] }.filter { !$0.isEmpty })
         self.observer = observer
         self.live = live
         self.gracePeriod = gracePeriod
@@ -179,6 +185,7 @@ public final class RunEngine: Sendable {
     /// The process environment for steps: Slipway's own, minus secrets (steps get secrets only through `${{ secrets.X }}`).
     func stepBaseEnvironment(options: RunOptions) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLIPWAY_") }
+        for name in hiddenVariables { environment[name] = nil }
         for (name, value) in options.envOverrides { environment[name] = value }
         return environment
     }

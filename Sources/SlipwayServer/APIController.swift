@@ -34,7 +34,7 @@ struct APIController: Sendable {
     }
 
     func view(_ project: ProjectRecord) -> ProjectView {
-        ProjectView(name: project.name, repository: project.repository, file: project.file, webhookSecretVariable: project.secretVariable,
+        ProjectView(name: project.name, repository: RepositoryMirror.redacted(project.repository), file: project.file, webhookSecretVariable: project.secretVariable,
                     webhookSecretSet: project.secretVariable.map { !(services.environment[$0] ?? "").isEmpty } ?? false, createdAt: project.createdAt)
     }
 
@@ -107,17 +107,17 @@ struct APIController: Sendable {
     }
 
     @Sendable func cancel(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
-        var record = try requestRecord(context)
+        let record = try requestRecord(context)
         if record.isFinal { throw HTTPError(.conflict, message: "request \(record.id) already finished (\(record.status))") }
-        if record.status == "queued" {
-            record.status = "cancelled"
-            record.reason = "cancelled by \(context.token?.name ?? "?") before it started"
-            record.finishedAt = Date()
-            try guarded { try store.update(record) }
-        } else {
-            _ = services.dispatcher.cancel(request: record.id)
+        let reason = "cancelled by \(context.token?.name ?? "?") before it started"
+        // Only if still queued: a dispatcher that claimed it meanwhile is asked to stop it instead.
+        if record.status == "queued", try guarded({ try store.cancelQueued(id: record.id, reason: reason) }) {
+            return try JSONResponse.make(try requestRecord(context), status: .accepted)
         }
-        return try JSONResponse.make(record, status: .accepted)
+        guard services.dispatcher.cancel(request: record.id) else {
+            throw HTTPError(.conflict, message: "request \(record.id) is \((try? requestRecord(context))?.status ?? record.status) and not running here; try again")
+        }
+        return try JSONResponse.make(try requestRecord(context), status: .accepted)
     }
 
     func runStore(_ project: ProjectRecord) throws -> SQLiteRunStore {

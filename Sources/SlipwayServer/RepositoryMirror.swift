@@ -39,12 +39,24 @@ public struct RepositoryMirror: Sendable {
         lock.lock()
         defer { lock.unlock() }
         if FileManager.default.fileExists(atPath: path + "/HEAD") {
-            try git(["git", "--git-dir", path, "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*"], in: "/")
-        } else {
-            let parent = (path as NSString).deletingLastPathComponent
-            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-            try? FileManager.default.removeItem(atPath: path)
-            try git(["git", "clone", "--quiet", "--mirror", source, path], in: parent)
+            do {
+                try git(["git", "--git-dir", path, "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*"], in: "/")
+                return
+            } catch {
+                // A mirror a crash left broken (stale locks, a half-written clone) is cloned again.
+                let probe = Helper.run(["git", "--git-dir", path, "rev-parse", "--verify", "--quiet", "HEAD"], in: "/", environment: Self.environment)
+                if probe.status == 0 { throw error }
+            }
+        }
+        // Cloned beside its place and renamed in: a kill -9 mid-clone never leaves a half mirror behind.
+        let parent = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let temporary = path + ".clone-\(getpid())"
+        try? FileManager.default.removeItem(atPath: temporary)
+        try git(["git", "clone", "--quiet", "--mirror", source, temporary], in: parent)
+        try? FileManager.default.removeItem(atPath: path)
+        guard rename(temporary, path) == 0 else {
+            throw ServerError("cannot move the new mirror into \(path): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -92,8 +104,12 @@ public struct RepositoryMirror: Sendable {
         return output.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// git never asks for credentials on a terminal (it would hang the server) and gives up on a stalled transfer.
+    static let environment = ["GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": "60",
+                              "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o ConnectTimeout=20"]
+
     private func git(_ arguments: [String], in directory: String) throws(ServerError) {
-        let output = Helper.run(arguments, in: directory)
+        let output = Helper.run(arguments, in: directory, environment: Self.environment)
         guard output.status == 0 else {
             let detail = output.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
             throw ServerError(Self.redacted("`\(arguments.prefix(4).joined(separator: " "))…` failed: \(detail.isEmpty ? "exit \(output.status)" : detail)"))

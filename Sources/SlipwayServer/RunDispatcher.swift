@@ -123,9 +123,10 @@ public final class RunDispatcher: Sendable {
             }
             let left = runningCount
             if left > 0 {
-                // Steps still going stop where they are: nothing they do after this could be recorded,
-                // and the resumed run does their jobs again.
-                for engine in state.withLock({ Array($0.engines.values) }) { engine.control.freezeProcesses() }
+                // Steps still going are killed, and the caller exits at once (before the engine could record
+                // them as failed): the resumed run does their jobs again. Stopping them instead would not
+                // last: the kernel wakes stopped orphaned groups with SIGHUP and SIGCONT when the server exits.
+                for engine in state.withLock({ Array($0.engines.values) }) { engine.control.killProcessesForExit() }
                 onGraceExpired(left)
                 group.cancelAll()
             }
@@ -267,8 +268,10 @@ public final class RunDispatcher: Sendable {
             current.runNumber = run.number
             try? store.update(current)
         }
+        // Webhook secrets live in the server's environment: no step sees them, no log shows them.
+        let hidden = ((try? store.projects()) ?? []).compactMap(\.secretVariable) + ["SLIPWAY_TOKEN"]
         let engine = RunEngine(store: runs, layout: projectState, project: checkout, secrets: secrets, observer: observer,
-                               releases: ReleaseService(store: runs, dataRoot: projectState.root))
+                               releases: ReleaseService(store: runs, dataRoot: projectState.root), hiddenVariables: hidden)
         state.withLock { $0.engines[requestID] = engine }
         if let resuming {
             return try await engine.resume(run: resuming)
@@ -291,7 +294,10 @@ public final class RunDispatcher: Sendable {
         if state.withLock({ $0.superseded[requestID] != nil }) {
             throw Outcome(status: "cancelled", reason: state.withLock { $0.superseded[requestID] } ?? "superseded")
         }
-        let options = RunOptions(event: request.event, branch: request.branch, inputs: inputs,
+        // A pull request is matched against `on:` with its base branch but runs as its own ref: it is
+        // not the base branch (protection rules must not take it for one).
+        let runBranch = request.event == "pull_request" ? "pull/" + (request.headRef ?? "head") : request.branch
+        let options = RunOptions(event: request.event, branch: runBranch, inputs: inputs,
                                  parallelism: ProcessInfo.processInfo.activeProcessorCount, exportedCommit: prepared.commit)
         return try await engine.start(pipeline: prepared.pipeline, pipelineText: prepared.text, options: options)
     }
@@ -345,6 +351,15 @@ public final class RunDispatcher: Sendable {
         }
         let decision = TriggerMatcher.decide(pipeline.triggers, event: request.event, branch: request.branch, tag: request.tag, changedFiles: changed)
         guard decision.matches else { throw Outcome(status: "skipped", reason: decision.reason) }
+        // A commit named together with a branch must be on that branch: the branch is what protection
+        // rules (allowed branches for deploys) look at.
+        if request.event != "pull_request", let named = request.commit, let branch = request.branch,
+           let head = mirror.resolve("refs/heads/" + branch), head != commit {
+            let ancestor = Helper.run(["git", "--git-dir", mirror.path, "merge-base", "--is-ancestor", commit, head], in: "/")
+            guard ancestor.status == 0 else {
+                throw Outcome(status: "error", reason: "commit \(named.prefix(12)) is not on branch \(branch)")
+            }
+        }
         let text = (try? String(contentsOf: fileURL, encoding: .utf8)) ?? ""
         return Prepared(commit: commit, pipeline: pipeline, text: text)
     }

@@ -37,6 +37,12 @@ public struct SlipwayServer: Sendable {
     /// period is over; the caller typically exits, leaving them to be resumed by the next start.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }, onGraceExpired: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let store = try Self.openStore(layout)
+        // One server per data directory: a second one would take the first one's runs for abandoned ones.
+        let lock = open(layout.root + "/server.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            throw ServerError("another `slipway serve` is using \(layout.root); stop it first")
+        }
+        defer { close(lock) }
         let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity)
         let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher)
         var logger = Logger(label: "slipway.server")

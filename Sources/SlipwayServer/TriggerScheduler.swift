@@ -55,7 +55,7 @@ public final class TriggerScheduler: Sendable {
 
     /// New or moved branch heads become push requests; the first poll of a project only sets the baseline.
     func poll(_ project: ProjectRecord) -> Int {
-        let output = Helper.run(["git", "ls-remote", "--heads", "--", project.repository], in: "/")
+        let output = Helper.run(["git", "ls-remote", "--heads", "--", project.repository], in: "/", environment: RepositoryMirror.environment)
         guard output.status == 0 else { return 0 }
         var heads: [String: String] = [:]
         for line in output.text.split(separator: "\n") {
@@ -80,13 +80,16 @@ public final class TriggerScheduler: Sendable {
     /// the ticks in between only evaluate cron.
     func schedules(_ project: ProjectRecord) -> Int {
         let cached = state.withLock { $0.pipelines[project.name] }
-        let stale = state.withLock { $0.lastFetch[project.name].map { ContinuousClock.now - $0 >= .seconds(60) } ?? true }
         var entries = cached?.schedules ?? []
+        // Projects with schedules are looked at every minute; the others every five, so a newly added
+        // `on.schedule` is seen even when nothing else fetches the mirror.
+        let interval: Duration = entries.isEmpty ? .seconds(300) : .seconds(60)
+        let stale = state.withLock { $0.lastFetch[project.name].map { ContinuousClock.now - $0 >= interval } ?? true }
         var branch = cached?.branch
         if stale {
             state.withLock { $0.lastFetch[project.name] = .now }
             let mirror = RepositoryMirror(source: project.repository, path: layout.mirror(project.name))
-            if !FileManager.default.fileExists(atPath: mirror.path + "/HEAD") || !entries.isEmpty { try? mirror.update() }
+            if cached != nil || !FileManager.default.fileExists(atPath: mirror.path + "/HEAD") { try? mirror.update() }
             guard let head = mirror.resolve("HEAD") else { return 0 }
             if cached?.commit != head {
                 let shown = Helper.run(["git", "--git-dir", mirror.path, "show", "\(head):\(project.file)"], in: "/")
@@ -102,8 +105,10 @@ public final class TriggerScheduler: Sendable {
         var queued = 0
         for entry in entries {
             guard case .success(let schedule) = CronSchedule.parse(entry) else { continue }
-            let last = try? store.lastScheduled(project: project.name, cron: entry)
-            switch SchedulePolicy.decide(schedule, lastFired: last ?? nil, now: now) {
+            // A failed read is not "never fired": that could fire a minute twice.
+            let last: Int64?
+            do { last = try store.lastScheduled(project: project.name, cron: entry) } catch { continue }
+            switch SchedulePolicy.decide(schedule, lastFired: last, now: now) {
             case .fire(let minute):
                 let request = RunRequestRecord(project: project.name, event: "schedule", branch: branch,
                                                source: "schedule:\(entry)@\(minute)")

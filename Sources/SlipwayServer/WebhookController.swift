@@ -36,17 +36,19 @@ struct WebhookController: Sendable {
         }
         let project = try named ?? findProject(for: event, query: nil)
         try verify(bytes, for: project, provider: provider, request: request)
-        // Without a delivery id, the body's digest stands in: the same payload twice is the same delivery.
-        let deliveryID = request.headers[HTTPField.Name(provider.deliveryHeader)!].map { "\(provider.rawValue):\($0)" }
-            ?? "\(provider.rawValue):sha256:\(SHA256.hash(data: bytes).hexString)"
+        // A delivery is known by the digest of its signed body, not by its id header (which the signature
+        // does not cover): a redelivery is the same body, and a replay under a new id is caught too.
+        let deliveryID = "\(provider.rawValue):sha256:\(SHA256.hash(data: bytes).hexString)"
         var runRequest: RunRequestRecord?
         let result: String
         var reason: String?
         switch event.trigger {
         case .start(let name, let branch, let tag, let commit, let changedFiles):
             let files = changedFiles.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+            let delivery = request.headers[HTTPField.Name(provider.deliveryHeader)!].map { "\(provider.rawValue):\($0.prefix(100))" } ?? deliveryID
             runRequest = RunRequestRecord(project: project.name, event: name, branch: branch, tag: tag, commit: commit,
-                                          changedFiles: files, source: deliveryID)
+                                          changedFiles: files, source: delivery,
+                                          headRef: name == "pull_request" ? event.pullRequest.map { "\($0)" } ?? event.headBranch : nil)
             result = "queued"
         case .ignore(let why):
             result = "ignored"
@@ -60,7 +62,7 @@ struct WebhookController: Sendable {
         }
         switch outcome {
         case .duplicate(let previous):
-            return try JSONResponse.make(Reply(result: previous, reason: "delivery \(deliveryID) was received before; nothing done again", duplicate: true))
+            return try JSONResponse.make(Reply(result: previous, reason: "this delivery was received before; nothing done again", duplicate: true))
         case .accepted(let requestID):
             if requestID != nil { services.dispatcher.wake() }
             return try JSONResponse.make(Reply(result: result, reason: reason, request: requestID), status: requestID == nil ? .ok : .accepted)

@@ -72,6 +72,8 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
     public var inputs: String?
     /// Where it came from: "github:<delivery>", "api:<token name>", …
     public var source: String
+    /// A pull request's head branch (`branch` is its base, for `on:`).
+    public var headRef: String?
     public var status: String
     public var reason: String?
     public var runNumber: Int64?
@@ -80,8 +82,9 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
     public var finishedAt: Date?
 
     public init(id: Int64 = 0, project: String, event: String, branch: String? = nil, tag: String? = nil, commit: String? = nil,
-                changedFiles: String? = nil, inputs: String? = nil, source: String, status: String = "queued", reason: String? = nil,
+                changedFiles: String? = nil, inputs: String? = nil, source: String, headRef: String? = nil, status: String = "queued", reason: String? = nil,
                 runNumber: Int64? = nil, createdAt: Date = Date(), startedAt: Date? = nil, finishedAt: Date? = nil) {
+        self.headRef = headRef
         self.id = id
         self.project = project
         self.event = event
@@ -180,6 +183,9 @@ public final class ServerStore: Sendable {
                     last_minute INTEGER NOT NULL,
                     PRIMARY KEY (project, cron));
                 """)
+        }
+        migrator.registerMigration("server-v3-head-ref") { db in
+            try db.execute(sql: "ALTER TABLE run_request ADD COLUMN head_ref TEXT")
         }
         return migrator
     }
@@ -290,10 +296,10 @@ public final class ServerStore: Sendable {
 
     static func insert(_ request: RunRequestRecord, in db: Database) throws -> Int64 {
         try db.execute(sql: """
-            INSERT INTO run_request (project, event, branch, tag, "commit", changed_files, inputs, source, status, reason, run_number, created_at, started_at, finished_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO run_request (project, event, branch, tag, "commit", changed_files, inputs, source, head_ref, status, reason, run_number, created_at, started_at, finished_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [request.project, request.event, request.branch, request.tag, request.commit, request.changedFiles, request.inputs,
-                             request.source, request.status, request.reason, request.runNumber, request.createdAt.timeIntervalSince1970,
+                             request.source, request.headRef, request.status, request.reason, request.runNumber, request.createdAt.timeIntervalSince1970,
                              request.startedAt?.timeIntervalSince1970, request.finishedAt?.timeIntervalSince1970])
         return db.lastInsertedRowID
     }
@@ -308,7 +314,7 @@ public final class ServerStore: Sendable {
 
     static func requestRecord(_ row: Row) -> RunRequestRecord {
         RunRequestRecord(id: row["id"], project: row["project"], event: row["event"], branch: row["branch"], tag: row["tag"], commit: row["commit"],
-                         changedFiles: row["changed_files"], inputs: row["inputs"], source: row["source"], status: row["status"], reason: row["reason"],
+                         changedFiles: row["changed_files"], inputs: row["inputs"], source: row["source"], headRef: row["head_ref"], status: row["status"], reason: row["reason"],
                          runNumber: row["run_number"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
                          startedAt: (row["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                          finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
@@ -318,9 +324,12 @@ public final class ServerStore: Sendable {
     /// never take the same one.
     public func claimNext(excludingProjects busy: Set<String> = []) throws(StoreError) -> RunRequestRecord? {
         try write { db in
-            for row in try Row.fetchAll(db, sql: "SELECT * FROM run_request WHERE status = 'queued' ORDER BY id LIMIT 64") {
+            // Busy projects are left out in SQL: a backlog of one project must not hide the others.
+            let placeholders = Array(repeating: "?", count: busy.count).joined(separator: ", ")
+            let sql = busy.isEmpty ? "SELECT * FROM run_request WHERE status = 'queued' ORDER BY id LIMIT 1"
+                : "SELECT * FROM run_request WHERE status = 'queued' AND project NOT IN (\(placeholders)) ORDER BY id LIMIT 1"
+            for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(Array(busy))) {
                 var request = Self.requestRecord(row)
-                if busy.contains(request.project) { continue }
                 request.status = "preparing"
                 request.startedAt = Date()
                 try db.execute(sql: "UPDATE run_request SET status = ?, started_at = ? WHERE id = ?",
@@ -346,8 +355,8 @@ public final class ServerStore: Sendable {
 
     public func update(_ request: RunRequestRecord) throws(StoreError) {
         try write { db in
-            try db.execute(sql: "UPDATE run_request SET status = ?, reason = ?, run_number = ?, started_at = ?, finished_at = ? WHERE id = ?",
-                           arguments: [request.status, request.reason, request.runNumber, request.startedAt?.timeIntervalSince1970,
+            try db.execute(sql: "UPDATE run_request SET status = ?, reason = ?, run_number = ?, \"commit\" = ?, started_at = ?, finished_at = ? WHERE id = ?",
+                           arguments: [request.status, request.reason, request.runNumber, request.commit, request.startedAt?.timeIntervalSince1970,
                                        request.finishedAt?.timeIntervalSince1970, request.id])
         }
     }

@@ -89,6 +89,7 @@ extension EndToEnd {
               build:
                 steps:
                   - run: echo "$SLIPWAY_COMMIT $SLIPWAY_BRANCH $SLIPWAY_EVENT" >> \(sandbox.outside)/builds
+                  - run: echo "hook=${HOOK_SECRET:-hidden}" >> \(sandbox.outside)/environment
               test:
                 needs: build
                 steps:
@@ -112,6 +113,7 @@ extension EndToEnd {
         #expect(request["runNumber"] as? Int == 1)
         #expect(sandbox.lines("builds") == ["\(commit) main push"])
         #expect(sandbox.count("tests") == 1)
+        #expect(sandbox.lines("environment") == ["hook=hidden"], "the webhook secret must not reach steps")
 
         let (status, run) = try await kit.api(port: port, token: token, "/api/projects/demo/runs/1")
         #expect(status == 200)
@@ -142,15 +144,24 @@ extension EndToEnd {
         #expect((skipped["reason"] as? String ?? "").contains("feature"))
         #expect(sandbox.count("builds") == 1)
 
+        // A commit that is not on the branch it is said to be on is refused (protection rules trust the branch).
+        let (_, mismatched) = try await kit.api(port: port, token: token, "/api/projects/demo/requests", post: true,
+                                                body: "{\"branch\": \"main\", \"event\": \"push\", \"commit\": \"\(featureCommit)\"}")
+        let mismatchID = try #require((mismatched as? [String: Any])?["id"] as? Int)
+        let refused = try await kit.finished(port: port, token: token, request: mismatchID)
+        #expect(refused["status"] as? String == "error", "\(refused)")
+        #expect((refused["reason"] as? String ?? "").contains("is not on branch main"), "\(refused)")
+        #expect(sandbox.count("builds") == 1)
+
         // The CLI: queue a run of main, follow it, exit with its result; a bad token is refused.
         let triggered = try await sandbox.slipway("trigger", "demo", "--branch", "main", "--event", "push", "--wait",
                                                   "--server", "http://127.0.0.1:\(port)", "--token", token)
         #expect(triggered.status == 0, "\(triggered)")
         #expect(triggered.stdout.contains("success (run #2)"), "\(triggered)")
         #expect(sandbox.count("builds") == 2)
-        let refused = try await sandbox.slipway("trigger", "demo", "--server", "http://127.0.0.1:\(port)", "--token", "slw_" + String(repeating: "1", count: 64))
-        #expect(refused.status == 1)
-        #expect(refused.output.contains("401"), "\(refused)")
+        let unauthorized = try await sandbox.slipway("trigger", "demo", "--server", "http://127.0.0.1:\(port)", "--token", "slw_" + String(repeating: "1", count: 64))
+        #expect(unauthorized.status == 1)
+        #expect(unauthorized.output.contains("401"), "\(unauthorized)")
     }
 
     @Test func serverKilledMidRunResumesItOnRestartWithoutRepeatingFinishedJobs() async throws {
