@@ -19,9 +19,13 @@ public struct RunOptions: Sendable, Codable, Equatable {
     /// Set by the server: the project directory is an export of exactly this commit, taken as the
     /// run's snapshot (moved, not copied).
     public var exportedCommit: String?
+    /// Set by the server: the run request this run executes, so a restart can find the run again even
+    /// if the request never got to record the run's number.
+    public var requestID: Int64?
 
-    public init(targets: [String] = [], event: String = "push", branch: String? = nil, envOverrides: [String: String] = [:], inputs: [String: String] = [:], useCache: Bool = true, parallelism: Int = ProcessInfo.processInfo.activeProcessorCount, clean: Bool = false, exportedCommit: String? = nil) {
+    public init(targets: [String] = [], event: String = "push", branch: String? = nil, envOverrides: [String: String] = [:], inputs: [String: String] = [:], useCache: Bool = true, parallelism: Int = ProcessInfo.processInfo.activeProcessorCount, clean: Bool = false, exportedCommit: String? = nil, requestID: Int64? = nil) {
         self.exportedCommit = exportedCommit
+        self.requestID = requestID
         self.targets = targets
         self.event = event
         self.branch = branch

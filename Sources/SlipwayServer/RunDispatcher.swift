@@ -151,6 +151,15 @@ public final class RunDispatcher: Sendable {
                 resumable.append((request, run))
                 continue
             }
+            // The engine may have created the run before the request recorded its number: the run
+            // carries the request's id in its options.
+            if request.runNumber == nil, let runs, let run = Self.unfinishedRun(of: request.id, in: runs) {
+                request.status = "running"
+                request.runNumber = run.number
+                try? store.update(request)
+                resumable.append((request, run))
+                continue
+            }
             if request.status == "running", let number = request.runNumber,
                let runs, let run = try? runs.run(number: number), run.status.isFinal {
                 request.status = run.status.rawValue
@@ -162,6 +171,14 @@ public final class RunDispatcher: Sendable {
             try? store.update(request)
         }
         return resumable
+    }
+
+    /// The unfinished run started for request `id`, among a project's recent runs.
+    static func unfinishedRun(of id: Int64, in runs: SQLiteRunStore) -> RunRecord? {
+        for run in (try? runs.runs(limit: 200)) ?? [] where !run.status.isFinal {
+            if let options = try? JSONDecoder().decode(RunOptions.self, from: Data(run.options.utf8)), options.requestID == id { return run }
+        }
+        return nil
     }
 
     /// `concurrency` with `cancel-in-progress`: in each group only the newest request goes on — older
@@ -298,7 +315,7 @@ public final class RunDispatcher: Sendable {
         // not the base branch (protection rules must not take it for one).
         let runBranch = request.event == "pull_request" ? "pull/" + (request.headRef ?? "head") : request.branch
         let options = RunOptions(event: request.event, branch: runBranch, inputs: inputs,
-                                 parallelism: ProcessInfo.processInfo.activeProcessorCount, exportedCommit: prepared.commit)
+                                 parallelism: ProcessInfo.processInfo.activeProcessorCount, exportedCommit: prepared.commit, requestID: requestID)
         return try await engine.start(pipeline: prepared.pipeline, pipelineText: prepared.text, options: options)
     }
 

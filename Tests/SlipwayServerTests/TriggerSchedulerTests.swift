@@ -104,3 +104,32 @@ import Testing
         #expect(RepositoryMirror.redacted("/srv/git/shop.git") == "/srv/git/shop.git")
     }
 }
+
+/// Recovery after a kill -9 between the engine creating a run and the request recording its number.
+@Suite struct DispatcherRecoveryTests {
+    @Test func aRunTheRequestNeverRecordedIsFoundByItsRequestIDAndResumed() throws {
+        let root = NSTemporaryDirectory() + "slipway-recover-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let layout = ServerLayout(root: root)
+        let store = try SlipwayServer.openStore(layout)
+        try store.addProject(ProjectRecord(name: "p", repository: "/nowhere"))
+        let orphanRequest = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
+        let unstarted = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
+        _ = try store.claimNext()
+        _ = try store.claimNext(excludingProjects: [])
+        let dispatcher = RunDispatcher(store: store, layout: layout)
+        let runs = try #require(try dispatcher.runStores.store(for: "p", create: true))
+        let options = """
+            {"targets":[],"event":"manual","envOverrides":{},"inputs":{},"useCache":true,"parallelism":2,"clean":false,"requestID":\(orphanRequest.id)}
+            """
+        let run = try runs.createRun(RunRecord(pipelineName: "x", file: "slipway.yml", pipelineText: "", event: "manual", branch: nil, commit: nil,
+                                               dirty: false, workspace: "", options: options))
+        let resumable = dispatcher.recover()
+        #expect(resumable.map(\.0.id) == [orphanRequest.id])
+        #expect(resumable.first?.1.number == run.number)
+        #expect(try store.request(id: orphanRequest.id)?.runNumber == run.number)
+        #expect(try store.request(id: orphanRequest.id)?.status == "running")
+        // A request whose run never started goes back to the queue.
+        #expect(try store.request(id: unstarted.id)?.status == "queued")
+    }
+}
