@@ -114,7 +114,7 @@ struct APIController: Sendable {
         if record.status == "queued", try guarded({ try store.cancelQueued(id: record.id, reason: reason) }) {
             return try JSONResponse.make(try requestRecord(context), status: .accepted)
         }
-        guard services.dispatcher.cancel(request: record.id) else {
+        guard services.dispatcher.cancel(request: record.id, reason: "cancelled by \(context.token?.name ?? "?")") else {
             throw HTTPError(.conflict, message: "request \(record.id) is \((try? requestRecord(context))?.status ?? record.status) and not running here; try again")
         }
         return try JSONResponse.make(try requestRecord(context), status: .accepted)

@@ -146,6 +146,21 @@ public final class RunDispatcher: Sendable {
         var resumable: [(RunRequestRecord, RunRecord)] = []
         for var request in (try? store.unfinishedClaims()) ?? [] {
             let runs = try? runStores.store(for: request.project, create: false)
+            // A cancel (or supersession) asked before the stop is carried out now: the run ends, it is not resumed.
+            if let reason = (try? store.cancelReason(id: request.id)) ?? nil {
+                let run = request.runNumber.flatMap { number in runs.flatMap { try? $0.run(number: number) } }
+                    ?? runs.flatMap { Self.unfinishedRun(of: request.id, in: $0) }
+                if let runs, let run, !run.status.isFinal {
+                    try? runs.updateRun(id: run.id, status: .cancelled, finishedAt: Date(), pid: nil)
+                    try? runs.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-finished", message: "run #\(run.number) finished: cancelled (\(reason))"))
+                }
+                request.status = "cancelled"
+                request.reason = reason
+                request.runNumber = request.runNumber ?? run?.number
+                request.finishedAt = Date()
+                try? store.update(request)
+                continue
+            }
             if request.status == "running", let number = request.runNumber,
                let runs, let run = try? runs.run(number: number), !run.status.isFinal {
                 resumable.append((request, run))
@@ -202,19 +217,26 @@ public final class RunDispatcher: Sendable {
             }
             for (id, running) in groups where running.project == project {
                 guard let winner = newest[running.group], winner > id else { continue }
+                let reason = "superseded by request \(winner) (concurrency group '\(running.group)', cancel-in-progress)"
                 let engine = state.withLock { state -> RunEngine? in
                     guard state.superseded[id] == nil else { return nil }
-                    state.superseded[id] = "superseded by request \(winner) (concurrency group '\(running.group)', cancel-in-progress)"
+                    state.superseded[id] = reason
                     return state.engines[id]
                 }
-                engine?.control.cancel()
+                if let engine {
+                    try? store.requestCancel(id: id, reason: reason)
+                    engine.control.cancel()
+                }
             }
         }
     }
 
     /// Cancels the run a request started, if it is running here.
-    public func cancel(request id: Int64) -> Bool {
+    public func cancel(request id: Int64, reason: String = "cancelled") -> Bool {
         guard let engine = state.withLock({ $0.engines[id] }) else { return false }
+        // Durable first: if the server stops before the run has ended, the next start ends it.
+        try? store.requestCancel(id: id, reason: reason)
+        state.withLock { $0.superseded[id] = $0.superseded[id] ?? reason }
         engine.control.cancel()
         return true
     }

@@ -187,6 +187,9 @@ public final class ServerStore: Sendable {
         migrator.registerMigration("server-v3-head-ref") { db in
             try db.execute(sql: "ALTER TABLE run_request ADD COLUMN head_ref TEXT")
         }
+        migrator.registerMigration("server-v4-cancel") { db in
+            try db.execute(sql: "ALTER TABLE run_request ADD COLUMN cancel_reason TEXT")
+        }
         return migrator
     }
 
@@ -351,6 +354,18 @@ public final class ServerStore: Sendable {
                            arguments: [reason, Date().timeIntervalSince1970, id])
             return db.changesCount > 0
         }
+    }
+
+    /// Records that a running request is to be cancelled, before its run is told: a restart in between
+    /// ends the run instead of resuming it.
+    public func requestCancel(id: Int64, reason: String) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "UPDATE run_request SET cancel_reason = ? WHERE id = ? AND cancel_reason IS NULL", arguments: [reason, id])
+        }
+    }
+
+    public func cancelReason(id: Int64) throws(StoreError) -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT cancel_reason FROM run_request WHERE id = ?", arguments: [id]) }
     }
 
     public func update(_ request: RunRequestRecord) throws(StoreError) {

@@ -132,4 +132,27 @@ import Testing
         // A request whose run never started goes back to the queue.
         #expect(try store.request(id: unstarted.id)?.status == "queued")
     }
+
+    @Test func aCancelAskedBeforeTheStopEndsTheRunInsteadOfResumingIt() throws {
+        let root = NSTemporaryDirectory() + "slipway-recover-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let layout = ServerLayout(root: root)
+        let store = try SlipwayServer.openStore(layout)
+        try store.addProject(ProjectRecord(name: "p", repository: "/nowhere"))
+        var request = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
+        _ = try store.claimNext()
+        let dispatcher = RunDispatcher(store: store, layout: layout)
+        let runs = try #require(try dispatcher.runStores.store(for: "p", create: true))
+        let run = try runs.createRun(RunRecord(pipelineName: "x", file: "slipway.yml", pipelineText: "", event: "manual", branch: nil, commit: nil,
+                                               dirty: false, workspace: "", options: "{}"))
+        request = try #require(try store.request(id: request.id))
+        request.status = "running"
+        request.runNumber = run.number
+        try store.update(request)
+        try store.requestCancel(id: request.id, reason: "cancelled by ci")
+        #expect(dispatcher.recover().isEmpty, "a cancelled run is not resumed")
+        #expect(try store.request(id: request.id)?.status == "cancelled")
+        #expect(try store.request(id: request.id)?.reason == "cancelled by ci")
+        #expect(try runs.run(number: run.number)?.status == .cancelled)
+    }
 }
