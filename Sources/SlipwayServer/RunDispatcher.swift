@@ -384,7 +384,8 @@ public final class RunDispatcher: Sendable {
                     let mergeBase = Helper.run(["git", "--git-dir", mirror.path, "merge-base", base, commit], in: "/")
                     changed = mirror.changedFiles(from: mergeBase.status == 0 ? mergeBase.text : nil, to: commit)
                 } else {
-                    changed = mirror.changedFiles(from: mirror.resolve(commit + "~1"), to: commit)
+                    // The whole push (before..after), or the last commit when the previous head is unknown.
+                    changed = mirror.changedFiles(from: request.before ?? mirror.resolve(commit + "~1"), to: commit)
                 }
             }
         }

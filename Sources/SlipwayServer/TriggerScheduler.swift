@@ -68,7 +68,7 @@ public final class TriggerScheduler: Sendable {
         if !known.isEmpty {
             for (ref, commit) in heads.sorted(by: { $0.key < $1.key }) where known[ref] != commit && ref.hasPrefix("refs/heads/") {
                 requests.append(RunRequestRecord(project: project.name, event: "push", branch: String(ref.dropFirst(11)), commit: commit,
-                                                 source: "poll:\(commit.prefix(12))"))
+                                                 source: "poll:\(commit.prefix(12))", before: known[ref]))
             }
         }
         guard (try? store.recordPoll(project: project.name, refs: heads, requests: requests)) != nil else { return 0 }

@@ -48,7 +48,8 @@ struct WebhookController: Sendable {
             let delivery = request.headers[HTTPField.Name(provider.deliveryHeader)!].map { "\(provider.rawValue):\($0.prefix(100))" } ?? deliveryID
             runRequest = RunRequestRecord(project: project.name, event: name, branch: branch, tag: tag, commit: commit,
                                           changedFiles: files, source: delivery,
-                                          headRef: name == "pull_request" ? event.pullRequest.map { "\($0)" } ?? event.headBranch : nil)
+                                          headRef: name == "pull_request" ? event.pullRequest.map { "\($0)" } ?? event.headBranch : nil,
+                                          before: name == "push" ? event.before : nil)
             result = "queued"
         case .ignore(let why):
             result = "ignored"

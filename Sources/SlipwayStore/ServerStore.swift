@@ -74,6 +74,9 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
     public var source: String
     /// A pull request's head branch (`branch` is its base, for `on:`).
     public var headRef: String?
+    /// The branch's previous head (a push's `before`, or what polling saw last): changed files are
+    /// `before..commit` when the payload does not list them all.
+    public var before: String?
     public var status: String
     public var reason: String?
     public var runNumber: Int64?
@@ -82,9 +85,10 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
     public var finishedAt: Date?
 
     public init(id: Int64 = 0, project: String, event: String, branch: String? = nil, tag: String? = nil, commit: String? = nil,
-                changedFiles: String? = nil, inputs: String? = nil, source: String, headRef: String? = nil, status: String = "queued", reason: String? = nil,
+                changedFiles: String? = nil, inputs: String? = nil, source: String, headRef: String? = nil, before: String? = nil, status: String = "queued", reason: String? = nil,
                 runNumber: Int64? = nil, createdAt: Date = Date(), startedAt: Date? = nil, finishedAt: Date? = nil) {
         self.headRef = headRef
+        self.before = before
         self.id = id
         self.project = project
         self.event = event
@@ -189,6 +193,9 @@ public final class ServerStore: Sendable {
         }
         migrator.registerMigration("server-v4-cancel") { db in
             try db.execute(sql: "ALTER TABLE run_request ADD COLUMN cancel_reason TEXT")
+        }
+        migrator.registerMigration("server-v5-before") { db in
+            try db.execute(sql: "ALTER TABLE run_request ADD COLUMN before_commit TEXT")
         }
         return migrator
     }
@@ -299,10 +306,10 @@ public final class ServerStore: Sendable {
 
     static func insert(_ request: RunRequestRecord, in db: Database) throws -> Int64 {
         try db.execute(sql: """
-            INSERT INTO run_request (project, event, branch, tag, "commit", changed_files, inputs, source, head_ref, status, reason, run_number, created_at, started_at, finished_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO run_request (project, event, branch, tag, "commit", changed_files, inputs, source, head_ref, before_commit, status, reason, run_number, created_at, started_at, finished_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [request.project, request.event, request.branch, request.tag, request.commit, request.changedFiles, request.inputs,
-                             request.source, request.headRef, request.status, request.reason, request.runNumber, request.createdAt.timeIntervalSince1970,
+                             request.source, request.headRef, request.before, request.status, request.reason, request.runNumber, request.createdAt.timeIntervalSince1970,
                              request.startedAt?.timeIntervalSince1970, request.finishedAt?.timeIntervalSince1970])
         return db.lastInsertedRowID
     }
@@ -317,7 +324,7 @@ public final class ServerStore: Sendable {
 
     static func requestRecord(_ row: Row) -> RunRequestRecord {
         RunRequestRecord(id: row["id"], project: row["project"], event: row["event"], branch: row["branch"], tag: row["tag"], commit: row["commit"],
-                         changedFiles: row["changed_files"], inputs: row["inputs"], source: row["source"], headRef: row["head_ref"], status: row["status"], reason: row["reason"],
+                         changedFiles: row["changed_files"], inputs: row["inputs"], source: row["source"], headRef: row["head_ref"], before: row["before_commit"], status: row["status"], reason: row["reason"],
                          runNumber: row["run_number"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
                          startedAt: (row["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                          finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))

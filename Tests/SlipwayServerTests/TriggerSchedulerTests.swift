@@ -73,6 +73,30 @@ import Testing
         #expect(requests.first?.source == "schedule:*/5 * * * *@\(Self.six + 30 * 60)")
     }
 
+    /// Path filters see the whole push (before..after), not only its last commit.
+    @Test func pathFiltersUseEveryCommitOfAPush() throws {
+        defer { cleanUp() }
+        try write("slipway.yml", "name: paths\non:\n  push:\n    paths: [\"src/**\"]\njobs:\n  a:\n    steps:\n      - run: \"true\"\n")
+        try git("commit", "-q", "-a", "-m", "paths")
+        let before = try git("rev-parse", "HEAD")
+        try FileManager.default.createDirectory(atPath: repo + "/src", withIntermediateDirectories: true)
+        try write("src/app.txt", "code")
+        try git("add", "-A")
+        try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
+        try write("README", "docs")
+        try git("add", "-A")
+        try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
+        let after = try git("rev-parse", "HEAD")
+        let project = ProjectRecord(name: "paths", repository: repo)
+        let mirror = RepositoryMirror(source: repo, path: layout.mirror("paths"))
+        let whole = RunRequestRecord(project: "paths", event: "push", branch: "main", commit: after, source: "test", before: before)
+        let prepared = try RunDispatcher.prepare(whole, project: project, mirror: mirror, into: root + "/export-1")
+        #expect(prepared.commit == after)
+        // Without `before` only the last commit counts: it touched no src/ file.
+        let lastOnly = RunRequestRecord(project: "paths", event: "push", branch: "main", commit: after, source: "test")
+        #expect(throws: RunDispatcher.Outcome.self) { try RunDispatcher.prepare(lastOnly, project: project, mirror: mirror, into: root + "/export-2") }
+    }
+
     @Test func pollingQueuesMovedBranchHeadsOnlyAfterTheBaseline() throws {
         defer { cleanUp() }
         try store.addProject(ProjectRecord(name: "polled", repository: repo, pollSeconds: 1))
@@ -86,12 +110,14 @@ import Testing
         try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "two")
         try git("branch", "feature")
         let head = try git("rev-parse", "HEAD")
+        let previous = try git("rev-parse", "HEAD~1")
         let project = try #require(try store.project(named: "polled"))
         #expect(scheduler.poll(project) == 2, "main moved and feature is new")
         #expect(scheduler.poll(project) == 0, "nothing moved since")
         let requests = try store.requests(project: "polled").sorted { ($0.branch ?? "") < ($1.branch ?? "") }
         #expect(requests.map(\.branch) == ["feature", "main"])
         #expect(requests.allSatisfy { $0.commit == head && $0.event == "push" })
+        #expect(requests.map(\.before) == [nil, previous], "a moved head remembers where it was; a new branch has no before")
     }
 }
 
