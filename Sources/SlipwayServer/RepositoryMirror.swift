@@ -68,13 +68,6 @@ public struct RepositoryMirror: Sendable {
 
     public func hasCommit(_ commit: String) -> Bool { resolve(commit) == commit }
 
-    /// A work tree at `commit` in `directory` (replaced if it exists), sharing the mirror's objects.
-    public func checkout(_ commit: String, into directory: String) throws(ServerError) {
-        try? FileManager.default.removeItem(atPath: directory)
-        try git(["git", "clone", "--quiet", "--shared", "--no-checkout", path, directory], in: "/")
-        try git(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit], in: directory)
-    }
-
     /// The files of `commit` in `directory` (replaced if it exists), without a `.git`: one `read-tree`
     /// with an index of its own, so exports of one mirror never share state.
     public func export(_ commit: String, into directory: String) throws(ServerError) {

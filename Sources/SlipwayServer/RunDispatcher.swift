@@ -206,7 +206,7 @@ public final class RunDispatcher: Sendable {
             var newest: [String: Int64] = [:]
             var groupOf: [Int64: String] = [:]
             for request in queued {
-                let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+                let inputs = request.inputValues
                 guard let group = policy.groupName(event: request.event, branch: request.branch, tag: request.tag, inputs: inputs) else { continue }
                 groupOf[request.id] = group
                 newest[group] = max(newest[group] ?? 0, request.id)
@@ -320,7 +320,7 @@ public final class RunDispatcher: Sendable {
             try Self.prepare(request, project: project, mirror: RepositoryMirror(source: project.repository, path: layout.mirror(project.name)), into: checkout)
         }
         request.commit = prepared.commit
-        let inputs = request.inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        let inputs = request.inputValues
         let policy = prepared.pipeline.concurrency
         let group = policy?.groupName(event: request.event, branch: request.branch, tag: request.tag, inputs: inputs)
         let projectName = project.name

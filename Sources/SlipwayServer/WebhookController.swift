@@ -23,10 +23,9 @@ struct WebhookController: Sendable {
             throw HTTPError(.badRequest, message: "missing \(provider.eventHeader) header")
         }
         // Unsigned deliveries are refused before anything else is looked at.
-        guard let signature = request.headers[HTTPField.Name(provider.signatureHeader)!], !signature.isEmpty else {
+        guard request.headers[HTTPField.Name(provider.signatureHeader)!]?.isEmpty == false else {
             throw HTTPError(.unauthorized, message: "missing \(provider.signatureHeader) signature")
         }
-        _ = signature
         // With `?project=`, the signature is checked before the payload is parsed at all.
         let named = try request.uri.queryParameters.get("project").map { try findProject(for: nil, query: $0) }
         let event: WebhookEvent
@@ -94,8 +93,8 @@ struct WebhookController: Sendable {
             return project
         }
         let repository = event?.repository ?? []
-        let names = Set(repository.map(Self.normalized))
-        let matches = projects.filter { names.contains(Self.normalized($0.repository)) || names.contains(Self.ownerAndName($0.repository)) }
+        let names = Set(repository.map(Self.ownerAndName))
+        let matches = projects.filter { names.contains(Self.ownerAndName($0.repository)) }
         guard matches.count == 1 else {
             throw HTTPError(.notFound, message: matches.isEmpty
                 ? "no project for repository \(repository.first ?? "?"); add one with `slipway project add`, or add ?project=NAME to the hook URL"
@@ -105,10 +104,6 @@ struct WebhookController: Sendable {
     }
 
     /// `https://host/owner/name.git`, `git@host:owner/name.git` and `owner/name` compare equal on owner/name.
-    static func normalized(_ address: String) -> String {
-        ownerAndName(address)
-    }
-
     static func ownerAndName(_ address: String) -> String {
         var value = address.trimmingCharacters(in: .whitespaces)
         if value.hasSuffix("/") { value.removeLast() }

@@ -106,6 +106,11 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
         self.finishedAt = finishedAt
     }
 
+    /// The manual inputs as a dictionary (stored as a JSON object).
+    public var inputValues: [String: String] {
+        inputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+    }
+
     public static let finalStatuses: Set<String> = ["success", "failure", "cancelled", "skipped", "error"]
     public var isFinal: Bool { Self.finalStatuses.contains(status) }
 }
