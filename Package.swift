@@ -31,7 +31,7 @@ let package = Package(
         .target(
             name: "SlipwayCLI",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy", "SlipwayServer",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy", "SlipwayServer", "SlipwayRunner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -59,6 +59,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CSlipwaySystem"),
+        .target(
+            name: "SlipwayRunner",
+            dependencies: ["SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayDeploy"],
+            swiftSettings: strict
+        ),
         // `slipway serve`: webhooks, the run queue and the REST API on Hummingbird 2.
         .target(
             name: "SlipwayServer",
@@ -95,7 +100,7 @@ let package = Package(
         .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayServerTests", dependencies: [
-            "SlipwayServer", "SlipwayStore", "SlipwayCore",
+            "SlipwayServer", "SlipwayStore", "SlipwayCore", "SlipwayEngine",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),

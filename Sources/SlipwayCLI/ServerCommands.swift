@@ -40,6 +40,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "On SIGTERM, how long runs in progress may go on before the server exits anyway (they resume on the next start).")
     var grace = "30s"
 
+    @Option(help: "Labels of the server's own executor, comma-separated: a job whose `runs-on` they cover runs here unless a connected runner matches it.")
+    var labels = "local,linux"
+
+    @Option(name: .customLong("runner-timeout"), help: "A runner silent this long is lost and its jobs are queued again.")
+    var runnerTimeout = "5s"
+
     func validate() throws {
         guard Self.address(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8400") }
         if let database, !database.hasPrefix("sqlite://") {
@@ -47,6 +53,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let capacity, capacity < 1 { throw ValidationError("--capacity must be at least 1") }
         guard DurationParser.parse(grace) != nil else { throw ValidationError("--grace takes a duration such as 30s or 2m") }
+        guard let timeout = DurationParser.parse(runnerTimeout), timeout >= .milliseconds(500) else { throw ValidationError("--runner-timeout takes a duration of at least 500ms, such as 5s") }
     }
 
     static func address(_ value: String) -> (String, Int)? {
@@ -61,8 +68,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let database, database != "sqlite://" + ServerLayout(root: directory).database {
             throw CLIError.badInput("--database must be sqlite://\(ServerLayout(root: directory).database) in this build (the database lives in the data directory)")
         }
-        let server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount),
+        var server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount),
                                    grace: DurationParser.parse(grace)!)
+        server.runners = .init(heartbeatTimeout: DurationParser.parse(runnerTimeout)!,
+                               localLabels: Set(labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
         do {
             try await server.run(onListening: { bound in
                 // The port file lets scripts (and tests) find a server started with port 0.

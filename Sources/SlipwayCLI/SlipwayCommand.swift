@@ -11,7 +11,7 @@ public struct SlipwayCommand: AsyncParsableCommand {
         subcommands: [InitCommand.self, ValidateCommand.self, RunCommand.self, HistoryCommand.self, LogsCommand.self, ExplainCommand.self, TestsCommand.self, ArtifactsCommand.self, KeysCommand.self,
                       DeployCommand.self, PromoteCommand.self, AbortCommand.self, PauseCommand.self, ResumeCommand.self, RollbackCommand.self,
                       StatusCommand.self, DownCommand.self, ApproveCommand.self, AgentCommand.self, SampleServiceCommand.self, DemoCommand.self,
-                      ServeCommand.self, ProjectCommand.self, TokenCommand.self, TriggerCommand.self]
+                      ServeCommand.self, ProjectCommand.self, TokenCommand.self, TriggerCommand.self, RunnerCommand.self]
     )
 
     public init() {}

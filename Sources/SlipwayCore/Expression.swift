@@ -18,7 +18,7 @@ public struct ExpressionError: Error, Sendable, Equatable, CustomStringConvertib
 }
 
 /// The status of the job's dependencies, used by `success()`, `failure()`, `cancelled()`.
-public struct JobStatus: Sendable, Equatable {
+public struct JobStatus: Sendable, Equatable, Codable {
     public var anyNeedFailed: Bool
     /// A needed job was cancelled (or the run itself was cancelled).
     public var anyNeedCancelled: Bool
@@ -32,7 +32,7 @@ public struct JobStatus: Sendable, Equatable {
 }
 
 /// The values an expression is evaluated against.
-public struct ExpressionContext: Sendable {
+public struct ExpressionContext: Sendable, Codable, Equatable {
     /// Top-level contexts: branch, event, commit, run, env, secrets, inputs, matrix, needs, job, …
     public var values: [String: ExpressionValue]
     public var status: JobStatus

@@ -362,3 +362,37 @@ private struct ExpressionJSONParser {
         return v
     }
 }
+
+/// Plain JSON, so a context can travel to a remote runner; non-finite numbers (which JSON lacks)
+/// travel as `{"$number": "nan" | "inf" | "-inf"}`.
+extension ExpressionValue: Codable {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([ExpressionValue].self) { self = .array(value) }
+        else {
+            let object = try container.decode([String: ExpressionValue].self)
+            if object.count == 1, case .string(let text)? = object["$number"], let number = Double(text) {
+                self = .number(number)
+            } else {
+                self = .object(object)
+            }
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value) where !value.isFinite: try container.encode(["$number": value.isNaN ? "nan" : value > 0 ? "inf" : "-inf"])
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+}

@@ -137,10 +137,14 @@ public struct RetryPolicy: Sendable, Equatable, Codable {
     /// How many extra attempts after the first one.
     public var max: Int = 0
     public var on: [Condition] = [.any]
+    /// How many times an attempt whose remote runner was lost is queued again (on top of `max`):
+    /// losing a machine says nothing about the job. 0 fails the job at once instead.
+    public var lost: Int = 2
 
-    public init(max: Int = 0, on: [Condition] = [.any]) {
+    public init(max: Int = 0, on: [Condition] = [.any], lost: Int = 2) {
         self.max = max
         self.on = on
+        self.lost = lost
     }
 
     /// Whether a failure of this kind may be retried.
@@ -162,6 +166,8 @@ public enum AttemptFailure: Sendable, Equatable, Codable, CustomStringConvertibl
     case timeout
     case signal(Int32)
     case error(String)
+    /// The remote runner running the attempt died or was cut off.
+    case runnerLost(String)
 
     public var description: String {
         switch self {
@@ -169,6 +175,7 @@ public enum AttemptFailure: Sendable, Equatable, Codable, CustomStringConvertibl
         case .timeout: "timed out"
         case .signal(let signal): "killed by signal \(signal)"
         case .error(let message): message
+        case .runnerLost(let reason): reason
         }
     }
 }

@@ -20,7 +20,7 @@ public struct PipelineLoader {
                                  "strategy", "outputs", "artifacts", "cache", "reports", "release", "deploy"]
     public static let stepKeys = ["name", "id", "run", "env", "working-directory", "timeout", "continue-on-error", "if", "uses", "with"]
     public static let strategyKeys = ["matrix", "max-parallel", "fail-fast"]
-    public static let retryKeys = ["max", "on"]
+    public static let retryKeys = ["max", "on", "lost"]
     public static let cacheKeys = ["inputs"]
     public static let releaseKeys = ["name", "version", "path", "sbom"]
     public static let reportKeys = ["junit"]
@@ -430,6 +430,10 @@ public struct PipelineLoader {
             policy.max = max
         } else if map["max"] == nil {
             error(node, "`retry` needs `max`", hint: "write `retry: { max: 2, on: [timeout] }`")
+        }
+        if let lostNode = map["lost"], let lost = integer(lostNode, "`retry.lost`") {
+            if lost < 0 || lost > 10 { error(lostNode, "`retry.lost` must be between 0 and 10", hint: "it counts how often a job whose runner was lost is queued again") }
+            policy.lost = lost
         }
         if let onNode = map["on"] {
             let items = stringList(onNode, "`retry.on`", allowScalar: true)

@@ -58,6 +58,8 @@ public struct RunStateMachine: Sendable {
     public let parallelism: Int
     var states: [String: State] = [:]
     var attempts: [String: Int] = [:]
+    /// Attempts that ended because their runner was lost; they do not count against `retry.max`.
+    var lostAttempts: [String: Int] = [:]
     public private(set) var outputs: [String: [String: String]] = [:]
     var cancelling = false
     var runFinished = false
@@ -147,11 +149,17 @@ public struct RunStateMachine: Sendable {
             case .cancelled:
                 setState(key, .finished(.cancelled, allowedFailure: false))
                 actions.append(.finishInstance(key: key, result: .cancelled, allowedFailure: false, reason: cancelling ? "the run was cancelled" : "cancelled by fail-fast"))
+            case .failed(.runnerLost(let why), _) where !cancelling && lostAttempts[key, default: 0] < job.retry.lost:
+                lostAttempts[key, default: 0] += 1
+                attempts[key] = attempt + 1
+                setState(key, .running(attempt: attempt + 1))
+                actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "queued again: \(why)"))
+                return actions
             case .failed(let failure, let produced):
-                if !cancelling, attempt <= job.retry.max, job.retry.allows(failure) {
+                if !cancelling, attempt - lostAttempts[key, default: 0] <= job.retry.max, job.retry.allows(failure) {
                     attempts[key] = attempt + 1
                     setState(key, .running(attempt: attempt + 1))
-                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt) of \(job.retry.max) after \(failure)"))
+                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt - lostAttempts[key, default: 0]) of \(job.retry.max) after \(failure)"))
                     return actions
                 }
                 outputs[key] = produced

@@ -19,6 +19,8 @@ struct AttemptContext: Sendable {
     var context: ExpressionContext
     /// Artifact directories of the jobs this one needs, copied into its workspace.
     var upstreamArtifacts: [String]
+    /// Set last in the steps' environment (a remote runner shows the server's run id and number).
+    var environmentOverrides: [String: String] = [:]
 }
 
 /// Runs one attempt of a job instance: fresh workspace, steps as real processes, outputs, artifacts, reports.
@@ -98,6 +100,7 @@ struct JobExecutor: Sendable {
         for entry in a.instance.matrix?.entries ?? [] {
             environment["SLIPWAY_MATRIX_" + entry.name.uppercased().replacingOccurrences(of: "-", with: "_")] = entry.value
         }
+        for (name, value) in a.environmentOverrides { environment[name] = value }
 
         for (index, step) in a.resolved.steps.enumerated() {
             let logPath = layout.log(number, job: key, attempt: a.attempt, step: index)

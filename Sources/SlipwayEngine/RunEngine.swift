@@ -59,9 +59,17 @@ public final class RunEngine: Sendable {
     /// Variables of this process that steps must not see, their values masked like secrets (the server's
     /// webhook secrets).
     let hiddenVariables: [String]
+    /// Runs jobs whose `runs-on` labels it takes on remote runners (the server's runner broker).
+    let remote: RemoteJobRunner?
+    /// The project's name as the server knows it (sent to remote runners).
+    let projectName: String
+    /// What `masker` masks, for remote runners to mask the same.
+    let maskedValues: [String]
 
-    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable(), hiddenVariables: [String] = []) {
+    public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable(), hiddenVariables: [String] = [], remote: RemoteJobRunner? = nil, projectName: String = "") {
         self.hiddenVariables = hiddenVariables
+        self.remote = remote
+        self.projectName = projectName
         self.releases = releases
         self.agentExecutable = agentExecutable
         self.store = store
@@ -69,7 +77,8 @@ public final class RunEngine: Sendable {
         self.project = project
         self.secrets = secrets
         let environment = ProcessInfo.processInfo.environment
-        self.masker = SecretMasker(secrets: Array(secrets.values) + hiddenVariables.compactMap { environment[$0] }.filter { !$0.isEmpty })
+        self.maskedValues = Array(secrets.values) + hiddenVariables.compactMap { environment[$0] }.filter { !$0.isEmpty }
+        self.masker = SecretMasker(secrets: maskedValues)
         self.observer = observer
         self.live = live
         self.gracePeriod = gracePeriod
@@ -194,6 +203,24 @@ public final class RunEngine: Sendable {
         return environment
     }
 
+    /// The attempt as remote runners get it, when its job has `runs-on` labels the remote side takes.
+    /// Deploy and release jobs stay on the server, which holds the environments and the signing key.
+    func remoteAttempt(for a: AttemptContext, pipeline: Pipeline, plan: RunPlan) -> RemoteAttempt? {
+        guard let remote, let job = pipeline.job(a.instance.jobID), !job.runsOn.isEmpty,
+              a.resolved.deployEnvironment == nil, a.resolved.release == nil, remote.takes(labels: job.runsOn) else { return nil }
+        let upstream = job.needs.flatMap { need in plan.instances.filter { $0.jobID == need }.map(\.key) }
+        let assignment = RunnerAssignment(
+            lease: 0, project: projectName, runID: a.run.id, runNumber: a.run.number, pipelineName: a.run.pipelineName, file: a.run.file,
+            event: a.run.event, branch: a.run.branch, commit: a.run.commit, dirty: a.run.dirty, instance: a.instance, attempt: a.attempt,
+            resolved: a.resolved, context: a.context, upstream: upstream, maskedValues: maskedValues)
+        let control = control
+        let key = a.instance.key
+        return RemoteAttempt(
+            assignment: assignment, labels: job.runsOn, attemptRecord: a.attemptRecord, store: store, layout: layout, sourceDirectory: layout.snapshot(a.run.number),
+            upstreamDirectories: upstream.map { layout.artifacts(a.run.number, job: $0) }, artifactsDirectory: layout.artifacts(a.run.number, job: key),
+            masker: masker, isCancelled: { control.isCancelled(job: key) })
+    }
+
     func execute(run: RunRecord, plan: RunPlan, options: RunOptions, previous: [InstanceRecord]) async throws(EngineError) -> RunRecord {
         let started = ContinuousClock.now
         var overrides = plan.pipeline
@@ -251,6 +278,7 @@ public final class RunEngine: Sendable {
                         }
                         let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, attemptRecord: attemptRecord, resolved: resolved, context: context, upstreamArtifacts: upstream)
                         let useCache = options.useCache && resolved.cacheInputs != nil
+                        let remoteAttempt = remoteAttempt(for: attemptContext, pipeline: pipeline, plan: plan)
                         let needOutputs = Dictionary(uniqueKeysWithValues: (pipeline.job(instance.jobID)?.needs ?? []).map { need in
                             (need, plan.instances.filter { $0.jobID == need }.map { machine.outputs[$0.key] ?? [:] })
                         })
@@ -268,7 +296,11 @@ public final class RunEngine: Sendable {
                                     return (key, attempt, .cacheHit(outputs: outputs), computed)
                                 }
                             }
-                            let outcome = await executor.runAttempt(attemptContext)
+                            let outcome = if let remoteAttempt, let remote = self.remote {
+                                await remote.run(remoteAttempt)
+                            } else {
+                                await executor.runAttempt(attemptContext)
+                            }
                             if let cacheKey, case .succeeded(let outputs) = outcome {
                                 cacheStore.save(key: cacheKey, jobKey: key, outputs: outputs, artifacts: self.layout.artifacts(run.number, job: key), runID: run.id)
                             }

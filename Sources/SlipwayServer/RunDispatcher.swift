@@ -51,6 +51,7 @@ public final class RunDispatcher: Sendable {
     let layout: ServerLayout
     let capacity: Int
     let secrets: [String: String]
+    let remote: RemoteJobRunner?
     public let runStores: RunStores
     private let wakeups = WakeSignal()
     private struct State {
@@ -67,7 +68,8 @@ public final class RunDispatcher: Sendable {
     }
     private let state = Mutex(State())
 
-    public init(store: ServerStore, layout: ServerLayout, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), secrets: [String: String] = [:]) {
+    public init(store: ServerStore, layout: ServerLayout, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), secrets: [String: String] = [:], remote: RemoteJobRunner? = nil) {
+        self.remote = remote
         self.store = store
         self.layout = layout
         self.capacity = max(1, capacity)
@@ -310,7 +312,8 @@ public final class RunDispatcher: Sendable {
         // Webhook secrets live in the server's environment: no step sees them, no log shows them.
         let hidden = ((try? store.projects()) ?? []).compactMap(\.secretVariable) + ["SLIPWAY_TOKEN"]
         let engine = RunEngine(store: runs, layout: projectState, project: checkout, secrets: secrets, observer: observer,
-                               releases: ReleaseService(store: runs, dataRoot: projectState.root), hiddenVariables: hidden)
+                               releases: ReleaseService(store: runs, dataRoot: projectState.root), hiddenVariables: hidden,
+                               remote: remote, projectName: project.name)
         state.withLock { $0.engines[requestID] = engine }
         if let resuming {
             return try await engine.resume(run: resuming)

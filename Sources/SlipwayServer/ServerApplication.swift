@@ -24,16 +24,18 @@ public struct ServerServices: Sendable {
     public let store: ServerStore
     public let layout: ServerLayout
     public let dispatcher: RunDispatcher
+    public let broker: RunnerBroker
     /// The server's environment, where webhook secrets are read from (by the variable a project names).
     public let environment: [String: String]
 
     /// HTTP requests answered, by method and status (for /metrics).
     public let requestCounts = RequestCounter()
 
-    public init(store: ServerStore, layout: ServerLayout, dispatcher: RunDispatcher, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(store: ServerStore, layout: ServerLayout, dispatcher: RunDispatcher, broker: RunnerBroker, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.store = store
         self.layout = layout
         self.dispatcher = dispatcher
+        self.broker = broker
         self.environment = environment
     }
 }
@@ -84,6 +86,21 @@ public enum ServerRoutes {
         Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer,
               summary: "Step logs of a run (or of ?job=KEY) as text; with ?follow=1 as Server-Sent Events (`log` per line, `end` with the status)",
               statuses: [200, 404], query: ["job", "follow"], produces: "text/plain"),
+        Route(method: .get, path: "/api/runners", role: .viewer, summary: "Remote runners (labels, capacity, leases, last heartbeat) and jobs waiting for one", statuses: [200]),
+        Route(method: .post, path: "/api/runner/lease", role: .runner,
+              summary: "Long poll for a job: {name, labels, capacity?, wait? (s)}; 200 with an assignment, 204 when none came", statuses: [200, 204, 400], body: true),
+        Route(method: .post, path: "/api/runner/heartbeat", role: .runner,
+              summary: "A runner is alive: {name, labels, capacity?, leases}; answers the leases to cancel and those to drop", statuses: [200, 400], body: true),
+        Route(method: .get, path: "/api/runner/leases/{lease}/source", role: .runner, summary: "The run's source as a tar archive",
+              statuses: [200, 404, 409], produces: "application/x-tar", headers: ["Slipway-Runner"]),
+        Route(method: .get, path: "/api/runner/leases/{lease}/upstream/{index}", role: .runner, summary: "Artifacts of the index-th needed job as a tar archive",
+              statuses: [200, 404, 409], produces: "application/x-tar", headers: ["Slipway-Runner"]),
+        Route(method: .post, path: "/api/runner/leases/{lease}/progress", role: .runner, summary: "Step records and log chunks of a leased attempt",
+              statuses: [200, 400, 404, 409], body: true, headers: ["Slipway-Runner"]),
+        Route(method: .put, path: "/api/runner/leases/{lease}/artifacts", role: .runner, summary: "The attempt's artifacts as a tar archive",
+              statuses: [200, 400, 404, 409], headers: ["Slipway-Runner"]),
+        Route(method: .post, path: "/api/runner/leases/{lease}/complete", role: .runner, summary: "How the attempt ended: {status, failure?, outputs, tests}",
+              statuses: [200, 400, 404, 409], body: true, headers: ["Slipway-Runner"]),
         Route(method: .get, path: "/api/tokens", role: .admin, summary: "API tokens (names and roles only)", statuses: [200]),
         Route(method: .get, path: "/metrics", role: .viewer, summary: "Prometheus metrics", statuses: [200], produces: "text/plain"),
     ]
@@ -96,7 +113,7 @@ public enum ServerRoutes {
             var parameters: [[String: Any]] = []
             for name in route.path.split(separator: "/") where name.hasPrefix("{") {
                 let bare = String(name.dropFirst().dropLast())
-                let type: [String: Any] = bare == "project" ? ["type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"] : ["type": "integer", "minimum": 1]
+                let type: [String: Any] = bare == "project" ? ["type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"] : ["type": "integer", "minimum": bare == "index" ? 0 : 1]
                 parameters.append(["name": bare, "in": "path", "required": true, "schema": type])
             }
             for name in route.query {
@@ -105,7 +122,8 @@ public enum ServerRoutes {
             }
             for name in route.headers {
                 // Without a delivery id the body's digest identifies the delivery: that header is optional.
-                parameters.append(["name": name, "in": "header", "required": !name.hasSuffix("-Delivery"), "schema": ["type": "string", "minLength": 1]])
+                // A runner's name makes a lease route refuse other runners; without it the lease id alone decides.
+                parameters.append(["name": name, "in": "header", "required": !name.hasSuffix("-Delivery") && name != "Slipway-Runner", "schema": ["type": "string", "minLength": 1]])
             }
             if !parameters.isEmpty { operation["parameters"] = parameters }
             if route.body {
@@ -140,6 +158,7 @@ public enum ServerRoutes {
         let router = Router(context: ServerRequestContext.self)
         let api = APIController(services: services)
         let hooks = WebhookController(services: services)
+        let runners = RunnerController(services: services)
         router.addMiddleware {
             RequestCounting(counter: services.requestCounts)
             TokenAuthenticator(store: services.store)
@@ -156,7 +175,7 @@ public enum ServerRoutes {
             }
         }
         for route in all {
-            let handler = handler(for: route, api: api, hooks: hooks)
+            let handler = handler(for: route, api: api, hooks: hooks, runners: runners)
             let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
             if let role = route.role {
                 router.group().add(middleware: RoleRequirement(role: role)).on(path, method: route.method, use: handler)
@@ -169,7 +188,7 @@ public enum ServerRoutes {
 
     typealias Handler = @Sendable (Request, ServerRequestContext) async throws -> Response
 
-    static func handler(for route: Route, api: APIController, hooks: WebhookController) -> Handler {
+    static func handler(for route: Route, api: APIController, hooks: WebhookController, runners: RunnerController) -> Handler {
         switch (route.method, route.path) {
         case (.get, "/health"): return api.health
         case (.get, "/openapi.json"): return api.openAPI
@@ -184,6 +203,14 @@ public enum ServerRoutes {
         case (.get, "/api/projects/{project}/runs"): return api.runs
         case (.get, "/api/projects/{project}/runs/{number}"): return api.run
         case (.get, "/api/projects/{project}/runs/{number}/logs"): return api.logs
+        case (.get, "/api/runners"): return runners.runners
+        case (.post, "/api/runner/lease"): return runners.lease
+        case (.post, "/api/runner/heartbeat"): return runners.heartbeat
+        case (.get, "/api/runner/leases/{lease}/source"): return runners.source
+        case (.get, "/api/runner/leases/{lease}/upstream/{index}"): return runners.upstream
+        case (.post, "/api/runner/leases/{lease}/progress"): return runners.progress
+        case (.put, "/api/runner/leases/{lease}/artifacts"): return runners.artifacts
+        case (.post, "/api/runner/leases/{lease}/complete"): return runners.complete
         case (.get, "/api/tokens"): return api.tokens
         case (.get, "/metrics"): return api.metrics
         default: return { _, _ in throw HTTPError(.notFound, message: "no such route") }

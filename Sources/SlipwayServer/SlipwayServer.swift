@@ -13,6 +13,8 @@ public struct SlipwayServer: Sendable {
     public var capacity: Int
     /// How long a graceful shutdown waits for runs in progress.
     public var grace: Duration
+    /// Remote runners: heartbeat timeout and the server's own labels.
+    public var runners = RunnerBroker.Settings()
 
     public init(host: String, port: Int, dataDirectory: String, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), grace: Duration = .seconds(30)) {
         self.host = host
@@ -43,14 +45,16 @@ public struct SlipwayServer: Sendable {
             throw ServerError("another `slipway serve` is using \(layout.root); stop it first")
         }
         defer { close(lock) }
-        let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity)
-        let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher)
+        let broker = RunnerBroker(settings: runners)
+        let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity, remote: broker)
+        let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher, broker: broker)
         var logger = Logger(label: "slipway.server")
         logger.logLevel = .notice
         let app = Application(
             router: ServerRoutes.router(services),
             configuration: .init(address: .hostname(host, port: port), serverName: "slipway"),
             services: [DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired),
+                       BrokerService(broker: broker),
                        SchedulerService(scheduler: TriggerScheduler(store: store, layout: layout, wake: { dispatcher.wake() }))],
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
             logger: logger
@@ -74,5 +78,13 @@ struct SchedulerService: Service {
     let scheduler: TriggerScheduler
     func run() async throws {
         await cancelWhenGracefulShutdown { await scheduler.run() }
+    }
+}
+
+/// The runner broker's watchdog: cancellations, lost runners, long polls that ran out.
+struct BrokerService: Service {
+    let broker: RunnerBroker
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await broker.run() }
     }
 }

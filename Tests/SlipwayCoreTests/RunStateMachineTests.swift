@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SlipwayCore
 
@@ -103,6 +104,48 @@ struct RunStateMachineTests {
         let noRetry = other.handle(.attemptFinished(key: "flaky", attempt: 1, outcome: .failed(.exit(1), outputs: [:])))
         #expect(Self.started(noRetry).isEmpty)
         #expect(Self.finished(noRetry)["flaky"] == .failure)
+    }
+
+    @Test func aLostRunnerQueuesTheJobAgainWithoutUsingItsRetries() throws {
+        let yaml = """
+        jobs:
+          build: { retry: 1, steps: [ { run: x } ] }
+          strict: { retry: { max: 0, lost: 0 }, steps: [ { run: x } ] }
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        // Two lost runners (the default budget), then a real failure still has its one retry.
+        var actions = m.handle(.attemptFinished(key: "build", attempt: 1, outcome: .failed(.runnerLost("runner 'a' was lost"), outputs: [:])))
+        #expect(actions.contains { if case .startAttempt("build", 2, let reason) = $0 { reason.contains("runner 'a' was lost") } else { false } })
+        actions = m.handle(.attemptFinished(key: "build", attempt: 2, outcome: .failed(.runnerLost("runner 'b' was lost"), outputs: [:])))
+        #expect(actions.contains { if case .startAttempt("build", 3, _) = $0 { true } else { false } })
+        actions = m.handle(.attemptFinished(key: "build", attempt: 3, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(actions.contains { if case .startAttempt("build", 4, let reason) = $0 { reason.hasPrefix("retry 1 of 1") } else { false } })
+        actions = m.handle(.attemptFinished(key: "build", attempt: 4, outcome: .failed(.exit(1), outputs: [:])))
+        #expect(Self.finished(actions)["build"] == .failure)
+
+        // `retry.lost: 0`: a lost runner fails the job at once, with the reason.
+        actions = m.handle(.attemptFinished(key: "strict", attempt: 1, outcome: .failed(.runnerLost("runner 'c' was lost"), outputs: [:])))
+        #expect(Self.started(actions).isEmpty)
+        #expect(actions.contains { if case .finishInstance("strict", .failure, _, let reason) = $0 { reason.contains("runner 'c' was lost") } else { false } })
+    }
+
+    @Test func retryLostIsValidated() throws {
+        let result = PipelineLoader.load(text: "jobs:\n  a: { retry: { max: 1, lost: 11 }, steps: [ { run: x } ] }\n", file: "test.yml")
+        #expect(result.errors.contains { $0.message.contains("`retry.lost` must be between 0 and 10") && $0.location.line == 2 })
+    }
+
+    @Test func expressionContextsSurviveJSON() throws {
+        let context = ExpressionContext(values: ["n": .number(.nan), "i": .number(-.infinity), "x": .number(1.5), "b": .bool(true),
+                                                 "o": .object(["a": .array([.string("s"), .null])])],
+                                        status: .init(anyNeedFailed: true, anyNeedCancelled: false, runCancelled: true))
+        let decoded = try JSONDecoder().decode(ExpressionContext.self, from: JSONEncoder().encode(context))
+        #expect(decoded.status == context.status)
+        #expect(decoded.values["i"] == .number(-.infinity))
+        #expect(decoded.values["x"] == .number(1.5))
+        #expect(decoded.values["b"] == .bool(true))
+        #expect(decoded.values["o"] == context.values["o"])
+        if case .number(let n)? = decoded.values["n"] { #expect(n.isNaN) } else { Issue.record("NaN did not survive") }
     }
 
     @Test func staleAttemptEventsAreIgnored() throws {

@@ -21,7 +21,7 @@ import Testing
         store = try SlipwayServer.openStore(layout)
         try store.addProject(ProjectRecord(name: "demo", repository: "https://github.com/Codertocat/Hello-World.git", secretVariable: "HOOK_SECRET"))
         try store.addProject(ProjectRecord(name: "nosecret", repository: "/nowhere/other.git"))
-        services = ServerServices(store: store, layout: layout, dispatcher: RunDispatcher(store: store, layout: layout),
+        services = ServerServices(store: store, layout: layout, dispatcher: RunDispatcher(store: store, layout: layout), broker: RunnerBroker(),
                                   environment: ["HOOK_SECRET": secret])
     }
 
@@ -40,6 +40,7 @@ import Testing
 
     func concrete(_ path: String) -> String {
         path.replacingOccurrences(of: "{project}", with: "demo").replacingOccurrences(of: "{id}", with: "1").replacingOccurrences(of: "{number}", with: "1")
+            .replacingOccurrences(of: "{lease}", with: "1").replacingOccurrences(of: "{index}", with: "0")
     }
 
     @Test func everyRouteChecksTheRoleItNeeds() async throws {

@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SlipwayCore
+import SlipwayStore
+
+/// One attempt of a job as a remote runner receives it: everything needed to run it without the
+/// server's database. Secrets are in it already rendered into the steps (the channel is authenticated);
+/// `maskedValues` lets the runner mask them in what it sends back.
+public struct RunnerAssignment: Sendable, Codable, Equatable {
+    /// Fencing token: every report about this attempt names it, and the server refuses reports for a
+    /// lease it has since taken back.
+    public var lease: Int64
+    public var project: String
+    public var runID: Int64
+    public var runNumber: Int64
+    public var pipelineName: String
+    public var file: String
+    public var event: String
+    public var branch: String?
+    public var commit: String?
+    public var dirty: Bool
+    public var instance: JobInstance
+    public var attempt: Int
+    public var resolved: ResolvedJob
+    public var context: ExpressionContext
+    /// Jobs whose artifacts are copied into the workspace first; fetched as `upstream/{index}`.
+    public var upstream: [String]
+    public var maskedValues: [String]
+
+    public var jobKey: String { instance.key }
+
+    public init(lease: Int64, project: String, runID: Int64, runNumber: Int64, pipelineName: String, file: String, event: String, branch: String?, commit: String?, dirty: Bool, instance: JobInstance, attempt: Int, resolved: ResolvedJob, context: ExpressionContext, upstream: [String], maskedValues: [String]) {
+        self.lease = lease
+        self.project = project
+        self.runID = runID
+        self.runNumber = runNumber
+        self.pipelineName = pipelineName
+        self.file = file
+        self.event = event
+        self.branch = branch
+        self.commit = commit
+        self.dirty = dirty
+        self.instance = instance
+        self.attempt = attempt
+        self.resolved = resolved
+        self.context = context
+        self.upstream = upstream
+        self.maskedValues = maskedValues
+    }
+}
+
+/// An attempt the engine hands to remote runners, with where its results belong on the server.
+public struct RemoteAttempt: Sendable {
+    /// The assignment without a lease yet (`lease` is 0).
+    public var assignment: RunnerAssignment
+    /// The job's `runs-on`: a runner needs all of them.
+    public var labels: [String]
+    /// The attempt's row; the remote side's steps are recorded under it.
+    public var attemptRecord: AttemptRecord?
+    public var store: RunStore
+    public var layout: DataLayout
+    /// The run's snapshot: what the runner checks out.
+    public var sourceDirectory: String
+    /// Artifact directories of `assignment.upstream`, in the same order.
+    public var upstreamDirectories: [String]
+    /// Where the runner's artifacts go.
+    public var artifactsDirectory: String
+    public var masker: SecretMasker
+    /// True once the run or this job is cancelled (fail-fast, Ctrl-C, a newer run superseding it).
+    public var isCancelled: @Sendable () -> Bool
+
+    public init(assignment: RunnerAssignment, labels: [String], attemptRecord: AttemptRecord?, store: RunStore, layout: DataLayout, sourceDirectory: String, upstreamDirectories: [String], artifactsDirectory: String, masker: SecretMasker, isCancelled: @escaping @Sendable () -> Bool) {
+        self.assignment = assignment
+        self.labels = labels
+        self.attemptRecord = attemptRecord
+        self.store = store
+        self.layout = layout
+        self.sourceDirectory = sourceDirectory
+        self.upstreamDirectories = upstreamDirectories
+        self.artifactsDirectory = artifactsDirectory
+        self.masker = masker
+        self.isCancelled = isCancelled
+    }
+}
+
+/// Runs attempts on other machines. The engine asks it about every job with `runs-on` labels.
+public protocol RemoteJobRunner: Sendable {
+    /// Whether jobs with these labels go to remote runners; false runs them on this machine.
+    func takes(labels: [String]) -> Bool
+    /// Runs the attempt remotely and returns how it ended: `.failed(.runnerLost)` when the runner died
+    /// or was cut off, `.cancelled` when `isCancelled` turned true.
+    func run(_ attempt: RemoteAttempt) async -> AttemptOutcome
+}
+
+/// What a runner reports when an attempt ends.
+public struct RunnerAttemptResult: Sendable, Codable, Equatable {
+    public enum Status: String, Sendable, Codable { case success, failure, cancelled }
+    public var status: Status
+    public var failure: AttemptFailure?
+    public var outputs: [String: String]
+    public var tests: [TestResultRecord]
+
+    public init(status: Status, failure: AttemptFailure? = nil, outputs: [String: String] = [:], tests: [TestResultRecord] = []) {
+        self.status = status
+        self.failure = failure
+        self.outputs = outputs
+        self.tests = tests
+    }
+
+    public init(_ outcome: AttemptOutcome, tests: [TestResultRecord]) {
+        switch outcome {
+        case .succeeded(let outputs), .cacheHit(let outputs): self.init(status: .success, outputs: outputs, tests: tests)
+        case .failed(let failure, let outputs): self.init(status: .failure, failure: failure, outputs: outputs, tests: tests)
+        case .cancelled: self.init(status: .cancelled, tests: tests)
+        }
+    }
+
+    public var outcome: AttemptOutcome {
+        switch status {
+        case .success: .succeeded(outputs: outputs)
+        case .failure: .failed(failure ?? .error("the runner reported a failure"), outputs: outputs)
+        case .cancelled: .cancelled
+        }
+    }
+}
+
+/// The runner's side: runs an assignment with the same `JobExecutor` as a local run, recording into
+/// the runner's own scratch store and directories; the runner ships logs, step records, artifacts and
+/// the result to the server.
+public struct RemoteJobExecution: Sendable {
+    public let store: RunStore
+    public let layout: DataLayout
+    public let gracePeriod: Duration
+    /// Steps see it as `SLIPWAY_RUNNER`.
+    public let runnerName: String
+
+    public init(store: RunStore, layout: DataLayout, runnerName: String, gracePeriod: Duration = .seconds(5)) {
+        self.runnerName = runnerName
+        self.store = store
+        self.layout = layout
+        self.gracePeriod = gracePeriod
+    }
+
+    /// An assignment given local rows and paths.
+    public struct Prepared: Sendable {
+        public let assignment: RunnerAssignment
+        public let run: RunRecord
+        public let jobRowID: Int64
+        public let attemptRecord: AttemptRecord
+        public let layout: DataLayout
+
+        /// Where the runner writes step `index`'s log.
+        public func logPath(step index: Int) -> String { layout.log(run.number, job: assignment.jobKey, attempt: assignment.attempt, step: index) }
+        /// Where the attempt's declared artifacts are collected.
+        public var artifactsDirectory: String { layout.artifacts(run.number, job: assignment.jobKey) }
+        /// Where the source goes (the runner extracts it here).
+        public var sourceDirectory: String { layout.snapshot(run.number) }
+        /// Where upstream artifacts go.
+        public func upstreamDirectory(_ index: Int) -> String { layout.run(run.number) + "/upstream/\(index)" }
+        /// Everything of this attempt on the runner's disk.
+        public var directory: String { layout.run(run.number) }
+    }
+
+    public func prepare(_ assignment: RunnerAssignment) throws(EngineError) -> Prepared {
+        do {
+            let run = try store.createRun(RunRecord(pipelineName: assignment.pipelineName, file: assignment.file, pipelineText: "", event: assignment.event, branch: assignment.branch, commit: assignment.commit, dirty: assignment.dirty, workspace: "", options: "{}", pid: getpid()))
+            try store.insertJobs([JobRecord(runID: run.id, key: assignment.jobKey, jobID: assignment.instance.jobID)])
+            guard let row = try store.jobs(runID: run.id).first else { throw EngineError("the runner's scratch store lost a job row") }
+            let attempt = try store.startAttempt(row, appending: RunEventRecord(runID: run.id, jobKey: assignment.jobKey, kind: "attempt-started", message: "lease \(assignment.lease)"), attempt: assignment.attempt)
+            try FileTree.makeDirectories(layout.run(run.number))
+            return Prepared(assignment: assignment, run: run, jobRowID: row.id, attemptRecord: attempt, layout: layout)
+        } catch let error as EngineError {
+            throw error
+        } catch {
+            throw EngineError("cannot prepare the attempt: \(error)")
+        }
+    }
+
+    /// Runs the prepared attempt; the source and upstream artifacts must already be in place.
+    public func run(_ prepared: Prepared, control: RunControl, observer: RunObserver?) async -> RunnerAttemptResult {
+        let assignment = prepared.assignment
+        let masker = SecretMasker(secrets: assignment.maskedValues.filter { !$0.isEmpty })
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLIPWAY_") }
+        environment["SLIPWAY_RUNNER"] = runnerName
+        let executor = JobExecutor(
+            store: store, layout: layout, masker: masker, baseEnvironment: environment, live: nil, observer: observer,
+            gracePeriod: gracePeriod, control: control, releases: nil, builtins: BuiltinSteps(store: store, releaseStore: nil),
+            deployments: DeployContext(environments: [:], specs: [:], agentExecutable: RunEngine.currentExecutable()),
+            workspaces: WorkspacePool(snapshot: prepared.sourceDirectory, root: prepared.directory + "/ws"))
+        let upstream = assignment.upstream.indices.map(prepared.upstreamDirectory)
+        let context = AttemptContext(
+            run: prepared.run, instance: assignment.instance, jobRowID: prepared.jobRowID, attempt: assignment.attempt,
+            attemptRecord: prepared.attemptRecord, resolved: assignment.resolved, context: assignment.context, upstreamArtifacts: upstream,
+            environmentOverrides: ["SLIPWAY_RUN_ID": String(assignment.runID), "SLIPWAY_RUN_NUMBER": String(assignment.runNumber), "SLIPWAY_PROJECT": assignment.project])
+        let outcome = await executor.runAttempt(context)
+        let tests = ((try? store.testResults(runID: prepared.run.id)) ?? []).map { test in
+            var test = test
+            test.runID = assignment.runID
+            return test
+        }
+        return RunnerAttemptResult(outcome, tests: tests)
+    }
+
+    /// The step records the executor wrote for this attempt so far.
+    public func steps(of prepared: Prepared) -> [StepRecord] {
+        (try? store.steps(attemptID: prepared.attemptRecord.id)) ?? []
+    }
+}
+
+/// Directory trees moved between the server and its runners as tar files (GNU tar: it refuses
+/// members that climb out with `..` or absolute names).
+public enum TarArchive {
+    /// Packs the contents of `directory` (or nothing, when it does not exist) into `file`.
+    public static func create(from directory: String, to file: String) throws(EngineError) {
+        try? FileTree.makeDirectories((file as NSString).deletingLastPathComponent)
+        let temporary = file + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).partial"
+        var source = directory
+        if !FileManager.default.fileExists(atPath: directory) {
+            source = temporary + ".empty"
+            try? FileTree.makeDirectories(source)
+        }
+        defer { if source != directory { try? FileManager.default.removeItem(atPath: source) } }
+        let result = Helper.run(["tar", "--create", "--file", temporary, "--directory", source, "."], in: "/")
+        guard result.status == 0 else {
+            unlink(temporary)
+            throw EngineError("cannot pack \(directory): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        guard rename(temporary, file) == 0 else {
+            unlink(temporary)
+            throw EngineError("cannot write \(file): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Unpacks `file` into `directory`, created if needed.
+    public static func extract(_ file: String, into directory: String) throws(EngineError) {
+        do { try FileTree.makeDirectories(directory) } catch { throw EngineError("cannot create \(directory): \(error)") }
+        let result = Helper.run(["tar", "--extract", "--file", file, "--directory", directory, "--no-same-owner"], in: "/")
+        guard result.status == 0 else {
+            throw EngineError("cannot unpack into \(directory): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}
