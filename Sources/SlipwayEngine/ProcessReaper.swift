@@ -13,6 +13,20 @@ public enum ProcessReaper {
     public static func reap(runID: Int64, runDirectory: String? = nil) -> Int {
         let marker = Array("SLIPWAY_RUN_ID=\(runID)".utf8)
         let workspaceMarker = runDirectory.map { Array("SLIPWAY_WORKSPACE=\($0)/".utf8) }
+        return reap { variables in
+            variables.contains { $0.elementsEqual(marker) } && (workspaceMarker.map { prefix in variables.contains { $0.starts(with: prefix) } } ?? true)
+        }
+    }
+
+    /// Kills every step process whose workspace is under `directory` (a runner's work directory,
+    /// after the runner was killed); returns how many.
+    @discardableResult
+    public static func reap(workspacesUnder directory: String) -> Int {
+        let prefix = Array("SLIPWAY_WORKSPACE=\(directory)/".utf8)
+        return reap { variables in variables.contains { $0.starts(with: prefix) } }
+    }
+
+    static func reap(where matches: ([ArraySlice<UInt8>]) -> Bool) -> Int {
         let me = getpid()
         let myGroup = getpgrp()
         var killed = 0
@@ -20,10 +34,7 @@ public enum ProcessReaper {
         for entry in entries {
             guard let pid = Int32(entry), pid != me, pid > 1 else { continue }
             guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            let variables = environ.split(separator: 0)
-            let matches = variables.contains { $0.elementsEqual(marker) }
-                && (workspaceMarker.map { prefix in variables.contains { $0.starts(with: prefix) } } ?? true)
-            if matches {
+            if matches(environ.split(separator: 0).map { ArraySlice($0) }) {
                 let group = getpgid(pid)
                 if group > 1, group != myGroup { _ = kill(-group, SIGKILL) }
                 _ = kill(pid, SIGKILL)

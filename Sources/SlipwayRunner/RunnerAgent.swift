@@ -66,7 +66,10 @@ public final class RunnerAgent: Sendable {
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: configuration.workDirectory, withIntermediateDirectories: true)
         let layout = DataLayout(root: configuration.workDirectory)
-        // Work of an earlier process of this runner is gone with it (the server re-queued it).
+        // Work of an earlier process of this runner is gone with it (the server queued it again):
+        // its step processes end and its files go.
+        let leftovers = ProcessReaper.reap(workspacesUnder: layout.root + "/runs")
+        if leftovers > 0 { log("ended \(leftovers) leftover step process(es) of an earlier runner process") }
         try? FileManager.default.removeItem(atPath: layout.root + "/runs")
         try? FileManager.default.removeItem(atPath: layout.database)
         let store = try SQLiteRunStore(path: layout.database)

@@ -149,12 +149,24 @@ struct APIController: Sendable {
         var cacheHit: Bool
         var startedAt: Date?
         var finishedAt: Date?
+        /// Every attempt with how it ended (a lost runner, a retried failure), oldest first; in the one-run view.
+        var attemptHistory: [AttemptView]?
     }
 
-    func view(_ run: RunRecord, jobs: [JobRecord]? = nil) -> RunView {
+    struct AttemptView: Encodable {
+        var number: Int
+        var status: String
+        var failure: String?
+    }
+
+    func view(_ run: RunRecord, jobs: [JobRecord]? = nil, runs: SQLiteRunStore? = nil) -> RunView {
         RunView(number: run.number, pipeline: run.pipelineName, event: run.event, branch: run.branch, commit: run.commit, status: run.status.rawValue,
                 createdAt: run.createdAt, finishedAt: run.finishedAt,
-                jobs: jobs?.map { JobView(key: $0.key, status: $0.status.rawValue, attempts: $0.attempts, reason: $0.reason, cacheHit: $0.cacheHit, startedAt: $0.startedAt, finishedAt: $0.finishedAt) })
+                jobs: jobs?.map { job in
+                    let history = runs.map { store in ((try? store.attempts(jobRowID: job.id)) ?? []).map { AttemptView(number: $0.number, status: $0.status.rawValue, failure: $0.failure) } }
+                    return JobView(key: job.key, status: job.status.rawValue, attempts: job.attempts, reason: job.reason, cacheHit: job.cacheHit,
+                                   startedAt: job.startedAt, finishedAt: job.finishedAt, attemptHistory: history)
+                })
     }
 
     @Sendable func runs(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
@@ -175,7 +187,7 @@ struct APIController: Sendable {
 
     @Sendable func run(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let (runs, run) = try runRecord(context)
-        return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }))
+        return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }, runs: runs))
     }
 
     /// Every step log of a run (or of `?job=KEY`), in order, each headed by its job and step. With
