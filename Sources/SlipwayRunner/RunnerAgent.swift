@@ -85,7 +85,7 @@ public final class RunnerAgent: Sendable {
 
     func post(_ path: String, json: some Encodable, timeout: Duration = .seconds(30)) async throws -> SlipwayDeploy.HTTPResponse {
         let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
+        encoder.dateEncodingStrategy = .secondsSince1970
         let body = try encoder.encode(json)
         return try await http.request(method: .POST, url: configuration.server + path, headers: headers, body: Array(body), timeout: timeout)
     }
@@ -153,12 +153,15 @@ public final class RunnerAgent: Sendable {
         active.withLock { $0[id] = lease }
         defer { active.withLock { $0[id] = nil } }
         log("lease \(id): \(assignment.project) #\(assignment.runNumber) \(assignment.jobKey) attempt \(assignment.attempt)")
+        let clock = ContinuousClock()
+        let received = clock.now
         let prepared: RemoteJobExecution.Prepared
         do { prepared = try execution.prepare(assignment) } catch {
             await complete(id, RunnerAttemptResult(status: .failure, failure: .error("the runner could not prepare the job: \(error.message)")), lease: lease)
             return
         }
         defer { try? FileManager.default.removeItem(atPath: prepared.directory) }
+        let preparedAt = clock.now
         do {
             try await fetch("/api/runner/leases/\(id)/source", into: prepared.sourceDirectory, scratch: prepared.directory + "/source.tar")
             for index in assignment.upstream.indices {
@@ -172,6 +175,8 @@ public final class RunnerAgent: Sendable {
             await complete(id, RunnerAttemptResult(status: .failure, failure: .error("the runner could not fetch the job's files: \(error)")), lease: lease)
             return
         }
+        let fetchedAt = clock.now
+        log("lease \(id): prepared in \(Self.milliseconds(preparedAt - received)), files fetched in \(Self.milliseconds(fetchedAt - preparedAt))")
         let shipper = ProgressShipper(execution: execution, prepared: prepared)
         let result = await withTaskGroup(of: RunnerAttemptResult?.self) { group in
             group.addTask { await execution.run(prepared, control: lease.control, observer: nil) }
@@ -213,6 +218,10 @@ public final class RunnerAgent: Sendable {
         }
         await complete(id, result, lease: lease)
         log("lease \(id): \(result.status.rawValue)")
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        String(format: "%.1f ms", Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15)
     }
 
     /// Downloads a tar archive and unpacks it.

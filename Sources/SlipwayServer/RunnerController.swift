@@ -57,7 +57,8 @@ struct RunnerController: Sendable {
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int = 1 << 20, what: String) async throws -> T {
         let buffer = try await request.body.collect(upTo: limit)
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        // Seconds with their fraction: ISO 8601 here would round step times to the second.
+        decoder.dateDecodingStrategy = .secondsSince1970
         do { return try decoder.decode(T.self, from: Data(buffer: buffer)) } catch {
             throw HTTPError(.badRequest, message: "the body must be \(what)")
         }
