@@ -53,7 +53,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let capacity, capacity < 1 { throw ValidationError("--capacity must be at least 1") }
         guard DurationParser.parse(grace) != nil else { throw ValidationError("--grace takes a duration such as 30s or 2m") }
-        guard let timeout = DurationParser.parse(runnerTimeout), timeout >= .milliseconds(500) else { throw ValidationError("--runner-timeout takes a duration of at least 500ms, such as 5s") }
+        guard let timeout = DurationParser.parse(runnerTimeout), timeout >= .seconds(2) else {
+            // Runners heartbeat every second: a shorter timeout would take live runners for lost ones.
+            throw ValidationError("--runner-timeout takes a duration of at least 2s, such as 5s")
+        }
     }
 
     static func address(_ value: String) -> (String, Int)? {

@@ -156,7 +156,10 @@ public struct RunStateMachine: Sendable {
                 actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "queued again: \(why)"))
                 return actions
             case .failed(let failure, let produced):
-                if !cancelling, attempt - lostAttempts[key, default: 0] <= job.retry.max, job.retry.allows(failure) {
+                // A lost runner past its `retry.lost` budget fails the job; it does not fall back on `retry.max`.
+                var lostRunner = false
+                if case .runnerLost = failure { lostRunner = true }
+                if !cancelling, !lostRunner, attempt - lostAttempts[key, default: 0] <= job.retry.max, job.retry.allows(failure) {
                     attempts[key] = attempt + 1
                     setState(key, .running(attempt: attempt + 1))
                     actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt - lostAttempts[key, default: 0]) of \(job.retry.max) after \(failure)"))

@@ -120,7 +120,10 @@ public struct RunnerAttemptResult: Sendable, Codable, Equatable {
     public var outcome: AttemptOutcome {
         switch status {
         case .success: .succeeded(outputs: outputs)
-        case .failure: .failed(failure ?? .error("the runner reported a failure"), outputs: outputs)
+        // Only the server decides that a runner was lost: a runner cannot claim it to dodge `retry`.
+        case .failure:
+            if case .runnerLost(let reason)? = failure { .failed(.error(reason), outputs: outputs) }
+            else { .failed(failure ?? .error("the runner reported a failure"), outputs: outputs) }
         case .cancelled: .cancelled
         }
     }

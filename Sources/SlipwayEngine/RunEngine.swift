@@ -63,7 +63,8 @@ public final class RunEngine: Sendable {
     let remote: RemoteJobRunner?
     /// The project's name as the server knows it (sent to remote runners).
     let projectName: String
-    /// What `masker` masks, for remote runners to mask the same.
+    /// What `masker` masks. Remote runners get only the pipeline's secrets: the server's own hidden
+    /// variables (webhook secrets, its token) never leave it, and steps cannot see them anyway.
     let maskedValues: [String]
 
     public init(store: RunStore, layout: DataLayout, project: String, secrets: [String: String], observer: RunObserver? = nil, live: LiveOutput? = nil, gracePeriod: Duration = .seconds(5), releases: ReleaseService? = nil, agentExecutable: String = RunEngine.currentExecutable(), hiddenVariables: [String] = [], remote: RemoteJobRunner? = nil, projectName: String = "") {
@@ -212,7 +213,7 @@ public final class RunEngine: Sendable {
         let assignment = RunnerAssignment(
             lease: 0, project: projectName, runID: a.run.id, runNumber: a.run.number, pipelineName: a.run.pipelineName, file: a.run.file,
             event: a.run.event, branch: a.run.branch, commit: a.run.commit, dirty: a.run.dirty, instance: a.instance, attempt: a.attempt,
-            resolved: a.resolved, context: a.context, upstream: upstream, maskedValues: maskedValues)
+            resolved: a.resolved, context: a.context, upstream: upstream, maskedValues: Array(secrets.values))
         let control = control
         let key = a.instance.key
         return RemoteAttempt(

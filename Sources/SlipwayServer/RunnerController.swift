@@ -134,6 +134,8 @@ struct RunnerController: Sendable {
     @Sendable func progress(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let attempt = try attempt(request, context)
         let body = try await Self.decode(ProgressBody.self, request, limit: 16 << 20, what: "a JSON object with steps and logs")
+        // Again after the body: the lease may have been taken back while it arrived.
+        _ = try self.attempt(request, context)
         guard let record = attempt.attemptRecord else { throw HTTPError(.conflict, message: "this attempt has no record on the server") }
         let a = attempt.assignment
         try await BlockingWork.run {
@@ -143,7 +145,7 @@ struct RunnerController: Sendable {
             }
             guard !body.steps.isEmpty else { return }
             let existing = Dictionary(((try? attempt.store.steps(attemptID: record.id)) ?? []).map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
-            for report in body.steps where report.index >= 0 && report.index < 10_000 {
+            for report in body.steps where report.index >= 0 && report.index <= a.resolved.steps.count {
                 var step = existing[report.index] ?? StepRecord(attemptID: record.id, index: report.index, name: "", logPath: attempt.layout.log(a.runNumber, job: a.jobKey, attempt: a.attempt, step: report.index))
                 step.name = attempt.masker.mask(String(report.name.prefix(1000)))
                 step.status = report.status
@@ -177,6 +179,7 @@ struct RunnerController: Sendable {
     @Sendable func artifacts(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let attempt = try attempt(request, context)
         let buffer = try await request.body.collect(upTo: 2 << 30)
+        _ = try self.attempt(request, context)
         let file = attempt.layout.run(attempt.assignment.runNumber) + "/artifacts-\(attempt.assignment.lease).tar"
         let destination = attempt.artifactsDirectory
         try await BlockingWork.run {

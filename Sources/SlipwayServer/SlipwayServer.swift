@@ -53,8 +53,9 @@ public struct SlipwayServer: Sendable {
         let app = Application(
             router: ServerRoutes.router(services),
             configuration: .init(address: .hostname(host, port: port), serverName: "slipway"),
-            services: [DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired),
-                       BrokerService(broker: broker),
+            // Services stop in reverse order: the broker keeps watching runners while the dispatcher drains.
+            services: [BrokerService(broker: broker),
+                       DispatcherService(dispatcher: dispatcher, grace: grace, onGraceExpired: onGraceExpired),
                        SchedulerService(scheduler: TriggerScheduler(store: store, layout: layout, wake: { dispatcher.wake() }))],
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
             logger: logger

@@ -150,6 +150,11 @@ import Testing
         #expect(await leasedOutcome == .cancelled)
     }
 
+    @Test func aRunnerCannotClaimItsOwnLossToDodgeRetryRules() {
+        let claimed = RunnerAttemptResult(status: .failure, failure: .runnerLost("runner 'x' was lost"))
+        #expect(claimed.outcome == .failed(.error("runner 'x' was lost"), outputs: [:]))
+    }
+
     @Test func theServerRunsLabelsItCoversItselfUnlessARunnerMatches() {
         let broker = RunnerBroker(settings: .init(heartbeatTimeout: .seconds(30), localLabels: ["local", "linux"]))
         #expect(!broker.takes(labels: ["linux"]))
