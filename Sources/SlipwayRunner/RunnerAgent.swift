@@ -288,6 +288,8 @@ final class ProgressShipper: Sendable {
         var offsets: [Int: Int] = [:]
     }
     private let sent = Mutex(Sent())
+    /// Log bytes per report, all steps together: base64 of it stays well under the server's 16 MiB body
+    /// limit; the rest goes in the next report.
     static let maxChunk = 4 << 20
 
     init(execution: RemoteJobExecution, prepared: RemoteJobExecution.Prepared) {
@@ -300,6 +302,7 @@ final class ProgressShipper: Sendable {
         let records = execution.steps(of: prepared)
         let already = sent.withLock { $0 }
         var body = Body(steps: [], logs: [])
+        var budget = Self.maxChunk
         for record in records {
             let report = StepReport(index: record.index, name: record.name, status: record.status, exitCode: record.exitCode, failure: record.failure, startedAt: record.startedAt, finishedAt: record.finishedAt)
             if already.steps[record.index] != report { body.steps.append(report) }
@@ -307,7 +310,8 @@ final class ProgressShipper: Sendable {
             guard let handle = FileHandle(forReadingAtPath: record.logPath) else { continue }
             defer { try? handle.close() }
             try? handle.seek(toOffset: UInt64(offset))
-            guard let data = try? handle.read(upToCount: Self.maxChunk), !data.isEmpty else { continue }
+            guard budget > 0, let data = try? handle.read(upToCount: budget), !data.isEmpty else { continue }
+            budget -= data.count
             body.logs.append(LogChunk(step: record.index, offset: offset, data: data.base64EncodedString(), count: data.count))
         }
         return body.steps.isEmpty && body.logs.isEmpty ? nil : body
