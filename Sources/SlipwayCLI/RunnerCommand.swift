@@ -13,7 +13,7 @@ struct RunnerCommand: AsyncParsableCommand {
     @Option(help: "Labels, comma-separated; a job runs here when its `runs-on` is a subset of them.") var labels = "linux"
     @Option(help: "Jobs run at once.") var capacity = 1
     @Option(help: "Name shown on the server (default: HOSTNAME-PID).") var name: String?
-    @Option(help: "Work directory for sources and workspaces (default: ./.slipway-runner/NAME).") var work: String?
+    @Option(help: "Work directory for sources and workspaces, one runner each (default: ./.slipway-runner/NAME, or HOSTNAME without --name).") var work: String?
 
     func validate() throws {
         guard (1...256).contains(capacity) else { throw ValidationError("--capacity must be between 1 and 256") }
@@ -31,9 +31,10 @@ struct RunnerCommand: AsyncParsableCommand {
         let (url, token) = try client.resolved()
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "runner"
         let runnerName = name ?? String("\(host)-\(getpid())".map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "-" })
-        let directory = URL(fileURLWithPath: work ?? ".slipway-runner/\(runnerName)").standardizedFileURL.path
+        // Per host by default, so a restarted runner finds (and ends) what its previous process left.
+        let directory = URL(fileURLWithPath: work ?? ".slipway-runner/\(name ?? host)").standardizedFileURL.path
         let agent = RunnerAgent(configuration: .init(server: url, token: token, name: runnerName, labels: labelList, capacity: capacity, workDirectory: directory),
                                 log: { Terminal.print($0) })
-        try await agent.run()
+        do { try await agent.run() } catch let error as CustomStringConvertible { throw CLIError.failure(error.description) }
     }
 }

@@ -65,6 +65,13 @@ public final class RunnerAgent: Sendable {
     /// Runs until cancelled.
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: configuration.workDirectory, withIntermediateDirectories: true)
+        // One runner per work directory: the next one would reap the first one's steps and wipe its store.
+        let lock = open(configuration.workDirectory + "/runner.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            if lock >= 0 { close(lock) }
+            throw Failure(description: "another runner is using \(configuration.workDirectory); give this one its own --work")
+        }
+        defer { close(lock) }
         let layout = DataLayout(root: configuration.workDirectory)
         // Work of an earlier process of this runner is gone with it (the server queued it again):
         // its step processes end and its files go.

@@ -163,4 +163,17 @@ extension EndToEnd {
         let log = try String(contentsOfFile: r1.stdoutPath, encoding: .utf8)
         #expect(log.contains("dropped"), "\(log)")
     }
+
+    @Test func twoRunnersCannotShareAWorkDirectory() async throws {
+        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        let work = sandbox.root + "/shared-work"
+        // Nothing listens on port 9: the first runner just keeps retrying while it holds the directory.
+        let first = try sandbox.launch(["runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work])
+        defer { first.signal(SIGKILL) }
+        try await DeployKit.waitUntil("the first runner to hold its directory", timeout: 30) { FileManager.default.fileExists(atPath: work + "/runner.lock") }
+        try await Task.sleep(for: .milliseconds(300))
+        let second = try await sandbox.slipway("runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work, timeout: 30)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("another runner is using \(work)"), "\(second)")
+    }
 }
