@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SlipwayEngine
 import SlipwayRunner
 
 /// `slipway runner`: a remote runner for a `slipway serve` server.
@@ -17,15 +18,11 @@ struct RunnerCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...256).contains(capacity) else { throw ValidationError("--capacity must be between 1 and 256") }
-        if let name, !Self.validName(name) { throw ValidationError("--name takes 1–100 letters, digits, '.', '_' or '-'") }
-        for label in labelList where !Self.validName(label) { throw ValidationError("label '\(label)': use letters, digits, '.', '_' or '-'") }
+        if let name, !RunnerProgress.isValidName(name) { throw ValidationError("--name takes 1–100 letters, digits, '.', '_' or '-'") }
+        for label in labelList where !RunnerProgress.isValidName(label) { throw ValidationError("label '\(label)': use letters, digits, '.', '_' or '-'") }
     }
 
     var labelList: [String] { labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
-
-    static func validName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 100 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
-    }
 
     func run() async throws {
         let (url, token) = try client.resolved()

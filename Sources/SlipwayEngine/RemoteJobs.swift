@@ -129,6 +129,60 @@ public struct RunnerAttemptResult: Sendable, Codable, Equatable {
     }
 }
 
+/// What a runner reports while an attempt runs (`POST …/leases/{lease}/progress`): changed step
+/// records and new log bytes, each chunk at its offset in the step's log so a report sent twice writes once.
+public struct RunnerProgress: Sendable, Codable {
+    public struct Step: Sendable, Codable, Equatable {
+        public var index: Int
+        public var name: String
+        public var status: WorkStatus
+        public var exitCode: Int32?
+        public var failure: String?
+        public var startedAt: Date
+        public var finishedAt: Date?
+
+        public init(_ record: StepRecord) {
+            index = record.index
+            name = record.name
+            status = record.status
+            exitCode = record.exitCode
+            failure = record.failure
+            startedAt = record.startedAt
+            finishedAt = record.finishedAt
+        }
+    }
+
+    public struct LogChunk: Sendable, Codable {
+        public var step: Int
+        /// Where `data` starts in the step's log.
+        public var offset: Int
+        /// Base64 of the log bytes (already in the log file format and masked).
+        public var data: String
+        /// Bytes in `data`.
+        public var count: Int
+
+        public init(step: Int, offset: Int, data: Data) {
+            self.step = step
+            self.offset = offset
+            self.data = data.base64EncodedString()
+            self.count = data.count
+        }
+    }
+
+    public var steps: [Step]
+    public var logs: [LogChunk]
+
+    public init(steps: [Step] = [], logs: [LogChunk] = []) {
+        self.steps = steps
+        self.logs = logs
+    }
+
+    /// Runner names and labels: 1–100 letters, digits, '.', '_' or '-'.
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 100 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+    }
+}
+
 /// The runner's side: runs an assignment with the same `JobExecutor` as a local run, recording into
 /// the runner's own scratch store and directories; the runner ships logs, step records, artifacts and
 /// the result to the server.

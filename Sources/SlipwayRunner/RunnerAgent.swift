@@ -266,32 +266,10 @@ public final class RunnerAgent: Sendable {
 
 /// Collects what changed since the last report: step records from the scratch store and new log bytes.
 final class ProgressShipper: Sendable {
-    struct StepReport: Codable, Equatable {
-        var index: Int
-        var name: String
-        var status: WorkStatus
-        var exitCode: Int32?
-        var failure: String?
-        var startedAt: Date
-        var finishedAt: Date?
-    }
-
-    struct LogChunk: Codable {
-        var step: Int
-        var offset: Int
-        var data: String
-        var count: Int
-    }
-
-    struct Body: Encodable {
-        var steps: [StepReport]
-        var logs: [LogChunk]
-    }
-
     let execution: RemoteJobExecution
     let prepared: RemoteJobExecution.Prepared
     private struct Sent {
-        var steps: [Int: StepReport] = [:]
+        var steps: [Int: RunnerProgress.Step] = [:]
         var offsets: [Int: Int] = [:]
     }
     private let sent = Mutex(Sent())
@@ -305,13 +283,13 @@ final class ProgressShipper: Sendable {
     }
 
     /// What changed since the last acknowledged report; nil when nothing did.
-    func collect() -> Body? {
+    func collect() -> RunnerProgress? {
         let records = execution.steps(of: prepared)
         let already = sent.withLock { $0 }
-        var body = Body(steps: [], logs: [])
+        var body = RunnerProgress()
         var budget = Self.maxChunk
         for record in records {
-            let report = StepReport(index: record.index, name: record.name, status: record.status, exitCode: record.exitCode, failure: record.failure, startedAt: record.startedAt, finishedAt: record.finishedAt)
+            let report = RunnerProgress.Step(record)
             if already.steps[record.index] != report { body.steps.append(report) }
             let offset = already.offsets[record.index] ?? 0
             guard let handle = FileHandle(forReadingAtPath: record.logPath) else { continue }
@@ -319,13 +297,13 @@ final class ProgressShipper: Sendable {
             try? handle.seek(toOffset: UInt64(offset))
             guard budget > 0, let data = try? handle.read(upToCount: budget), !data.isEmpty else { continue }
             budget -= data.count
-            body.logs.append(LogChunk(step: record.index, offset: offset, data: data.base64EncodedString(), count: data.count))
+            body.logs.append(.init(step: record.index, offset: offset, data: data))
         }
         return body.steps.isEmpty && body.logs.isEmpty ? nil : body
     }
 
     /// The server has `body`: the next report starts after it.
-    func acknowledge(_ body: Body) {
+    func acknowledge(_ body: RunnerProgress) {
         sent.withLock { sent in
             for step in body.steps { sent.steps[step.index] = step }
             for chunk in body.logs { sent.offsets[chunk.step] = chunk.offset + chunk.count }

@@ -31,29 +31,6 @@ struct RunnerController: Sendable {
         var leases: [Int64]
     }
 
-    struct StepReport: Codable {
-        var index: Int
-        var name: String
-        var status: WorkStatus
-        var exitCode: Int32?
-        var failure: String?
-        var startedAt: Date
-        var finishedAt: Date?
-    }
-
-    struct LogChunk: Codable {
-        var step: Int
-        /// Where `data` starts in the step's log.
-        var offset: Int
-        /// Base64 of the log bytes (already in the log file format and masked).
-        var data: String
-    }
-
-    struct ProgressBody: Codable {
-        var steps: [StepReport]
-        var logs: [LogChunk]
-    }
-
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int = 1 << 20, what: String) async throws -> T {
         let buffer = try await request.body.collect(upTo: limit)
         let decoder = JSONDecoder()
@@ -64,13 +41,9 @@ struct RunnerController: Sendable {
         }
     }
 
-    static func validName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 100 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
-    }
-
     static func info(name: String, labels: [String], capacity: Int?) throws -> RunnerBroker.RunnerInfo {
-        guard validName(name) else { throw HTTPError(.badRequest, message: "a runner name is 1–100 letters, digits, '.', '_' or '-'") }
-        guard labels.count <= 50, labels.allSatisfy(validName) else { throw HTTPError(.badRequest, message: "labels are up to 50 names of letters, digits, '.', '_' or '-'") }
+        guard RunnerProgress.isValidName(name) else { throw HTTPError(.badRequest, message: "a runner name is 1–100 letters, digits, '.', '_' or '-'") }
+        guard labels.count <= 50, labels.allSatisfy(RunnerProgress.isValidName) else { throw HTTPError(.badRequest, message: "labels are up to 50 names of letters, digits, '.', '_' or '-'") }
         return .init(name: name, labels: labels, capacity: min(max(capacity ?? 1, 1), 256))
     }
 
@@ -133,7 +106,7 @@ struct RunnerController: Sendable {
 
     @Sendable func progress(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let attempt = try attempt(request, context)
-        let body = try await Self.decode(ProgressBody.self, request, limit: 16 << 20, what: "a JSON object with steps and logs")
+        let body = try await Self.decode(RunnerProgress.self, request, limit: 16 << 20, what: "a JSON object with steps and logs")
         // Again after the body: the lease may have been taken back while it arrived.
         _ = try self.attempt(request, context)
         guard let record = attempt.attemptRecord else { throw HTTPError(.conflict, message: "this attempt has no record on the server") }
