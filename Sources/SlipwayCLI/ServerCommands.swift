@@ -15,8 +15,18 @@ struct ServerDataOptions: ParsableArguments {
         return URL(fileURLWithPath: value).standardizedFileURL.path
     }
 
+    @Option(help: "State database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME] (default: $SLIPWAY_DATABASE, else what `serve --database` last used with this data directory, else server.db in it). A password can also come from $PGPASSWORD.")
+    var database: String?
+
+    /// The location given by `--database` or `$SLIPWAY_DATABASE`; nil: the data directory decides.
+    func location() throws -> DatabaseLocation? {
+        guard let text = database ?? ProcessInfo.processInfo.environment["SLIPWAY_DATABASE"] else { return nil }
+        do { return try DatabaseLocation.parse(text) } catch { throw CLIError.badInput("--database: \(error.message)") }
+    }
+
     func openStore() throws -> ServerStore {
-        do { return try SlipwayServer.openStore(ServerLayout(root: directory)) } catch { throw CLIError.failure(error.message) }
+        let location = try location()
+        do { return try SlipwayServer.openStore(ServerLayout(root: directory), database: location) } catch { throw CLIError.failure(error.message) }
     }
 }
 
@@ -30,9 +40,6 @@ struct ServeCommand: AsyncParsableCommand {
     var listen = "127.0.0.1:8400"
 
     @OptionGroup var data: ServerDataOptions
-
-    @Option(help: "State database: sqlite://PATH (default: server.db in the data directory).")
-    var database: String?
 
     @Option(help: "Runs executed at once (default: the number of cores, at least 2).")
     var capacity: Int?
@@ -48,9 +55,6 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard Self.address(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8400") }
-        if let database, !database.hasPrefix("sqlite://") {
-            throw ValidationError("--database \(database): only sqlite:// is supported by this build; PostgreSQL support is not there yet")
-        }
         if let capacity, capacity < 1 { throw ValidationError("--capacity must be at least 1") }
         guard DurationParser.parse(grace) != nil else { throw ValidationError("--grace takes a duration such as 30s or 2m") }
         guard let timeout = DurationParser.parse(runnerTimeout), timeout >= .seconds(2) else {
@@ -68,11 +72,9 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let (host, port) = Self.address(listen)!
         let directory = data.directory
-        if let database, database != "sqlite://" + ServerLayout(root: directory).database {
-            throw CLIError.badInput("--database must be sqlite://\(ServerLayout(root: directory).database) in this build (the database lives in the data directory)")
-        }
         var server = SlipwayServer(host: host, port: port, dataDirectory: directory, capacity: capacity ?? max(2, ProcessInfo.processInfo.activeProcessorCount),
                                    grace: DurationParser.parse(grace)!)
+        server.database = try data.location()
         server.runners = .init(heartbeatTimeout: DurationParser.parse(runnerTimeout)!,
                                localLabels: Set(labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
         do {

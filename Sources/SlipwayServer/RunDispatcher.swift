@@ -14,6 +14,8 @@ public struct ServerLayout: Sendable {
     public init(root: String) { self.root = root }
 
     public var database: String { root + "/server.db" }
+    /// Names the server database when it is not `server.db` (written by `serve --database`).
+    public var databasePointer: String { root + "/database" }
     public func mirror(_ project: String) -> String { root + "/mirrors/" + FileTree.safeName(project) + ".git" }
     public func state(_ project: String) -> DataLayout { DataLayout(root: root + "/projects/" + FileTree.safeName(project) + "/state") }
     public func checkout(_ project: String, request: Int64) -> String { root + "/projects/" + FileTree.safeName(project) + "/checkouts/r\(request)" }

@@ -15,6 +15,8 @@ public struct SlipwayServer: Sendable {
     public var grace: Duration
     /// Remote runners: heartbeat timeout and the server's own labels.
     public var runners = RunnerBroker.Settings()
+    /// Where the server's state is; nil: what the data directory names (`server.db` by default).
+    public var database: DatabaseLocation?
 
     public init(host: String, port: Int, dataDirectory: String, capacity: Int = max(2, ProcessInfo.processInfo.activeProcessorCount), grace: Duration = .seconds(30)) {
         self.host = host
@@ -24,21 +26,50 @@ public struct SlipwayServer: Sendable {
         self.grace = grace
     }
 
-    /// Opens (or creates) the data directory's server database.
-    public static func openStore(_ layout: ServerLayout) throws(ServerError) -> ServerStore {
+    /// Opens (or creates) the server database: `database` when given (a PostgreSQL location is remembered in
+    /// the data directory, without its password, so the other commands find it), else the one the data
+    /// directory remembers, else `server.db` in it.
+    public static func openStore(_ layout: ServerLayout, database: DatabaseLocation? = nil) throws(ServerError) -> ServerStore {
         do {
             try FileManager.default.createDirectory(atPath: layout.root, withIntermediateDirectories: true)
         } catch {
             throw ServerError("cannot create the data directory \(layout.root): \(error.localizedDescription)")
         }
-        do { return try ServerStore(path: layout.database) } catch { throw ServerError(error.message) }
+        var location = DatabaseLocation.sqlite(path: layout.database)
+        do throws(StoreError) {
+            if let database { location = database } else if let remembered = try rememberedDatabase(layout) { location = remembered }
+        } catch {
+            throw ServerError("\(layout.databasePointer): \(error.message)")
+        }
+        let store: ServerStore
+        do { store = try ServerStore(location: location) } catch { throw ServerError(error.message) }
+        if database != nil { try remember(location, in: layout) }
+        return store
+    }
+
+    static func rememberedDatabase(_ layout: ServerLayout) throws(StoreError) -> DatabaseLocation? {
+        guard let text = try? String(contentsOfFile: layout.databasePointer, encoding: .utf8) else { return nil }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return trimmed.isEmpty ? nil : try DatabaseLocation.parse(trimmed)
+    }
+
+    static func remember(_ location: DatabaseLocation, in layout: ServerLayout) throws(ServerError) {
+        switch location {
+        case .sqlite(let path) where path == layout.database:
+            try? FileManager.default.removeItem(atPath: layout.databasePointer)
+        default:
+            // The password stays out of the file: it comes from the URL given each time or from PGPASSWORD.
+            guard FileManager.default.createFile(atPath: layout.databasePointer, contents: Data((location.displayName + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+                throw ServerError("cannot write \(layout.databasePointer)")
+            }
+        }
     }
 
     /// Runs until SIGTERM or SIGINT. `onListening` gets the bound port (useful with port 0).
     /// `onGraceExpired` is called with the number of runs still going when a graceful shutdown's grace
     /// period is over; the caller typically exits, leaving them to be resumed by the next start.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }, onGraceExpired: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
-        let store = try Self.openStore(layout)
+        let store = try Self.openStore(layout, database: database)
         // One server per data directory: a second one would take the first one's runs for abandoned ones.
         let lock = open(layout.root + "/server.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {

@@ -80,100 +80,103 @@ extension EndToEnd {
         """
     }
 
-    @Test func twoRunnersShareTheJobsAndAKilledRunnersJobIsQueuedAgainOnTheOther() async throws {
-        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
-        let number = Processes.uniqueSleep(300)
-        defer { Processes.killAll(number) }
-        try sandbox.write("slipway.yml", Self.remotePipeline(sandbox, sleep: number))
-        try sandbox.commit("remote pipeline")
-        let (runners, token, server) = try await RunnerKit.start(sandbox)
-        defer { server.signal(SIGKILL) }
-        let r1 = try runners.runner("r1"), r2 = try runners.runner("r2")
-        defer { r1.signal(SIGKILL); r2.signal(SIGKILL) }
-        try await runners.waitOnline(["r1", "r2"], token: token)
+    /// Filter: `RunnerEndToEnd` (CI runs these a second time on PostgreSQL).
+    @Suite("remote runners") struct RunnerEndToEnd {
+        @Test func twoRunnersShareTheJobsAndAKilledRunnersJobIsQueuedAgainOnTheOther() async throws {
+            let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+            let number = Processes.uniqueSleep(300)
+            defer { Processes.killAll(number) }
+            try sandbox.write("slipway.yml", EndToEnd.remotePipeline(sandbox, sleep: number))
+            try sandbox.commit("remote pipeline")
+            let (runners, token, server) = try await RunnerKit.start(sandbox)
+            defer { server.signal(SIGKILL) }
+            let r1 = try runners.runner("r1"), r2 = try runners.runner("r2")
+            defer { r1.signal(SIGKILL); r2.signal(SIGKILL) }
+            try await runners.waitOnline(["r1", "r2"], token: token)
 
-        let id = try await runners.queue(token: token)
-        try await DeployKit.waitUntil("the slow job to start on a runner", timeout: 60) { sandbox.count("slow-start") == 1 }
-        let victimName = sandbox.lines("slow-start")[0]
-        let survivorName = victimName == "r1" ? "r2" : "r1"
-        #expect(["r1", "r2"].contains(victimName))
-        // Its log reaches the server while the step still runs.
-        try await DeployKit.waitUntil("the running step's log on the server", timeout: 30) {
-            (try? await runners.text("/api/projects/demo/runs/1/logs?job=slow", token: token))?.contains("logged by \(victimName)") == true
+            let id = try await runners.queue(token: token)
+            try await DeployKit.waitUntil("the slow job to start on a runner", timeout: 60) { sandbox.count("slow-start") == 1 }
+            let victimName = sandbox.lines("slow-start")[0]
+            let survivorName = victimName == "r1" ? "r2" : "r1"
+            #expect(["r1", "r2"].contains(victimName))
+            // Its log reaches the server while the step still runs.
+            try await DeployKit.waitUntil("the running step's log on the server", timeout: 30) {
+                (try? await runners.text("/api/projects/demo/runs/1/logs?job=slow", token: token))?.contains("logged by \(victimName)") == true
+            }
+            let killedAt = Date()
+            (victimName == "r1" ? r1 : r2).signal(SIGKILL)
+            _ = FileManager.default.createFile(atPath: sandbox.outside + "/go", contents: nil)
+
+            let request = try await runners.kit.finished(port: runners.port, token: token, request: id, timeout: 90)
+            #expect(request["status"] as? String == "success", "\(request)")
+            #expect(sandbox.lines("slow-start") == [victimName, survivorName], "attempt 2 ran on the other runner")
+            #expect(sandbox.lines("after") == ["after on \(survivorName), slow by \(survivorName)"])
+            #expect(sandbox.count("here") == 1, "a job without runs-on ran on the server")
+            let slow = try await runners.job("slow", token: token)
+            #expect(slow["attempts"] as? Int == 2, "\(slow)")
+            // The artifact travelled from one runner through the server to the next job.
+            let afterLog = try await runners.text("/api/projects/demo/runs/1/logs?job=after", token: token)
+            #expect(afterLog.contains("built by \(survivorName)"), "\(afterLog)")
+            let metrics = try await runners.text("/metrics", token: token)
+            #expect(metrics.contains("slipway_runner_lost_total 1"), "\(metrics)")
+            // Detected within the timeout (2 s) plus the watchdog's tick, with room for a loaded machine.
+            let runnerLost = try await runners.text("/api/projects/demo/runs/1", token: token)
+            #expect(runnerLost.contains("runner '\(victimName)' was lost"), "\(runnerLost)")
+            let history = slow["attemptHistory"] as? [[String: Any]] ?? []
+            #expect(history.map { $0["status"] as? String } == ["failure", "success"])
+            #expect((history.first?["failure"] as? String)?.contains("runner '\(victimName)' was lost") == true, "\(history)")
+            #expect(Date().timeIntervalSince(killedAt) < 60)
         }
-        let killedAt = Date()
-        (victimName == "r1" ? r1 : r2).signal(SIGKILL)
-        _ = FileManager.default.createFile(atPath: sandbox.outside + "/go", contents: nil)
 
-        let request = try await runners.kit.finished(port: runners.port, token: token, request: id, timeout: 90)
-        #expect(request["status"] as? String == "success", "\(request)")
-        #expect(sandbox.lines("slow-start") == [victimName, survivorName], "attempt 2 ran on the other runner")
-        #expect(sandbox.lines("after") == ["after on \(survivorName), slow by \(survivorName)"])
-        #expect(sandbox.count("here") == 1, "a job without runs-on ran on the server")
-        let slow = try await runners.job("slow", token: token)
-        #expect(slow["attempts"] as? Int == 2, "\(slow)")
-        // The artifact travelled from one runner through the server to the next job.
-        let afterLog = try await runners.text("/api/projects/demo/runs/1/logs?job=after", token: token)
-        #expect(afterLog.contains("built by \(survivorName)"), "\(afterLog)")
-        let metrics = try await runners.text("/metrics", token: token)
-        #expect(metrics.contains("slipway_runner_lost_total 1"), "\(metrics)")
-        // Detected within the timeout (2 s) plus the watchdog's tick, with room for a loaded machine.
-        let runnerLost = try await runners.text("/api/projects/demo/runs/1", token: token)
-        #expect(runnerLost.contains("runner '\(victimName)' was lost"), "\(runnerLost)")
-        let history = slow["attemptHistory"] as? [[String: Any]] ?? []
-        #expect(history.map { $0["status"] as? String } == ["failure", "success"])
-        #expect((history.first?["failure"] as? String)?.contains("runner '\(victimName)' was lost") == true, "\(history)")
-        #expect(Date().timeIntervalSince(killedAt) < 60)
-    }
+        @Test func aRunnerCutOffAndBackCannotReportIntoTheAttemptThatWasQueuedAgain() async throws {
+            let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+            let number = Processes.uniqueSleep(300)
+            defer { Processes.killAll(number) }
+            try sandbox.write("slipway.yml", EndToEnd.remotePipeline(sandbox, sleep: number))
+            try sandbox.commit("remote pipeline")
+            let (runners, token, server) = try await RunnerKit.start(sandbox)
+            defer { server.signal(SIGKILL) }
+            let r1 = try runners.runner("r1")
+            defer { r1.signal(SIGKILL) }
+            try await runners.waitOnline(["r1"], token: token)
+            let id = try await runners.queue(token: token)
+            try await DeployKit.waitUntil("the slow job to start on r1", timeout: 60) { sandbox.count("slow-start") == 1 }
+            try await DeployKit.waitUntil("r1's sleeping step", timeout: 30) { !Processes.matching(number).isEmpty }
 
-    @Test func aRunnerCutOffAndBackCannotReportIntoTheAttemptThatWasQueuedAgain() async throws {
-        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
-        let number = Processes.uniqueSleep(300)
-        defer { Processes.killAll(number) }
-        try sandbox.write("slipway.yml", Self.remotePipeline(sandbox, sleep: number))
-        try sandbox.commit("remote pipeline")
-        let (runners, token, server) = try await RunnerKit.start(sandbox)
-        defer { server.signal(SIGKILL) }
-        let r1 = try runners.runner("r1")
-        defer { r1.signal(SIGKILL) }
-        try await runners.waitOnline(["r1"], token: token)
-        let id = try await runners.queue(token: token)
-        try await DeployKit.waitUntil("the slow job to start on r1", timeout: 60) { sandbox.count("slow-start") == 1 }
-        try await DeployKit.waitUntil("r1's sleeping step", timeout: 30) { !Processes.matching(number).isEmpty }
-
-        // Cut off: stopped, it sends nothing; the server takes the lease back after 2 s.
-        r1.signal(SIGSTOP)
-        try await DeployKit.waitUntil("the lease to be taken back", timeout: 30) {
-            (try? await runners.text("/metrics", token: token))?.contains("slipway_runner_lost_total 1") == true
+            // Cut off: stopped, it sends nothing; the server takes the lease back after 2 s.
+            r1.signal(SIGSTOP)
+            try await DeployKit.waitUntil("the lease to be taken back", timeout: 30) {
+                (try? await runners.text("/metrics", token: token))?.contains("slipway_runner_lost_total 1") == true
+            }
+            // A second runner takes attempt 2; r1 comes back and learns its lease is gone.
+            _ = FileManager.default.createFile(atPath: sandbox.outside + "/go", contents: nil)
+            let r2 = try runners.runner("r2")
+            defer { r2.signal(SIGKILL) }
+            try await DeployKit.waitUntil("attempt 2 to start on r2", timeout: 60) { sandbox.count("slow-start") == 2 }
+            r1.signal(SIGCONT)
+            let request = try await runners.kit.finished(port: runners.port, token: token, request: id, timeout: 90)
+            #expect(request["status"] as? String == "success", "\(request)")
+            #expect(sandbox.lines("slow-start") == ["r1", "r2"])
+            // r1 dropped its attempt: its sleeping step was killed, not left running or reported.
+            #expect(await Processes.survivors(number, within: 15).isEmpty, "r1 stopped the step of the lease it lost")
+            let slow = try await runners.job("slow", token: token)
+            #expect(slow["attempts"] as? Int == 2)
+            #expect(slow["status"] as? String == "success")
+            let log = try String(contentsOfFile: r1.stdoutPath, encoding: .utf8)
+            #expect(log.contains("dropped"), "\(log)")
         }
-        // A second runner takes attempt 2; r1 comes back and learns its lease is gone.
-        _ = FileManager.default.createFile(atPath: sandbox.outside + "/go", contents: nil)
-        let r2 = try runners.runner("r2")
-        defer { r2.signal(SIGKILL) }
-        try await DeployKit.waitUntil("attempt 2 to start on r2", timeout: 60) { sandbox.count("slow-start") == 2 }
-        r1.signal(SIGCONT)
-        let request = try await runners.kit.finished(port: runners.port, token: token, request: id, timeout: 90)
-        #expect(request["status"] as? String == "success", "\(request)")
-        #expect(sandbox.lines("slow-start") == ["r1", "r2"])
-        // r1 dropped its attempt: its sleeping step was killed, not left running or reported.
-        #expect(await Processes.survivors(number, within: 15).isEmpty, "r1 stopped the step of the lease it lost")
-        let slow = try await runners.job("slow", token: token)
-        #expect(slow["attempts"] as? Int == 2)
-        #expect(slow["status"] as? String == "success")
-        let log = try String(contentsOfFile: r1.stdoutPath, encoding: .utf8)
-        #expect(log.contains("dropped"), "\(log)")
-    }
 
-    @Test func twoRunnersCannotShareAWorkDirectory() async throws {
-        let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
-        let work = sandbox.root + "/shared-work"
-        // Nothing listens on port 9: the first runner just keeps retrying while it holds the directory.
-        let first = try sandbox.launch(["runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work])
-        defer { first.signal(SIGKILL) }
-        try await DeployKit.waitUntil("the first runner to hold its directory", timeout: 30) { FileManager.default.fileExists(atPath: work + "/runner.lock") }
-        try await Task.sleep(for: .milliseconds(300))
-        let second = try await sandbox.slipway("runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work, timeout: 30)
-        #expect(second.status == 1)
-        #expect(second.stderr.contains("another runner is using \(work)"), "\(second)")
+        @Test func twoRunnersCannotShareAWorkDirectory() async throws {
+            let sandbox = try Sandbox("name: placeholder\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+            let work = sandbox.root + "/shared-work"
+            // Nothing listens on port 9: the first runner just keeps retrying while it holds the directory.
+            let first = try sandbox.launch(["runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work])
+            defer { first.signal(SIGKILL) }
+            try await DeployKit.waitUntil("the first runner to hold its directory", timeout: 30) { FileManager.default.fileExists(atPath: work + "/runner.lock") }
+            try await Task.sleep(for: .milliseconds(300))
+            let second = try await sandbox.slipway("runner", "--server", "http://127.0.0.1:9", "--token", "slw_x", "--work", work, timeout: 30)
+            #expect(second.status == 1)
+            #expect(second.stderr.contains("another runner is using \(work)"), "\(second)")
+        }
     }
 }

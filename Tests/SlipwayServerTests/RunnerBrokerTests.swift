@@ -110,7 +110,7 @@ import Testing
         #expect(broker.heartbeat(runner, leases: [assignment.lease]).unknown == [assignment.lease])
         #expect(!broker.complete(lease: assignment.lease, runner: "r1", result: RunnerAttemptResult(status: .success)))
         let server = try ServerLayout(root: directory + "/server")
-        let store = try SlipwayServer.openStore(server)
+        let store = try SlipwayServer.openStore(server, database: TestDatabase.location())
         let token = try store.createToken(name: "r1", role: .runner).1
         let services = ServerServices(store: store, layout: server, dispatcher: RunDispatcher(store: store, layout: server), broker: broker)
         let app = Application(router: ServerRoutes.router(services))

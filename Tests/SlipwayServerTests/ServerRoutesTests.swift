@@ -18,7 +18,7 @@ import Testing
     init() throws {
         directory = NSTemporaryDirectory() + "slipway-server-" + UUID().uuidString
         let layout = ServerLayout(root: directory)
-        store = try SlipwayServer.openStore(layout)
+        store = try SlipwayServer.openStore(layout, database: TestDatabase.location())
         try store.addProject(ProjectRecord(name: "demo", repository: "https://github.com/Codertocat/Hello-World.git", secretVariable: "HOOK_SECRET"))
         try store.addProject(ProjectRecord(name: "nosecret", repository: "/nowhere/other.git"))
         services = ServerServices(store: store, layout: layout, dispatcher: RunDispatcher(store: store, layout: layout), broker: RunnerBroker(),

@@ -20,7 +20,7 @@ import Testing
         repo = root + "/repo"
         layout = ServerLayout(root: root + "/data")
         try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-        store = try SlipwayServer.openStore(layout)
+        store = try SlipwayServer.openStore(layout, database: TestDatabase.location())
         try git("init", "-q", "-b", "main")
         try write("slipway.yml", """
             name: nightly
@@ -137,7 +137,7 @@ import Testing
         let root = NSTemporaryDirectory() + "slipway-recover-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: root) }
         let layout = ServerLayout(root: root)
-        let store = try SlipwayServer.openStore(layout)
+        let store = try SlipwayServer.openStore(layout, database: TestDatabase.location())
         try store.addProject(ProjectRecord(name: "p", repository: "/nowhere"))
         let orphanRequest = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
         let unstarted = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
@@ -163,7 +163,7 @@ import Testing
         let root = NSTemporaryDirectory() + "slipway-recover-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: root) }
         let layout = ServerLayout(root: root)
-        let store = try SlipwayServer.openStore(layout)
+        let store = try SlipwayServer.openStore(layout, database: TestDatabase.location())
         try store.addProject(ProjectRecord(name: "p", repository: "/nowhere"))
         var request = try store.enqueue(RunRequestRecord(project: "p", event: "manual", source: "test"))
         _ = try store.claimNext()
