@@ -2,7 +2,8 @@
 # `slipway serve` figures, in one run (see bench/README.md):
 #   (a) webhook received → first step started (signed GitHub push, N times, p50/p90)
 #   (b) server restart with 10 000 queued requests → /health answers
-#   (c) RUNS runs × 10 no-op jobs queued at once → all finished: jobs/s and the server's peak memory
+#   (c) RUNS runs × 10 no-op jobs queued at once → all finished: jobs/s and the server's peak memory, with
+#       the server's state in SQLite and in PostgreSQL (a throwaway cluster on loopback: scripts/postgres.sh)
 #   (d) the same no-op build through Buildbot (PyPI; master + one worker on loopback, 2 builds at a time):
 #       BUILDBOT_BUILDS builds of 10 `true` steps, forced through its REST API → steps/s and peak memory
 #
@@ -146,17 +147,18 @@ print(json.dumps({"queued": health["queued"], "samples_ms": samples, "median_ms"
 PY
 cat "$OUT/b-restart.json" >&2
 
-# --- (c) RUNS runs × 10 no-op jobs --------------------------------------------------------------
-log "(c) $RUNS runs × 10 no-op jobs, queued at once"
-DATA=$WORK/c
-new_repo "$WORK/c-repo" 10 "true"
-# One project per run: requests of one project run one at a time, in order.
-for ((i = 1; i <= RUNS; i++)); do "$SW" project add "p$i" --repo "$WORK/c-repo" --data "$DATA" >/dev/null; done
-TOKEN=$("$SW" token create --role developer --data "$DATA" 2>/dev/null)
-start_server "$DATA"
-python3 - "$PORT" "$RUNS" "$TOKEN" "$SERVER_PID" >"$OUT/c-throughput.json" <<'PY'
+# --- (c) RUNS runs × 10 no-op jobs, on SQLite and on PostgreSQL -----------------------------------
+throughput() { # data-dir output.json [database-url]
+    local data=$1 output=$2 database=${3:-}
+    # One project per run: requests of one project run one at a time, in order.
+    for ((i = 1; i <= RUNS; i++)); do
+        "$SW" project add "p$i" --repo "$WORK/c-repo" --data "$data" ${database:+--database "$database"} >/dev/null
+    done
+    TOKEN=$("$SW" token create --role developer --data "$data" 2>/dev/null)
+    start_server "$data"
+    python3 - "$PORT" "$RUNS" "$TOKEN" "$SERVER_PID" "${database:+postgres}" >"$output" <<'PY'
 import json, sys, time, urllib.request
-port, runs, token, pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, runs, token, pid, database = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] or "sqlite"
 auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 def call(path, body=None):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST" if body else "GET", headers=auth)
@@ -176,11 +178,22 @@ for i in ids:
     request = call(f"/api/requests/{i}")
     if request["status"] != "success":
         print(f"request {i} ({request['project']}): {request['status']}: {request.get('reason')}", file=sys.stderr)
-print(json.dumps({"runs": runs, "jobs": runs * 10, "seconds": elapsed, "jobs_per_second": runs * 10 / elapsed,
+print(json.dumps({"database": database, "runs": runs, "jobs": runs * 10, "seconds": elapsed, "jobs_per_second": runs * 10 / elapsed,
                   "succeeded": statuses.count("success"), "peak_rss_mib": peak / 1024}))
 PY
-stop_server
-cat "$OUT/c-throughput.json" >&2
+    stop_server
+    cat "$output" >&2
+}
+new_repo "$WORK/c-repo" 10 "true"
+log "(c) $RUNS runs × 10 no-op jobs, queued at once, SQLite"
+throughput "$WORK/c" "$OUT/c-throughput.json"
+log "(c) $RUNS runs × 10 no-op jobs, queued at once, PostgreSQL (scripts/postgres.sh: loopback, fsync on)"
+# Outside $WORK: PostgreSQL runs as its own user, which cannot enter mktemp's private directory.
+PG_DIR=${TMPDIR:-/tmp}/slipway-bench-postgres-$$
+PG_URL=$(bash "$ROOT/scripts/postgres.sh" start "$PG_DIR" 55433)
+throughput "$WORK/c-pg" "$OUT/c-throughput-postgres.json" "$PG_URL?schema=bench$$"
+bash "$ROOT/scripts/postgres.sh" stop "$PG_DIR"
+rm -rf "$PG_DIR"
 
 # --- (d) Buildbot ------------------------------------------------------------------------------
 log "(d) Buildbot: $BUILDBOT_BUILDS builds × 10 no-op steps, one worker, 2 builds at a time"
@@ -251,6 +264,7 @@ out = sys.argv[1]
 a = json.load(open(os.path.join(out, "a-latency.json")))
 b = json.load(open(os.path.join(out, "b-restart.json")))
 c = json.load(open(os.path.join(out, "c-throughput.json")))
+cp = json.load(open(os.path.join(out, "c-throughput-postgres.json")))
 d = json.load(open(os.path.join(out, "d-buildbot.json")))
 def verdict(ok): return "**PASS**" if ok else "**MISS**"
 print("| figure | measured | target | result |")
@@ -259,5 +273,6 @@ print(f"| webhook received → first step started, p50 ({a['hooks']} pushes, SQL
 print(f"| (info) webhook → run finished, p50 (1 job) | {a['run_total_p50_ms']:.1f} ms | — | — |")
 print(f"| restart with {b['queued']} queued requests → /health answers (median of 5) | {b['median_ms']:.0f} ms ({', '.join(f'{x:.0f}' for x in b['samples_ms'])}) | ≤ 1 s | {verdict(b['median_ms'] <= 1000)} |")
 print(f"| {c['runs']} runs × 10 no-op jobs queued at once (SQLite) | {c['jobs_per_second']:.1f} jobs/s ({c['seconds']:.1f} s, {c['succeeded']}/{c['runs']} succeeded), peak RSS {c['peak_rss_mib']:.0f} MiB | — | — |")
+print(f"| {cp['runs']} runs × 10 no-op jobs queued at once (PostgreSQL) | {cp['jobs_per_second']:.1f} jobs/s ({cp['seconds']:.1f} s, {cp['succeeded']}/{cp['runs']} succeeded), peak RSS {cp['peak_rss_mib']:.0f} MiB | — | — |")
 print(f"| (peer) Buildbot: {d['builds']} builds × 10 no-op steps, 2 at a time | {d['steps_per_second']:.1f} steps/s ({d['seconds']:.1f} s, {d['succeeded']}/{d['builds']} succeeded), peak RSS master+worker {d['peak_rss_mib']:.0f} MiB | — | Slipway {c['jobs_per_second'] / d['steps_per_second']:.0f}× the throughput |")
 PY

@@ -119,7 +119,7 @@ struct DemoCommand: AsyncParsableCommand {
 
         Terminal.print("")
         Terminal.print(Terminal.bold("Verdicts"))
-        let store = try SQLiteRunStore(path: root + "/.slipway/state.db")
+        let store = try SQLRunStore(path: root + "/.slipway/state.db")
         for rollout in try store.rollouts(environment: "production", limit: 10).reversed() {
             let head = "  \(rollout.reference): \(rollout.phase)"
             let painted = rollout.phase == "promoted" ? Terminal.green(head) : Terminal.red(head)

@@ -10,7 +10,7 @@ import SlipwayStore
 struct EnvironmentContext {
     var project: ProjectContext
     var pipeline: Pipeline
-    var store: SQLiteRunStore
+    var store: SQLRunStore
     var environment: EnvironmentSpec
 
     init(_ options: ProjectOptions, environment name: String) throws {

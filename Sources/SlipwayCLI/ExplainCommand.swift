@@ -35,7 +35,7 @@ struct ExplainCommand: ParsableCommand {
     }
 
     /// An environment's rollout: every step, command and measurement with the numbers that decided it.
-    func explainRollout(store: SQLiteRunStore) throws -> Bool {
+    func explainRollout(store: SQLRunStore) throws -> Bool {
         let rollouts = try store.rollouts(environment: job, limit: 1000)
         guard let record = rollout.map({ n in rollouts.first { $0.id == n } }) ?? rollouts.first else { return false }
         let machine = try? JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
@@ -60,7 +60,7 @@ struct ExplainCommand: ParsableCommand {
         return true
     }
 
-    func explain(_ record: JobRecord, run: RunRecord, store: SQLiteRunStore, history: [(RunRecord, JobRecord)]) {
+    func explain(_ record: JobRecord, run: RunRecord, store: SQLRunStore, history: [(RunRecord, JobRecord)]) {
         Terminal.print(Terminal.bold("\(record.key) in run #\(run.number): \(record.status.rawValue)\(record.allowedFailure ? " (allowed by continue-on-error)" : "")"))
         if let reason = record.reason { Terminal.print("  why: \(reason)") }
         let attempts = (try? store.attempts(jobRowID: record.id)) ?? []
@@ -127,7 +127,7 @@ struct TestsCommand: ParsableCommand {
 
     /// Prints totals, failures with their location, and flaky tests; false when the run has no results.
     @discardableResult
-    static func printSummary(store: SQLiteRunStore, run: RunRecord, compact: Bool) -> Bool {
+    static func printSummary(store: SQLRunStore, run: RunRecord, compact: Bool) -> Bool {
         guard let results = try? store.testResults(runID: run.id), !results.isEmpty else { return false }
         // The final verdict of a test is its last attempt in its job.
         var latest: [String: TestResultRecord] = [:]

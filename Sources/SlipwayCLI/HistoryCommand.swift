@@ -53,7 +53,7 @@ struct HistoryCommand: AsyncParsableCommand {
         return run.status.rawValue
     }
 
-    static func showRun(_ run: RunRecord, store: SQLiteRunStore) throws {
+    static func showRun(_ run: RunRecord, store: SQLRunStore) throws {
         let formatter = DateFormatter()
         formatter.dateFormat = "HH:mm:ss.SSS"
         Terminal.print(Terminal.bold("run #\(run.number) of \(run.pipelineName): \(run.status.rawValue)"))

@@ -42,7 +42,7 @@ struct ProjectContext {
         return (pipeline, text)
     }
 
-    func openStore(create: Bool) throws -> SQLiteRunStore {
+    func openStore(create: Bool) throws -> SQLRunStore {
         if !create, !FileManager.default.fileExists(atPath: layout.database) {
             throw CLIError.badInput("no runs yet in \(layout.root); start one with `slipway run`")
         }
@@ -53,7 +53,7 @@ struct ProjectContext {
                 // Keeps state, logs and the secrets file out of git even if the project does not ignore it.
                 _ = FileManager.default.createFile(atPath: ignore, contents: Data("*\n".utf8))
             }
-            return try SQLiteRunStore(path: layout.database)
+            return try SQLRunStore(path: layout.database)
         } catch let error as StoreError {
             throw CLIError.failure(error.message)
         }
@@ -78,7 +78,7 @@ struct ProjectContext {
     }
 
     /// A run by number, or the latest one.
-    func findRun(_ store: SQLiteRunStore, number: Int64?) throws -> RunRecord {
+    func findRun(_ store: SQLRunStore, number: Int64?) throws -> RunRecord {
         if let number {
             guard let run = try store.run(number: number) else { throw CLIError.badInput("there is no run #\(number); see `slipway history`") }
             return run

@@ -62,7 +62,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     /// The live view shows no log lines, so show the end of each failed step's log after the run.
-    static func printFailedLogTails(store: SQLiteRunStore, run: RunRecord, lines: Int = 15) {
+    static func printFailedLogTails(store: SQLRunStore, run: RunRecord, lines: Int = 15) {
         guard let jobs = try? store.jobs(runID: run.id) else { return }
         for job in jobs where job.status == .failure {
             guard let attempt = (try? store.attempts(jobRowID: job.id))?.last,
@@ -155,14 +155,14 @@ struct RunCommand: AsyncParsableCommand {
 final class InterruptHandler: @unchecked Sendable {
     // Mutated only on `queue`.
     let control: RunControl
-    let store: SQLiteRunStore
+    let store: SQLRunStore
     let queue = DispatchQueue(label: "slipway.signals")
     var sources: [DispatchSourceSignal] = []
     var count = 0
     var runID: Int64?
     private(set) var wasInterrupted = false
 
-    init(control: RunControl, store: SQLiteRunStore) {
+    init(control: RunControl, store: SQLRunStore) {
         self.control = control
         self.store = store
     }

@@ -18,13 +18,17 @@ public struct InstanceRecord: Sendable, Equatable {
     public var allowedFailure: Bool
     public var attempts: Int
     public var outputs: [String: String]
+    /// How many of `attempts` ended because their runner was lost (they do not count against `retry.max`,
+    /// only against `retry.lost`, across restarts too).
+    public var lostAttempts: Int
 
-    public init(key: String, result: JobResult?, allowedFailure: Bool = false, attempts: Int, outputs: [String: String] = [:]) {
+    public init(key: String, result: JobResult?, allowedFailure: Bool = false, attempts: Int, outputs: [String: String] = [:], lostAttempts: Int = 0) {
         self.key = key
         self.result = result
         self.allowedFailure = allowedFailure
         self.attempts = attempts
         self.outputs = outputs
+        self.lostAttempts = lostAttempts
     }
 }
 
@@ -94,6 +98,7 @@ public struct RunStateMachine: Sendable {
         }
         for record in previous where states[record.key] != nil {
             attempts[record.key] = record.attempts
+            if record.lostAttempts > 0 { lostAttempts[record.key] = record.lostAttempts }
             if let result = record.result {
                 states[record.key] = .finished(result, allowedFailure: record.allowedFailure)
                 outputs[record.key] = record.outputs

@@ -290,12 +290,63 @@ public enum TarArchive {
         }
     }
 
-    /// Unpacks `file` into `directory`, created if needed.
+    /// Unpacks `file` into `directory`, created if needed, after `checkMembers`: an archive from the other
+    /// side of the network may hold only files, directories and links that stay inside `directory`, and its
+    /// owners and special permission bits are not applied.
     public static func extract(_ file: String, into directory: String) throws(EngineError) {
+        try checkMembers(file)
         do { try FileTree.makeDirectories(directory) } catch { throw EngineError("cannot create \(directory): \(error)") }
-        let result = Helper.run(["tar", "--extract", "--file", file, "--directory", directory, "--no-same-owner"], in: "/")
+        let result = Helper.run(["tar", "--extract", "--file", file, "--directory", directory, "--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"], in: "/")
         guard result.status == 0 else {
             throw EngineError("cannot unpack into \(directory): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+    }
+
+    /// Refuses devices, FIFOs, absolute or `..` paths, and symbolic links pointing outside the archive.
+    public static func checkMembers(_ file: String) throws(EngineError) {
+        let listing = Helper.run(["tar", "--list", "--verbose", "--quoting-style=escape", "--file", file], in: "/")
+        guard listing.status == 0 else {
+            throw EngineError("not a readable tar archive: \(listing.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        for line in String(decoding: listing.stdout, as: UTF8.self).split(separator: "\n") {
+            try checkMember(String(line))
+        }
+    }
+
+    /// One line of `tar --list --verbose`: `MODE OWNER SIZE DATE TIME NAME[ -> TARGET| link to NAME]`.
+    static func checkMember(_ line: String) throws(EngineError) {
+        let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+        guard fields.count == 6, let type = fields[0].first, Int(fields[2]) != nil else {
+            throw EngineError("unexpected archive member: \(line.prefix(200))")
+        }
+        var name = String(fields[5])
+        switch type {
+        case "-", "d", "h":
+            if type == "h", let range = name.range(of: " link to ") { name = String(name[..<range.lowerBound]) }
+        case "l":
+            let parts = name.components(separatedBy: " -> ")
+            guard parts.count == 2 else { throw EngineError("ambiguous symbolic link in the archive: \(name.prefix(200))") }
+            name = parts[0]
+            let target = parts[1]
+            let depth = name.split(separator: "/").filter { $0 != "." }.count - 1
+            guard !target.hasPrefix("/"), staysInside(target, depth: depth) else {
+                throw EngineError("symbolic link \(name) points outside the archive (\(target)); archives may only link inside themselves")
+            }
+        default:
+            throw EngineError("archive member \(name.prefix(200)) is not a file, directory or link (type '\(type)'); refused")
+        }
+        guard !name.hasPrefix("/"), !name.split(separator: "/").contains("..") else {
+            throw EngineError("archive member \(name.prefix(200)) lies outside the directory it unpacks into; refused")
+        }
+    }
+
+    /// Whether a relative path, followed from a directory `depth` levels below the root, stays below it.
+    static func staysInside(_ path: String, depth: Int) -> Bool {
+        var level = depth
+        for component in path.split(separator: "/") {
+            if component == ".." { level -= 1 } else if component != "." { level += 1 }
+            if level < 0 { return false }
+        }
+        return true
     }
 }

@@ -133,6 +133,11 @@ public final class RunEngine: Sendable {
                 step.finishedAt = Date()
                 try store.updateStep(step)
             }
+            // Lost runners are counted by their events: those attempts spend `retry.lost`, not `retry.max`.
+            var lost: [String: Int] = [:]
+            for event in try store.events(runID: run.id) where event.kind == "runner-lost" {
+                if let key = event.jobKey { lost[key, default: 0] += 1 }
+            }
             for job in try store.jobs(runID: run.id) {
                 var job = job
                 switch job.status {
@@ -148,9 +153,9 @@ public final class RunEngine: Sendable {
                     }
                     job.status = .interrupted
                     try store.updateJob(job)
-                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts))
+                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts, lostAttempts: lost[job.key] ?? 0))
                 case .pending:
-                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts))
+                    previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts, lostAttempts: lost[job.key] ?? 0))
                 }
             }
             run.status = .running

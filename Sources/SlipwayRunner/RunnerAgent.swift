@@ -79,7 +79,7 @@ public final class RunnerAgent: Sendable {
         if leftovers > 0 { log("ended \(leftovers) leftover step process(es) of an earlier runner process") }
         try? FileManager.default.removeItem(atPath: layout.root + "/runs")
         try? FileManager.default.removeItem(atPath: layout.database)
-        let store = try SQLiteRunStore(path: layout.database)
+        let store = try SQLRunStore(path: layout.database)
         let execution = RemoteJobExecution(store: store, layout: layout, runnerName: configuration.name)
         log("runner '\(configuration.name)' (labels: \(configuration.labels.joined(separator: ",")), capacity \(configuration.capacity)) polling \(configuration.server)")
         await withDiscardingTaskGroup { group in

@@ -120,8 +120,8 @@ struct APIController: Sendable {
         return try JSONResponse.make(try requestRecord(context), status: .accepted)
     }
 
-    func runStore(_ project: ProjectRecord) throws -> SQLiteRunStore {
-        let store: SQLiteRunStore?
+    func runStore(_ project: ProjectRecord) throws -> SQLRunStore {
+        let store: SQLRunStore?
         do { store = try services.dispatcher.runStores.store(for: project.name, create: false) } catch {
             throw HTTPError(.internalServerError, message: "cannot open the runs of \(project.name): \(error)")
         }
@@ -159,7 +159,7 @@ struct APIController: Sendable {
         var failure: String?
     }
 
-    func view(_ run: RunRecord, jobs: [JobRecord]? = nil, runs: SQLiteRunStore? = nil) -> RunView {
+    func view(_ run: RunRecord, jobs: [JobRecord]? = nil, runs: SQLRunStore? = nil) -> RunView {
         RunView(number: run.number, pipeline: run.pipelineName, event: run.event, branch: run.branch, commit: run.commit, status: run.status.rawValue,
                 createdAt: run.createdAt, finishedAt: run.finishedAt,
                 jobs: jobs?.map { job in
@@ -176,7 +176,7 @@ struct APIController: Sendable {
         return try JSONResponse.make(try guarded { try runs.runs(limit: limit) }.map { view($0) })
     }
 
-    func runRecord(_ context: ServerRequestContext) throws -> (SQLiteRunStore, RunRecord) {
+    func runRecord(_ context: ServerRequestContext) throws -> (SQLRunStore, RunRecord) {
         let project = try project(named: context.parameters.get("project"))
         let runs = try runStore(project)
         guard let number = context.parameters.get("number").flatMap(Int64.init), let run = try guarded({ try runs.run(number: number) }) else {
@@ -341,7 +341,7 @@ struct LogCursor: Sendable {
         self.logRoot = (logRoot as NSString).standardizingPath
     }
 
-    mutating func next(_ runs: SQLiteRunStore) throws -> [Line] {
+    mutating func next(_ runs: SQLRunStore) throws -> [Line] {
         var lines: [Line] = []
         for record in try runs.jobs(runID: runID) where job == nil || record.key == job || record.jobID == job {
             for attempt in try runs.attempts(jobRowID: record.id) {

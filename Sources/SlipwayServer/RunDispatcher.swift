@@ -21,26 +21,49 @@ public struct ServerLayout: Sendable {
     public func checkout(_ project: String, request: Int64) -> String { root + "/projects/" + FileTree.safeName(project) + "/checkouts/r\(request)" }
 }
 
-/// One run store per project for the whole process (GRDB: one writer per database per process), shared by
-/// the dispatcher and the API.
+/// One run store per project for the whole process (one writer per database per process), shared by the
+/// dispatcher and the API. With the server's state in PostgreSQL, each project's runs are in a schema of
+/// their own next to it (logs, caches and artifacts stay in the data directory); otherwise in the project's
+/// `state.db`.
 public final class RunStores: Sendable {
     let layout: ServerLayout
-    private let stores = Mutex<[String: SQLiteRunStore]>([:])
+    let postgres: PostgresDatabase.Settings?
+    private let stores = Mutex<[String: SQLRunStore]>([:])
 
-    public init(layout: ServerLayout) { self.layout = layout }
+    public init(layout: ServerLayout, server: (any SQLDatabase)? = nil) {
+        self.layout = layout
+        postgres = (server as? PostgresDatabase)?.settings
+    }
 
     /// The project's store; created (with its directory) when `create`, otherwise nil until the first run.
-    public func store(for project: String, create: Bool) throws -> SQLiteRunStore? {
+    public func store(for project: String, create: Bool) throws -> SQLRunStore? {
         if let store = stores.withLock({ $0[project] }) { return store }
         let state = layout.state(project)
-        if !create, !FileManager.default.fileExists(atPath: state.database) { return nil }
-        try FileManager.default.createDirectory(atPath: state.root, withIntermediateDirectories: true)
-        let opened = try SQLiteRunStore(path: state.database)
+        let opened: SQLRunStore
+        if var settings = postgres {
+            settings.schema = Self.schema(for: project, next: settings.schema)
+            if !create, try !PostgresDatabase.schemaExists(settings) { return nil }
+            try FileManager.default.createDirectory(atPath: state.root, withIntermediateDirectories: true)
+            opened = try SQLRunStore(database: PostgresDatabase(settings: settings))
+        } else {
+            if !create, !FileManager.default.fileExists(atPath: state.database) { return nil }
+            try FileManager.default.createDirectory(atPath: state.root, withIntermediateDirectories: true)
+            opened = try SQLRunStore(path: state.database)
+        }
         return stores.withLock { stores in
             if let existing = stores[project] { return existing }
             stores[project] = opened
             return opened
         }
+    }
+
+    /// `<server schema>_p_<project>_<hash>`: readable, distinct for names that differ only in case or
+    /// punctuation, and within PostgreSQL's 63 characters.
+    static func schema(for project: String, next server: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in project.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let readable = String(project.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" }.prefix(24))
+        return "\(server.prefix(24))_p_\(readable)_\(String(hash, radix: 16).prefix(8))"
     }
 }
 
@@ -76,7 +99,7 @@ public final class RunDispatcher: Sendable {
         self.layout = layout
         self.capacity = max(1, capacity)
         self.secrets = secrets
-        self.runStores = RunStores(layout: layout)
+        self.runStores = RunStores(layout: layout, server: store.database)
     }
 
     /// Something was queued or finished: look at the queue now rather than at the next tick.
@@ -193,7 +216,7 @@ public final class RunDispatcher: Sendable {
     }
 
     /// The unfinished run started for request `id`, among a project's recent runs.
-    static func unfinishedRun(of id: Int64, in runs: SQLiteRunStore) -> RunRecord? {
+    static func unfinishedRun(of id: Int64, in runs: SQLRunStore) -> RunRecord? {
         for run in (try? runs.runs(limit: 200)) ?? [] where !run.status.isFinal {
             if let options = try? JSONDecoder().decode(RunOptions.self, from: Data(run.options.utf8)), options.requestID == id { return run }
         }

@@ -155,12 +155,31 @@ struct RunnerController: Sendable {
         _ = try self.attempt(request, context)
         let file = attempt.layout.run(attempt.assignment.runNumber) + "/artifacts-\(attempt.assignment.lease).tar"
         let destination = attempt.artifactsDirectory
+        // Unpacked beside the destination and swapped in only while the lease is still current: an upload
+        // from a runner whose lease was taken back never replaces what the new attempt uploads.
+        let staging = destination + ".lease-\(attempt.assignment.lease).partial"
         try await BlockingWork.run {
             try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             guard FileManager.default.createFile(atPath: file, contents: Data(buffer: buffer)) else { throw HTTPError(.internalServerError, message: "cannot store the upload") }
             defer { unlink(file) }
+            try? FileManager.default.removeItem(atPath: staging)
+            do { try TarArchive.extract(file, into: staging) } catch {
+                try? FileManager.default.removeItem(atPath: staging)
+                throw HTTPError(.badRequest, message: "the body must be a tar archive: \((error as? EngineError)?.message ?? "\(error)")")
+            }
+        }
+        do {
+            _ = try self.attempt(request, context)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
+        }
+        try await BlockingWork.run {
             try? FileManager.default.removeItem(atPath: destination)
-            do { try TarArchive.extract(file, into: destination) } catch { throw HTTPError(.badRequest, message: "the body must be a tar archive: \((error as? EngineError)?.message ?? "\(error)")") }
+            guard rename(staging, destination) == 0 else {
+                try? FileManager.default.removeItem(atPath: staging)
+                throw HTTPError(.internalServerError, message: "cannot move the artifacts into place: \(String(cString: strerror(errno)))")
+            }
         }
         return try JSONResponse.make(["ok": true])
     }

@@ -41,9 +41,8 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             guard !database.isEmpty, !database.contains("/") else {
                 throw StoreError("the PostgreSQL URL names no database: postgres://\(user)@\(host)/DATABASE")
             }
-            self.init(host: host, port: components.port ?? 5432, user: user,
-                      password: components.percentEncodedPassword?.removingPercentEncoding ?? ProcessInfo.processInfo.environment["PGPASSWORD"],
-                      database: database)
+            let given = components.percentEncodedPassword?.removingPercentEncoding
+            self.init(host: host, port: components.port ?? 5432, user: user, password: given ?? ProcessInfo.processInfo.environment["PGPASSWORD"], database: database)
             for item in components.queryItems ?? [] {
                 switch item.name {
                 case "schema":
@@ -69,59 +68,29 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 
     public let settings: Settings
     public var dialect: SQLDialect { .postgres }
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let pool: PostgresConnectionPool
+    /// One transaction at a time per store, like SQLite's single writer.
     let lock = NSLock()
-    /// Guarded by `lock`.
-    var connection: PostgresConnection?
     static let logger = Logger(label: "slipway.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
 
     public init(settings: Settings) throws(StoreError) {
         self.settings = settings
-        lock.lock()
-        defer { lock.unlock() }
-        _ = try connected()
-    }
-
-    deinit {
-        let group = group
-        guard let connection else {
-            group.shutdownGracefully { _ in }
-            return
-        }
-        // The connection must be closed before it is released; the group goes after it.
-        connection.close().whenComplete { _ in
-            withExtendedLifetime(connection) {}
-            DispatchQueue.global().async { group.shutdownGracefully { _ in } }
+        pool = PostgresConnectionPool.shared(for: settings)
+        try withConnection { (handle) throws(StoreError) in
+            _ = try handle.execute("CREATE SCHEMA IF NOT EXISTS \"\(settings.schema)\"", [])
         }
     }
 
-    /// The open connection, connecting (and selecting the schema) when there is none. Called under `lock`.
-    func connected() throws(StoreError) -> PostgresConnection {
-        if let connection, !connection.isClosed { return connection }
-        connection = nil
-        let configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
-                                                             password: settings.password, database: settings.database, tls: .disable)
-        let future = PostgresConnection.connect(on: group.next(), configuration: configuration, id: 1, logger: Self.logger)
-        let opened: PostgresConnection
-        do {
-            opened = try Self.wait(future, timeout: .seconds(10))
-        } catch {
-            throw StoreError("cannot connect to \(settings.displayName): \(Self.describe(error))")
+    /// Whether the settings' schema exists (without creating it).
+    public static func schemaExists(_ settings: Settings) throws(StoreError) -> Bool {
+        var public_ = settings
+        public_.schema = "public"
+        return try PostgresDatabase(settings: public_).read { (db) throws(StoreError) in
+            try db.queryOne("SELECT 1 AS found FROM information_schema.schemata WHERE schema_name = ?", [settings.schema]) != nil
         }
-        let schema = "\"\(settings.schema)\""
-        do {
-            for sql in ["CREATE SCHEMA IF NOT EXISTS \(schema)", "SET search_path TO \(schema)"] {
-                _ = try Self.wait(opened.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger), timeout: settings.statementTimeout)
-            }
-        } catch {
-            opened.close().whenComplete { _ in withExtendedLifetime(opened) {} }
-            throw StoreError("cannot use schema \(settings.schema) on \(settings.displayName): \(Self.describe(error))")
-        }
-        connection = opened
-        return opened
     }
 
-    /// Blocks the calling thread (never one of this database's event loop) until the future completes.
+    /// Blocks the calling thread (never one of the pool's event loop) until the future completes.
     static func wait<T: Sendable>(_ future: EventLoopFuture<T>, timeout: Duration) throws -> T {
         let semaphore = DispatchSemaphore(value: 0)
         let result = NIOLockedValueBox<Result<T, any Error>?>(nil)
@@ -148,16 +117,24 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         return "\(error)"
     }
 
-    /// Runs `body` with the connection, one caller at a time; a failed connection is dropped and the next
-    /// call connects again.
+    /// Runs `body` on a pooled connection set to this store's schema, one caller of this store at a time.
     func withConnection<T>(_ body: (PostgresConnectionHandle) throws(StoreError) -> T) throws(StoreError) -> T {
         lock.lock()
         defer { lock.unlock() }
-        let handle = PostgresConnectionHandle(connection: try connected(), timeout: settings.statementTimeout)
+        let pooled = try pool.checkOut()
+        var reusable = false
+        defer { pool.checkIn(pooled, reusable: reusable) }
+        let handle = PostgresConnectionHandle(connection: pooled.connection, timeout: settings.statementTimeout)
         do throws(StoreError) {
-            return try body(handle)
+            if pooled.schema != settings.schema {
+                try handle.execute("SET search_path TO \"\(settings.schema)\"", [])
+                pooled.schema = settings.schema
+            }
+            let value = try body(handle)
+            reusable = !handle.broken
+            return value
         } catch {
-            if handle.connection.isClosed || handle.broken { connection = nil }
+            reusable = !handle.broken && !handle.connection.isClosed
             throw error
         }
     }
@@ -226,7 +203,9 @@ final class PostgresConnectionHandle: SQLConnection {
         do {
             return try PostgresDatabase.wait(connection.query(query, logger: PostgresDatabase.logger), timeout: timeout)
         } catch {
-            if !(error is PSQLError) || (error as? PSQLError)?.serverInfo == nil { broken = true }
+            // No server answer, or the server ending the session (57…: shut down, terminated; 08…: connection).
+            let state = (error as? PSQLError)?.serverInfo?[.sqlState]
+            if state == nil || state!.hasPrefix("57") || state!.hasPrefix("08") { broken = true }
             throw StoreError("PostgreSQL: \(PostgresDatabase.describe(error))")
         }
     }
@@ -264,5 +243,103 @@ final class PostgresConnectionHandle: SQLConnection {
         } catch {
             throw StoreError("cannot read column '\(cell.columnName)' of type \(cell.dataType): \(error)")
         }
+    }
+}
+
+/// Connections to one PostgreSQL server and database, shared by every store the process opens there (one
+/// schema per project would otherwise mean one connection per project). Connections are opened on demand up
+/// to `limit`; a caller beyond that waits for one to come back.
+final class PostgresConnectionPool: @unchecked Sendable {
+    final class Pooled: @unchecked Sendable {
+        let connection: PostgresConnection
+        /// The schema `search_path` points at; touched only by the connection's current holder.
+        var schema: String?
+        init(connection: PostgresConnection) { self.connection = connection }
+    }
+
+    let settings: PostgresDatabase.Settings
+    let limit: Int
+    // Its own event loop: callers block on futures, which must never run on the caller's loop.
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let condition = NSCondition()
+    /// Guarded by `condition`.
+    var idle: [Pooled] = []
+    var open = 0
+
+    init(settings: PostgresDatabase.Settings, limit: Int) {
+        self.settings = settings
+        self.limit = limit
+    }
+
+    struct Key: Hashable {
+        var host: String, port: Int, user: String, password: String?, database: String
+    }
+    static let pools = NIOLockedValueBox<[Key: PostgresConnectionPool]>([:])
+
+    /// The process's pool for the settings' server, user and database (the schema does not matter). Pools
+    /// live as long as the process.
+    static func shared(for settings: PostgresDatabase.Settings) -> PostgresConnectionPool {
+        let key = Key(host: settings.host, port: settings.port, user: settings.user, password: settings.password, database: settings.database)
+        return pools.withLockedValue { pools in
+            if let pool = pools[key] { return pool }
+            let pool = PostgresConnectionPool(settings: settings, limit: max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
+            pools[key] = pool
+            return pool
+        }
+    }
+
+    func checkOut() throws(StoreError) -> Pooled {
+        condition.lock()
+        while true {
+            while let pooled = idle.popLast() {
+                if !pooled.connection.isClosed {
+                    condition.unlock()
+                    return pooled
+                }
+                open -= 1
+                Self.release(pooled.connection)
+            }
+            if open < limit { break }
+            condition.wait()
+        }
+        open += 1
+        condition.unlock()
+        do {
+            return Pooled(connection: try connect())
+        } catch {
+            condition.lock()
+            open -= 1
+            condition.signal()
+            condition.unlock()
+            throw error
+        }
+    }
+
+    func checkIn(_ pooled: Pooled, reusable: Bool) {
+        condition.lock()
+        if reusable && !pooled.connection.isClosed {
+            idle.append(pooled)
+        } else {
+            open -= 1
+            Self.release(pooled.connection)
+        }
+        condition.signal()
+        condition.unlock()
+    }
+
+    func connect() throws(StoreError) -> PostgresConnection {
+        let configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
+                                                             password: settings.password, database: settings.database, tls: .disable)
+        let future = PostgresConnection.connect(on: group.next(), configuration: configuration, id: 1, logger: PostgresDatabase.logger)
+        do {
+            return try PostgresDatabase.wait(future, timeout: .seconds(10))
+        } catch {
+            throw StoreError("cannot connect to \(settings.displayName): \(PostgresDatabase.describe(error))")
+        }
+    }
+
+    /// Closes a connection, keeping it alive until it is closed (postgres-nio requires that).
+    static func release(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 }

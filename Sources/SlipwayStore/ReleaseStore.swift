@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// A released artifact version: immutable once written.
 public struct ReleaseRecord: Sendable, Codable, Equatable {
@@ -88,10 +87,10 @@ public protocol ReleaseStore: Sendable {
     func findings(runID: Int64, jobKey: String?) throws(StoreError) -> [ScanFindingRecord]
 }
 
-extension SQLiteRunStore: ReleaseStore {
-    static func registerReleaseMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v2-releases") { db in
-            try db.execute(sql: """
+extension SQLRunStore: ReleaseStore {
+    /// Frozen once shipped, like `SQLRunStore.v1`.
+    static let releaseMigrations: [SQLMigration] = [
+        SQLMigration("v2-releases", """
             CREATE TABLE release (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 name TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -107,81 +106,86 @@ extension SQLiteRunStore: ReleaseStore {
                 run_id INTEGER NOT NULL, job_key TEXT NOT NULL, scanner TEXT NOT NULL, severity TEXT NOT NULL,
                 location TEXT NOT NULL, message TEXT NOT NULL);
             CREATE INDEX finding_by_run ON scan_finding(run_id, job_key);
-            """)
-        }
-    }
+            """),
+    ]
 
-    static func releaseRecord(_ row: Row) -> ReleaseRecord {
-        ReleaseRecord(id: row["id"], name: row["name"], version: row["version"], digest: row["digest"], size: row["size"], kind: row["kind"], commit: row["commit"], runID: row["run_id"], runNumber: row["run_number"], job: row["job"], createdAt: Date(timeIntervalSince1970: row["created_at"]), keyID: row["key_id"], envelopePath: row["envelope_path"], envelopeDigest: row["envelope_digest"], sbomDigest: row["sbom_digest"], pipelineDigest: row["pipeline_digest"])
+    static func releaseRecord(_ row: SQLRow) throws(StoreError) -> ReleaseRecord {
+        ReleaseRecord(id: try row.get("id"), name: try row.get("name"), version: try row.get("version"), digest: try row.get("digest"), size: try row.get("size"),
+                      kind: try row.get("kind"), commit: row["commit"], runID: try row.get("run_id"), runNumber: try row.get("run_number"), job: try row.get("job"),
+                      createdAt: try row.get("created_at"), keyID: try row.get("key_id"), envelopePath: try row.get("envelope_path"),
+                      envelopeDigest: try row.get("envelope_digest"), sbomDigest: row["sbom_digest"], pipelineDigest: try row.get("pipeline_digest"))
     }
 
     public func recordRelease(_ release: ReleaseRecord) throws(StoreError) -> (ReleaseRecord, created: Bool) {
-        let outcome: Result<(ReleaseRecord, Bool), StoreError> = try write { db in
-            if let existing = try Row.fetchOne(db, sql: "SELECT * FROM release WHERE name = ? AND version = ?", arguments: [release.name, release.version]).map(Self.releaseRecord) {
-                if existing.digest == release.digest { return .success((existing, false)) }
-                return .failure(StoreError("\(release.reference) was already released with digest \(existing.digest.prefix(16))… (run #\(existing.runNumber)); a version never changes content — bump the version"))
+        try write { (db) throws(StoreError) -> (ReleaseRecord, created: Bool) in
+            if let existing = try db.queryOne("SELECT * FROM release WHERE name = ? AND version = ?", [release.name, release.version]).map(Self.releaseRecord) {
+                if existing.digest == release.digest { return (existing, false) }
+                throw StoreError("\(release.reference) was already released with digest \(existing.digest.prefix(16))… (run #\(existing.runNumber)); a version never changes content — bump the version")
             }
-            try db.execute(sql: """
+            var created = release
+            created.id = try db.insert("""
                 INSERT INTO release (name, version, digest, size, kind, "commit", run_id, run_number, job, created_at, key_id, envelope_path, envelope_digest, sbom_digest, pipeline_digest)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [release.name, release.version, release.digest, release.size, release.kind, release.commit, release.runID, release.runNumber, release.job, release.createdAt.timeIntervalSince1970, release.keyID, release.envelopePath, release.envelopeDigest, release.sbomDigest, release.pipelineDigest])
-            var created = release
-            created.id = db.lastInsertedRowID
-            return .success((created, true))
+                """, [release.name, release.version, release.digest, release.size, release.kind, release.commit, release.runID, release.runNumber, release.job,
+                      release.createdAt, release.keyID, release.envelopePath, release.envelopeDigest, release.sbomDigest, release.pipelineDigest])
+            return (created, true)
         }
-        return try outcome.get()
     }
 
     public func release(name: String, version: String) throws(StoreError) -> ReleaseRecord? {
-        try read { db in try Row.fetchOne(db, sql: "SELECT * FROM release WHERE name = ? AND version = ?", arguments: [name, version]).map(Self.releaseRecord) }
+        try read { (db) throws(StoreError) in
+            try db.queryOne("SELECT * FROM release WHERE name = ? AND version = ?", [name, version]).map(Self.releaseRecord)
+        }
     }
 
     public func releases(name: String?) throws(StoreError) -> [ReleaseRecord] {
-        try read { db in
+        try read { (db) throws(StoreError) in
             if let name {
-                return try Row.fetchAll(db, sql: "SELECT * FROM release WHERE name = ? ORDER BY created_at DESC, id DESC", arguments: [name]).map(Self.releaseRecord)
+                return try db.query("SELECT * FROM release WHERE name = ? ORDER BY created_at DESC, id DESC", [name]).map(Self.releaseRecord)
             }
-            return try Row.fetchAll(db, sql: "SELECT * FROM release ORDER BY name, created_at DESC, id DESC").map(Self.releaseRecord)
+            return try db.query("SELECT * FROM release ORDER BY name, created_at DESC, id DESC", []).map(Self.releaseRecord)
         }
     }
 
     public func deleteRelease(id: Int64) throws(StoreError) {
-        try write { db in try db.execute(sql: "DELETE FROM release WHERE id = ?", arguments: [id]) }
+        try write { (db) throws(StoreError) -> Void in try db.execute("DELETE FROM release WHERE id = ?", [id]) }
     }
 
     public func deployments(releaseID: Int64) throws(StoreError) -> [DeploymentRecord] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM deployment WHERE release_id = ? ORDER BY id", arguments: [releaseID]).map { row in
-                DeploymentRecord(environment: row["environment"], releaseID: row["release_id"], status: row["status"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM deployment WHERE release_id = ? ORDER BY id", [releaseID]).map { (row) throws(StoreError) in
+                DeploymentRecord(environment: try row.get("environment"), releaseID: try row.get("release_id"), status: try row.get("status"),
+                                 createdAt: try row.get("created_at"))
             }
         }
     }
 
     public func recordDeployment(_ deployment: DeploymentRecord) throws(StoreError) {
-        try write { db in
-            try db.execute(sql: "INSERT INTO deployment (environment, release_id, status, created_at) VALUES (?, ?, ?, ?)",
-                           arguments: [deployment.environment, deployment.releaseID, deployment.status, deployment.createdAt.timeIntervalSince1970])
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("INSERT INTO deployment (environment, release_id, status, created_at) VALUES (?, ?, ?, ?)",
+                           [deployment.environment, deployment.releaseID, deployment.status, deployment.createdAt])
         }
     }
 
     public func insertFindings(_ findings: [ScanFindingRecord]) throws(StoreError) {
-        try write { db in
+        try write { (db) throws(StoreError) -> Void in
             for f in findings {
-                try db.execute(sql: "INSERT INTO scan_finding (run_id, job_key, scanner, severity, location, message) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [f.runID, f.jobKey, f.scanner, f.severity, f.location, f.message])
+                try db.execute("INSERT INTO scan_finding (run_id, job_key, scanner, severity, location, message) VALUES (?, ?, ?, ?, ?, ?)",
+                               [f.runID, f.jobKey, f.scanner, f.severity, f.location, f.message])
             }
         }
     }
 
     public func findings(runID: Int64, jobKey: String?) throws(StoreError) -> [ScanFindingRecord] {
-        try read { db in
+        try read { (db) throws(StoreError) in
             let rows = if let jobKey {
-                try Row.fetchAll(db, sql: "SELECT * FROM scan_finding WHERE run_id = ? AND job_key = ? ORDER BY id", arguments: [runID, jobKey])
+                try db.query("SELECT * FROM scan_finding WHERE run_id = ? AND job_key = ? ORDER BY id", [runID, jobKey])
             } else {
-                try Row.fetchAll(db, sql: "SELECT * FROM scan_finding WHERE run_id = ? ORDER BY id", arguments: [runID])
+                try db.query("SELECT * FROM scan_finding WHERE run_id = ? ORDER BY id", [runID])
             }
-            return rows.map { row in
-                ScanFindingRecord(runID: row["run_id"], jobKey: row["job_key"], scanner: row["scanner"], severity: row["severity"], location: row["location"], message: row["message"])
+            return try rows.map { (row) throws(StoreError) in
+                ScanFindingRecord(runID: try row.get("run_id"), jobKey: try row.get("job_key"), scanner: try row.get("scanner"), severity: try row.get("severity"),
+                                  location: try row.get("location"), message: try row.get("message"))
             }
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// One rollout of a release to an environment. `state` is the rollout state machine and `controller` the
 /// controller's own state (desired environment, what it waits for), both JSON; written before acting on them.
@@ -97,10 +96,10 @@ public protocol RolloutStore: Sendable {
     func approvals(runID: Int64, job: String) throws(StoreError) -> [ApprovalRecord]
 }
 
-extension SQLiteRunStore: RolloutStore {
-    static func registerRolloutMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v3-rollouts") { db in
-            try db.execute(sql: """
+extension SQLRunStore: RolloutStore {
+    /// Frozen once shipped, like `SQLRunStore.v1`.
+    static let rolloutMigrations: [SQLMigration] = [
+        SQLMigration("v3-rollouts", """
             CREATE TABLE rollout (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 environment TEXT NOT NULL, release TEXT NOT NULL, version TEXT NOT NULL, stable TEXT,
@@ -121,110 +120,105 @@ extension SQLiteRunStore: RolloutStore {
             CREATE TABLE approval (
                 run_id INTEGER NOT NULL, job TEXT NOT NULL, approver TEXT NOT NULL, created_at DOUBLE NOT NULL,
                 PRIMARY KEY(run_id, job, approver));
-            """)
-        }
-    }
+            """),
+    ]
 
-    static func rolloutRecord(_ row: Row) -> RolloutRecord {
-        RolloutRecord(id: row["id"], environment: row["environment"], release: row["release"], version: row["version"], stable: row["stable"],
-                      strategy: row["strategy"], phase: row["phase"], state: row["state"], controller: row["controller"],
-                      ownerPID: row["owner_pid"], runID: row["run_id"], job: row["job"],
-                      createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]),
-                      finishedAt: (row["finished_at"] as Double?).map { Date(timeIntervalSince1970: $0) }, outcome: row["outcome"])
+    static func rolloutRecord(_ row: SQLRow) throws(StoreError) -> RolloutRecord {
+        RolloutRecord(id: try row.get("id"), environment: try row.get("environment"), release: try row.get("release"), version: try row.get("version"),
+                      stable: row["stable"], strategy: try row.get("strategy"), phase: try row.get("phase"), state: try row.get("state"),
+                      controller: try row.get("controller"), ownerPID: row["owner_pid"], runID: row["run_id"], job: row["job"],
+                      createdAt: try row.get("created_at"), updatedAt: try row.get("updated_at"), finishedAt: row["finished_at"], outcome: row["outcome"])
     }
 
     public func insertRollout(_ rollout: RolloutRecord) throws(StoreError) -> RolloutRecord {
-        try write { db in
-            try db.execute(sql: """
+        try write { (db) throws(StoreError) in
+            var inserted = rollout
+            inserted.id = try db.insert("""
                 INSERT INTO rollout (environment, release, version, stable, strategy, phase, state, controller, owner_pid, run_id, job, created_at, updated_at, finished_at, outcome)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [rollout.environment, rollout.release, rollout.version, rollout.stable, rollout.strategy, rollout.phase,
-                                 rollout.state, rollout.controller, rollout.ownerPID, rollout.runID, rollout.job,
-                                 rollout.createdAt.timeIntervalSince1970, rollout.updatedAt.timeIntervalSince1970,
-                                 rollout.finishedAt?.timeIntervalSince1970, rollout.outcome])
-            var inserted = rollout
-            inserted.id = db.lastInsertedRowID
+                """, [rollout.environment, rollout.release, rollout.version, rollout.stable, rollout.strategy, rollout.phase,
+                      rollout.state, rollout.controller, rollout.ownerPID, rollout.runID, rollout.job,
+                      rollout.createdAt, rollout.updatedAt, rollout.finishedAt, rollout.outcome])
             return inserted
         }
     }
 
     public func updateRollout(_ rollout: RolloutRecord) throws(StoreError) {
-        try write { db in
-            try db.execute(sql: """
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("""
                 UPDATE rollout SET stable = ?, phase = ?, state = ?, controller = ?, owner_pid = ?, run_id = ?, job = ?, updated_at = ?, finished_at = ?, outcome = ?
                 WHERE id = ?
-                """, arguments: [rollout.stable, rollout.phase, rollout.state, rollout.controller, rollout.ownerPID, rollout.runID, rollout.job,
-                                 Date().timeIntervalSince1970, rollout.finishedAt?.timeIntervalSince1970, rollout.outcome, rollout.id])
+                """, [rollout.stable, rollout.phase, rollout.state, rollout.controller, rollout.ownerPID, rollout.runID, rollout.job,
+                      Date(), rollout.finishedAt, rollout.outcome, rollout.id])
         }
     }
 
     public func rollout(id: Int64) throws(StoreError) -> RolloutRecord? {
-        try read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [id]).map(Self.rolloutRecord) }
+        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM rollout WHERE id = ?", [id]).map(Self.rolloutRecord) }
     }
 
     public func activeRollout(environment: String) throws(StoreError) -> RolloutRecord? {
-        try read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE environment = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
-                             arguments: [environment]).map(Self.rolloutRecord)
+        try read { (db) throws(StoreError) in
+            try db.queryOne("SELECT * FROM rollout WHERE environment = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1", [environment]).map(Self.rolloutRecord)
         }
     }
 
     public func rollouts(environment: String?, limit: Int) throws(StoreError) -> [RolloutRecord] {
-        try read { db in
+        try read { (db) throws(StoreError) in
             if let environment {
-                return try Row.fetchAll(db, sql: "SELECT * FROM rollout WHERE environment = ? ORDER BY id DESC LIMIT ?", arguments: [environment, limit]).map(Self.rolloutRecord)
+                return try db.query("SELECT * FROM rollout WHERE environment = ? ORDER BY id DESC LIMIT ?", [environment, limit]).map(Self.rolloutRecord)
             }
-            return try Row.fetchAll(db, sql: "SELECT * FROM rollout ORDER BY id DESC LIMIT ?", arguments: [limit]).map(Self.rolloutRecord)
+            return try db.query("SELECT * FROM rollout ORDER BY id DESC LIMIT ?", [limit]).map(Self.rolloutRecord)
         }
     }
 
     public func appendRolloutEvent(_ event: RolloutEventRecord) throws(StoreError) {
-        try write { db in
-            try db.execute(sql: "INSERT INTO rollout_event (rollout_id, at, kind, text, detail) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [event.rolloutID, event.at.timeIntervalSince1970, event.kind, event.text, event.detail])
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("INSERT INTO rollout_event (rollout_id, at, kind, text, detail) VALUES (?, ?, ?, ?, ?)",
+                           [event.rolloutID, event.at, event.kind, event.text, event.detail])
         }
     }
 
     public func rolloutEvents(rolloutID: Int64) throws(StoreError) -> [RolloutEventRecord] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM rollout_event WHERE rollout_id = ? ORDER BY id", arguments: [rolloutID]).map { row in
-                RolloutEventRecord(id: row["id"], rolloutID: row["rollout_id"], at: Date(timeIntervalSince1970: row["at"]), kind: row["kind"], text: row["text"], detail: row["detail"])
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM rollout_event WHERE rollout_id = ? ORDER BY id", [rolloutID]).map { (row) throws(StoreError) in
+                RolloutEventRecord(id: try row.get("id"), rolloutID: try row.get("rollout_id"), at: try row.get("at"), kind: try row.get("kind"),
+                                   text: try row.get("text"), detail: row["detail"])
             }
         }
     }
 
     public func queueCommand(environment: String, op: String, actor: String) throws(StoreError) {
-        try write { db in
-            try db.execute(sql: "INSERT INTO rollout_command (environment, op, actor, created_at) VALUES (?, ?, ?, ?)",
-                           arguments: [environment, op, actor, Date().timeIntervalSince1970])
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("INSERT INTO rollout_command (environment, op, actor, created_at) VALUES (?, ?, ?, ?)", [environment, op, actor, Date()])
         }
     }
 
     public func takeCommands(environment: String) throws(StoreError) -> [RolloutCommandRecord] {
-        try write { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT * FROM rollout_command WHERE environment = ? AND handled_at IS NULL ORDER BY id", arguments: [environment])
+        try write { (db) throws(StoreError) in
+            let rows = try db.query("SELECT * FROM rollout_command WHERE environment = ? AND handled_at IS NULL ORDER BY id", [environment])
             if !rows.isEmpty {
-                try db.execute(sql: "UPDATE rollout_command SET handled_at = ? WHERE environment = ? AND handled_at IS NULL",
-                               arguments: [Date().timeIntervalSince1970, environment])
+                try db.execute("UPDATE rollout_command SET handled_at = ? WHERE environment = ? AND handled_at IS NULL", [Date(), environment])
             }
-            return rows.map { row in
-                RolloutCommandRecord(id: row["id"], environment: row["environment"], op: row["op"], actor: row["actor"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+            return try rows.map { (row) throws(StoreError) in
+                RolloutCommandRecord(id: try row.get("id"), environment: try row.get("environment"), op: try row.get("op"), actor: try row.get("actor"),
+                                     createdAt: try row.get("created_at"))
             }
         }
     }
 
+    /// Whether this approver's approval is new (approving twice counts once).
     public func addApproval(runID: Int64, job: String, approver: String) throws(StoreError) -> Bool {
-        try write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO approval (run_id, job, approver, created_at) VALUES (?, ?, ?, ?)",
-                           arguments: [runID, job, approver, Date().timeIntervalSince1970])
-            return db.changesCount > 0
+        try write { (db) throws(StoreError) in
+            try db.execute("INSERT INTO approval (run_id, job, approver, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                           [runID, job, approver, Date()]) > 0
         }
     }
 
     public func approvals(runID: Int64, job: String) throws(StoreError) -> [ApprovalRecord] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM approval WHERE run_id = ? AND (job = ? OR job = '*') ORDER BY created_at", arguments: [runID, job]).map { row in
-                ApprovalRecord(runID: row["run_id"], job: row["job"], approver: row["approver"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM approval WHERE run_id = ? AND (job = ? OR job = '*') ORDER BY created_at", [runID, job]).map { (row) throws(StoreError) in
+                ApprovalRecord(runID: try row.get("run_id"), job: try row.get("job"), approver: try row.get("approver"), createdAt: try row.get("created_at"))
             }
         }
     }

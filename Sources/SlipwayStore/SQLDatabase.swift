@@ -136,6 +136,8 @@ public enum SQLDialect: String, Sendable {
         let rules: [(String, String)] = [
             (#"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"#, "BIGSERIAL PRIMARY KEY"),
             (#"\bINTEGER\b"#, "BIGINT"),
+            // A bare DOUBLE (SQLite's REAL affinity); never one already followed by PRECISION.
+            (#"\bDOUBLE\b(?! PRECISION)"#, "DOUBLE PRECISION"),
             (#"\bREAL\b"#, "DOUBLE PRECISION"),
             (#"\bBLOB\b"#, "BYTEA"),
         ]

@@ -118,7 +118,7 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
 /// `server.db` of the data directory or in a PostgreSQL schema. Each project's runs live in that project's
 /// run store.
 public final class ServerStore: Sendable {
-    let database: any SQLDatabase
+    public let database: any SQLDatabase
 
     public init(database: any SQLDatabase) throws(StoreError) {
         self.database = database
@@ -364,7 +364,7 @@ public final class ServerStore: Sendable {
     /// ends the run instead of resuming it.
     public func requestCancel(id: Int64, reason: String) throws(StoreError) {
         try write { (db) throws(StoreError) in
-            try db.execute("UPDATE run_request SET cancel_reason = ? WHERE id = ? AND cancel_reason IS NULL", [reason, id])
+            _ = try db.execute("UPDATE run_request SET cancel_reason = ? WHERE id = ? AND cancel_reason IS NULL", [reason, id])
         }
     }
 
@@ -374,7 +374,7 @@ public final class ServerStore: Sendable {
 
     public func update(_ request: RunRequestRecord) throws(StoreError) {
         try write { (db) throws(StoreError) in
-            try db.execute("UPDATE run_request SET status = ?, reason = ?, run_number = ?, \"commit\" = ?, started_at = ?, finished_at = ? WHERE id = ?",
+            _ = try db.execute("UPDATE run_request SET status = ?, reason = ?, run_number = ?, \"commit\" = ?, started_at = ?, finished_at = ? WHERE id = ?",
                            [request.status, request.reason, request.runNumber, request.commit, request.startedAt, request.finishedAt, request.id])
         }
     }

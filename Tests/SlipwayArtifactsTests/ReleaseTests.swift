@@ -130,13 +130,13 @@ struct SigningTests {
     struct Fixture {
         let data: String
         let workspace: String
-        let store: SQLiteRunStore
+        let store: SQLRunStore
         let service: ReleaseService
 
         init() throws {
             data = temporaryDirectory("data")
             workspace = temporaryDirectory("ws")
-            store = try SQLiteRunStore(path: data + "/state.db")
+            store = try SQLRunStore(path: data + "/state.db")
             service = ReleaseService(store: store, dataRoot: data)
             try write("binary v1", to: workspace + "/dist/app")
             try write("config", to: workspace + "/dist/etc/app.conf")

@@ -130,6 +130,25 @@ struct RunStateMachineTests {
         #expect(actions.contains { if case .finishInstance("strict", .failure, _, let reason) = $0 { reason.contains("runner 'c' was lost") } else { false } })
     }
 
+    /// After a restart the lost attempts so far still count: the budget is per job, not per process.
+    @Test func lostAttemptsBeforeARestartStillSpendTheBudget() throws {
+        let yaml = "jobs:\n  build: { retry: { max: 1, lost: 2 }, steps: [ { run: x } ] }\n"
+        // Attempts 1 and 2 were lost before the restart, attempt 3 was interrupted by it.
+        var m = try machine(yaml, previous: [InstanceRecord(key: "build", result: nil, attempts: 3, lostAttempts: 2)])
+        let resumed = m.handle(.start)
+        #expect(resumed.contains { if case .startAttempt("build", 4, _) = $0 { true } else { false } })
+        // A third lost runner is past `retry.lost: 2`: the job fails instead of being queued again.
+        let actions = m.handle(.attemptFinished(key: "build", attempt: 4, outcome: .failed(.runnerLost("runner 'c' was lost"), outputs: [:])))
+        #expect(Self.started(actions).isEmpty)
+        #expect(Self.finished(actions)["build"] == .failure)
+
+        // Without the record of those losses the same event would have been queued again.
+        var forgetful = try machine(yaml, previous: [InstanceRecord(key: "build", result: nil, attempts: 3)])
+        _ = forgetful.handle(.start)
+        let requeued = forgetful.handle(.attemptFinished(key: "build", attempt: 4, outcome: .failed(.runnerLost("runner 'c' was lost"), outputs: [:])))
+        #expect(Self.started(requeued) == ["build"])
+    }
+
     @Test func retryLostIsValidated() throws {
         let result = PipelineLoader.load(text: "jobs:\n  a: { retry: { max: 1, lost: 11 }, steps: [ { run: x } ] }\n", file: "test.yml")
         #expect(result.errors.contains { $0.message.contains("`retry.lost` must be between 0 and 10") && $0.location.line == 2 })

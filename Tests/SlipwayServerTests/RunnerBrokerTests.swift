@@ -12,14 +12,14 @@ import Testing
 /// The broker with a real run store: leasing by labels, long polls, lost runners and fencing.
 @Suite(.serialized) struct RunnerBrokerTests {
     let directory = NSTemporaryDirectory() + "slipway-broker-" + UUID().uuidString
-    let runs: SQLiteRunStore
+    let runs: SQLRunStore
     let layout: DataLayout
 
     init() throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         layout = DataLayout(root: directory + "/state")
         try FileManager.default.createDirectory(atPath: layout.root, withIntermediateDirectories: true)
-        runs = try SQLiteRunStore(path: layout.database)
+        runs = try SQLRunStore(path: layout.database)
     }
 
     func cleanUp() { try? FileManager.default.removeItem(atPath: directory) }
@@ -45,7 +45,7 @@ import Testing
         defer { cleanUp() }
         let broker = RunnerBroker(settings: .init(heartbeatTimeout: .seconds(30), localLabels: []))
         // The watchdog ends long polls that ran out; cancelled when the test's scope ends.
-        async let watchdog: Void = broker.run()
+        async let _: Void = broker.run()
         let linux = RunnerBroker.RunnerInfo(name: "l1", labels: ["linux", "x86"], capacity: 1)
         let gpuJob = try attempt("train", labels: ["gpu"])
         let linuxJob = try attempt("build", labels: ["linux"])
@@ -109,7 +109,7 @@ import Testing
         // Back again: told to drop the lease, and its reports are refused (409 over HTTP).
         #expect(broker.heartbeat(runner, leases: [assignment.lease]).unknown == [assignment.lease])
         #expect(!broker.complete(lease: assignment.lease, runner: "r1", result: RunnerAttemptResult(status: .success)))
-        let server = try ServerLayout(root: directory + "/server")
+        let server = ServerLayout(root: directory + "/server")
         let store = try SlipwayServer.openStore(server, database: TestDatabase.location())
         let token = try store.createToken(name: "r1", role: .runner).1
         let services = ServerServices(store: store, layout: server, dispatcher: RunDispatcher(store: store, layout: server), broker: broker)

@@ -5,21 +5,11 @@ import Testing
 /// The server store against every database it runs on (SQLite always; PostgreSQL when
 /// `SLIPWAY_TEST_POSTGRES` names one): the same calls must give the same answers.
 @Suite struct ServerStoreTests {
-    final class Fixture {
-        let directory = NSTemporaryDirectory() + "slipway-store-" + UUID().uuidString
-        let location: DatabaseLocation
-        let store: ServerStore
-        init(_ dialect: SQLDialect) throws {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            location = try TestDatabase.location(dialect, directory: directory)
-            store = try ServerStore(location: location)
-        }
-        deinit { try? FileManager.default.removeItem(atPath: directory) }
-    }
+    typealias Fixture = TestDatabase.Fixture<ServerStore>
 
     @Test(arguments: TestDatabase.dialects)
     func migrationsRunOnceAndAReopenedStoreSeesTheSameData(_ dialect: SQLDialect) throws {
-        let fixture = try Fixture(dialect)
+        let fixture = try Fixture(dialect) { try ServerStore(database: $0) }
         #expect(fixture.store.dialect == dialect)
         try fixture.store.addProject(ProjectRecord(name: "shop", repository: "/srv/shop.git", pollSeconds: 30))
         let reopened = try ServerStore(location: fixture.location)
@@ -34,7 +24,7 @@ import Testing
 
     @Test(arguments: TestDatabase.dialects)
     func projectsAndTokens(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         let created = Date(timeIntervalSince1970: 1_790_000_000.25)
         try store.addProject(ProjectRecord(name: "b", repository: "https://example.invalid/b.git", file: "ci/slipway.yml", secretVariable: "HOOK", createdAt: created))
         try store.addProject(ProjectRecord(name: "a", repository: "/srv/a"))
@@ -58,7 +48,7 @@ import Testing
 
     @Test(arguments: TestDatabase.dialects)
     func aRedeliveredWebhookQueuesNothingTwice(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         let request = RunRequestRecord(project: "p", event: "push", branch: "main", commit: "abc", source: "github:d1")
         guard case .accepted(let id?) = try store.recordDelivery(id: "d1", project: "p", event: "push", result: "queued", request: request) else {
             Issue.record("the first delivery was not accepted with a request")
@@ -73,7 +63,7 @@ import Testing
 
     @Test(arguments: TestDatabase.dialects)
     func requestsRoundTripEveryField(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         // Quotes, a `?` and non-ASCII text in values: bound, never spliced into the SQL.
         let request = RunRequestRecord(project: "p", event: "pull_request", branch: "main", tag: "v1.0", commit: "0123456789abcdef",
                                        changedFiles: #"["a?b.swift","dir/'quoted'.txt"]"#, inputs: #"{"who":"Zoë \"z\" ?"}"#,
@@ -102,7 +92,7 @@ import Testing
 
     @Test(arguments: TestDatabase.dialects)
     func claimsTakeTheOldestQueuedRequestOfAProjectNotBusy(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         let a1 = try store.enqueue(RunRequestRecord(project: "a", event: "manual", source: "t"))
         let a2 = try store.enqueue(RunRequestRecord(project: "a", event: "manual", source: "t"))
         let b1 = try store.enqueue(RunRequestRecord(project: "b", event: "manual", source: "t"))
@@ -127,7 +117,7 @@ import Testing
     /// Several threads claiming at once: every request is taken exactly once.
     @Test(arguments: TestDatabase.dialects)
     func concurrentClaimsNeverTakeARequestTwice(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         let ids = try (0..<60).map { index in try store.enqueue(RunRequestRecord(project: "p\(index % 7)", event: "manual", source: "t")).id }
         let claimed = NSLock()
         nonisolated(unsafe) var taken: [Int64] = []
@@ -149,7 +139,7 @@ import Testing
 
     @Test(arguments: TestDatabase.dialects)
     func pollsAndSchedulesReplaceWhatTheyRemember(_ dialect: SQLDialect) throws {
-        let store = try Fixture(dialect).store
+        let store = try Fixture(dialect) { try ServerStore(database: $0) }.store
         try store.recordPoll(project: "p", refs: ["main": "aaa", "dev": "bbb"], requests: [RunRequestRecord(project: "p", event: "push", branch: "main", source: "poll")])
         try store.recordPoll(project: "p", refs: ["main": "ccc"], requests: [])
         try store.recordPoll(project: "q", refs: ["main": "zzz"], requests: [])
@@ -208,10 +198,13 @@ import Testing
     /// A connection the server drops (restart, failover, idle kill) costs the statement in flight, not the store.
     @Test(.enabled(if: TestDatabase.postgresURL != nil, "needs SLIPWAY_TEST_POSTGRES"))
     func aDroppedPostgresConnectionIsReopened() throws {
-        let fixture = try Fixture(.postgres)
+        let fixture = try Fixture(.postgres) { try ServerStore(database: $0) }
         try fixture.store.addProject(ProjectRecord(name: "p", repository: "/r"))
         let pid: Int64 = try fixture.store.database.read { (db) throws(StoreError) in try db.queryOne("SELECT pg_backend_pid() AS pid")!.get("pid") }
-        guard case .postgres(let settings) = fixture.location else { return }
+        guard case .postgres(var settings) = fixture.location else { return }
+        // Another password (ignored by the test server's trust authentication): another pool, so the killer
+        // does not take the very connection it is about to kill.
+        settings.password = "another pool"
         let killer = try PostgresDatabase(settings: settings)
         let killed: Bool = try killer.read { (db) throws(StoreError) in try db.queryOne("SELECT pg_terminate_backend(CAST(? AS INTEGER)) AS done", [pid])!.get("done") }
         #expect(killed)

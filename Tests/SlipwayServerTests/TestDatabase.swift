@@ -29,4 +29,17 @@ enum TestDatabase {
     static func freshSchema() -> String {
         "t\(getpid())_\(UInt32.random(in: 0...UInt32.max))"
     }
+
+    /// A store of type `Store` on a fresh database of `dialect`, in a directory removed with the fixture.
+    final class Fixture<Store> {
+        let directory = NSTemporaryDirectory() + "slipway-store-" + UUID().uuidString
+        let location: DatabaseLocation
+        let store: Store
+        init(_ dialect: SQLDialect, open: (any SQLDatabase) throws -> Store) throws {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            location = try TestDatabase.location(dialect, directory: directory)
+            store = try open(location.open())
+        }
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+    }
 }

@@ -1,0 +1,363 @@
+import Foundation
+import SlipwayCore
+
+/// The run store: runs, jobs, attempts, steps, events, the cache and test results (and, in extensions,
+/// releases and rollouts) on a `SQLDatabase`. On SQLite: one file in WAL mode, one writer per process;
+/// `synchronous = NORMAL` in WAL mode survives `kill -9` of the process (the WAL is in the OS page cache),
+/// only a power loss can drop the last transactions. On PostgreSQL: one schema of a server.
+public final class SQLRunStore: RunStore {
+    let database: any SQLDatabase
+
+    public init(database: any SQLDatabase) throws(StoreError) {
+        self.database = database
+        try database.migrate(Self.migrations)
+    }
+
+    public convenience init(path: String) throws(StoreError) {
+        try self.init(database: SQLiteDatabase(path: path))
+    }
+
+    public var dialect: SQLDialect { database.dialect }
+
+    /// Migrations are frozen once shipped: add new ones, never edit these. Written in SQLite's dialect and
+    /// translated for PostgreSQL (`SQLDialect.translateDDL`); existing SQLite databases recorded these
+    /// identifiers when they were migrated, so they carry on.
+    static let migrations: [SQLMigration] = [v1] + releaseMigrations + rolloutMigrations
+
+    static let v1 = SQLMigration("v1", """
+        CREATE TABLE run (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            number INTEGER NOT NULL UNIQUE,
+            pipeline_name TEXT NOT NULL, file TEXT NOT NULL, pipeline_text TEXT NOT NULL,
+            event TEXT NOT NULL, branch TEXT, "commit" TEXT, dirty INTEGER NOT NULL,
+            status TEXT NOT NULL, workspace TEXT NOT NULL, options TEXT NOT NULL,
+            created_at DOUBLE NOT NULL, finished_at DOUBLE, pid INTEGER);
+        CREATE TABLE job (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL REFERENCES run(id),
+            key TEXT NOT NULL, job_id TEXT NOT NULL, status TEXT NOT NULL,
+            allowed_failure INTEGER NOT NULL, reason TEXT, attempts INTEGER NOT NULL,
+            outputs TEXT NOT NULL, cache_key TEXT, cache_components TEXT, cache_hit INTEGER NOT NULL,
+            definition TEXT, started_at DOUBLE, finished_at DOUBLE,
+            UNIQUE(run_id, key));
+        CREATE INDEX job_by_job_id ON job(job_id, run_id);
+        CREATE TABLE attempt (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_row_id INTEGER NOT NULL REFERENCES job(id),
+            number INTEGER NOT NULL, status TEXT NOT NULL, failure TEXT,
+            started_at DOUBLE NOT NULL, finished_at DOUBLE);
+        CREATE INDEX attempt_by_job ON attempt(job_row_id);
+        CREATE TABLE step (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            attempt_id INTEGER NOT NULL REFERENCES attempt(id),
+            idx INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+            exit_code INTEGER, failure TEXT, log_path TEXT NOT NULL, process_group INTEGER,
+            started_at DOUBLE NOT NULL, finished_at DOUBLE);
+        CREATE INDEX step_by_attempt ON step(attempt_id);
+        CREATE TABLE event (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL REFERENCES run(id),
+            at DOUBLE NOT NULL, job_key TEXT, kind TEXT NOT NULL, message TEXT NOT NULL);
+        CREATE INDEX event_by_run ON event(run_id);
+        CREATE TABLE cache_entry (
+            key TEXT PRIMARY KEY, job_key TEXT NOT NULL, components TEXT NOT NULL, outputs TEXT NOT NULL,
+            artifacts_path TEXT, artifacts_digest TEXT, run_id INTEGER NOT NULL, created_at DOUBLE NOT NULL);
+        CREATE INDEX cache_by_job ON cache_entry(job_key, created_at);
+        CREATE TABLE test_result (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL, job_key TEXT NOT NULL, attempt INTEGER NOT NULL,
+            test_id TEXT NOT NULL, suite TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+            duration DOUBLE NOT NULL, message TEXT, file TEXT, line INTEGER);
+        CREATE INDEX test_by_run ON test_result(run_id);
+        CREATE INDEX test_by_id ON test_result(test_id);
+        """)
+
+    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.write(body)
+    }
+
+    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.read(body)
+    }
+
+    // MARK: Runs
+
+    public func createRun(_ run: RunRecord) throws(StoreError) -> RunRecord {
+        try write { (db) throws(StoreError) in
+            var run = run
+            // SQLite has one writer at a time; on PostgreSQL, processes sharing the schema take turns here so
+            // that two runs never compute the same number.
+            if db.dialect == .postgres { try db.execute("LOCK TABLE run IN EXCLUSIVE MODE", []) }
+            run.number = try db.queryOne("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM run")?["n"] ?? 1
+            run.id = try db.insert("""
+                INSERT INTO run (number, pipeline_name, file, pipeline_text, event, branch, "commit", dirty, status, workspace, options, created_at, finished_at, pid)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, [run.number, run.pipelineName, run.file, run.pipelineText, run.event, run.branch, run.commit, run.dirty, run.status.rawValue,
+                      run.workspace, run.options, run.createdAt, run.finishedAt, run.pid])
+            return run
+        }
+    }
+
+    public func updateRunDetails(_ run: RunRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("UPDATE run SET branch = ?, \"commit\" = ?, dirty = ?, workspace = ? WHERE id = ?",
+                           [run.branch, run.commit, run.dirty, run.workspace, run.id])
+        }
+    }
+
+    public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("UPDATE run SET status = ?, finished_at = ?, pid = ? WHERE id = ?", [status.rawValue, finishedAt, pid, id])
+        }
+    }
+
+    static func runRecord(_ row: SQLRow) throws(StoreError) -> RunRecord {
+        RunRecord(id: try row.get("id"), number: try row.get("number"), pipelineName: try row.get("pipeline_name"), file: try row.get("file"),
+                  pipelineText: try row.get("pipeline_text"), event: try row.get("event"), branch: row["branch"], commit: row["commit"],
+                  dirty: try row.get("dirty"), status: RunStatus(rawValue: try row.get("status")) ?? .interrupted, workspace: try row.get("workspace"),
+                  options: try row.get("options"), createdAt: try row.get("created_at"), finishedAt: row["finished_at"], pid: row["pid"])
+    }
+
+    public func run(id: Int64) throws(StoreError) -> RunRecord? {
+        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE id = ?", [id]).map(Self.runRecord) }
+    }
+
+    public func run(number: Int64) throws(StoreError) -> RunRecord? {
+        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE number = ?", [number]).map(Self.runRecord) }
+    }
+
+    public func runs(limit: Int) throws(StoreError) -> [RunRecord] {
+        try read { (db) throws(StoreError) in try db.query("SELECT * FROM run ORDER BY number DESC LIMIT ?", [limit]).map(Self.runRecord) }
+    }
+
+    public func latestUnfinishedRun() throws(StoreError) -> RunRecord? {
+        try read { (db) throws(StoreError) in
+            try db.queryOne("SELECT * FROM run WHERE status IN ('running', 'interrupted') ORDER BY number DESC LIMIT 1").map(Self.runRecord)
+        }
+    }
+
+    // MARK: Jobs
+
+    public func insertJobs(_ jobs: [JobRecord]) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            for job in jobs {
+                try db.execute("""
+                    INSERT INTO job (run_id, key, job_id, status, allowed_failure, reason, attempts, outputs, cache_key, cache_components, cache_hit, definition, started_at, finished_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
+                          job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt])
+            }
+        }
+    }
+
+    public func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try Self.update(job, in: db)
+            try Self.append(event, in: db)
+        }
+    }
+
+    public func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord {
+        try write { (db) throws(StoreError) in
+            try Self.update(job, in: db)
+            try Self.append(event, in: db)
+            var record = AttemptRecord(jobRowID: job.id, number: attempt)
+            record.id = try Self.insert(record, in: db)
+            return record
+        }
+    }
+
+    public func updateJob(_ job: JobRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in try Self.update(job, in: db) }
+    }
+
+    static func update(_ job: JobRecord, in db: any SQLConnection) throws(StoreError) {
+        try db.execute("""
+            UPDATE job SET status = ?, allowed_failure = ?, reason = ?, attempts = ?, outputs = ?, cache_key = ?, cache_components = ?, cache_hit = ?, definition = ?, started_at = ?, finished_at = ?
+            WHERE run_id = ? AND key = ?
+            """, [job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey, job.cacheComponents, job.cacheHit,
+                  job.definition, job.startedAt, job.finishedAt, job.runID, job.key])
+    }
+
+    static func jobRecord(_ row: SQLRow) throws(StoreError) -> JobRecord {
+        JobRecord(id: try row.get("id"), runID: try row.get("run_id"), key: try row.get("key"), jobID: try row.get("job_id"),
+                  status: WorkStatus(rawValue: try row.get("status")) ?? .pending, allowedFailure: try row.get("allowed_failure"), reason: row["reason"],
+                  attempts: try row.get("attempts"), outputs: try row.get("outputs"), cacheKey: row["cache_key"], cacheComponents: row["cache_components"],
+                  cacheHit: try row.get("cache_hit"), definition: row["definition"], startedAt: row["started_at"], finishedAt: row["finished_at"])
+    }
+
+    public func jobs(runID: Int64) throws(StoreError) -> [JobRecord] {
+        try read { (db) throws(StoreError) in try db.query("SELECT * FROM job WHERE run_id = ? ORDER BY id", [runID]).map(Self.jobRecord) }
+    }
+
+    public func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)] {
+        try read { (db) throws(StoreError) in
+            let rows = try db.query("""
+                SELECT job.* FROM job JOIN run ON run.id = job.run_id
+                WHERE job.job_id = ? OR job.key = ? ORDER BY run.number DESC, job.id LIMIT ?
+                """, [jobID, jobID, limit])
+            var result: [(RunRecord, JobRecord)] = []
+            for row in rows {
+                let job = try Self.jobRecord(row)
+                if let run = try db.queryOne("SELECT * FROM run WHERE id = ?", [job.runID]).map(Self.runRecord) {
+                    result.append((run, job))
+                }
+            }
+            return result
+        }
+    }
+
+    // MARK: Attempts and steps
+
+    static func insert(_ attempt: AttemptRecord, in db: any SQLConnection) throws(StoreError) -> Int64 {
+        try db.insert("INSERT INTO attempt (job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                      [attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt, attempt.finishedAt])
+    }
+
+    public func insertAttempt(_ attempt: AttemptRecord) throws(StoreError) -> AttemptRecord {
+        try write { (db) throws(StoreError) in
+            var attempt = attempt
+            attempt.id = try Self.insert(attempt, in: db)
+            return attempt
+        }
+    }
+
+    public func updateAttempt(_ attempt: AttemptRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?",
+                           [attempt.status.rawValue, attempt.failure, attempt.finishedAt, attempt.id])
+        }
+    }
+
+    static func attemptRecord(_ row: SQLRow) throws(StoreError) -> AttemptRecord {
+        AttemptRecord(id: try row.get("id"), jobRowID: try row.get("job_row_id"), number: try row.get("number"),
+                      status: WorkStatus(rawValue: try row.get("status")) ?? .pending, failure: row["failure"], startedAt: try row.get("started_at"),
+                      finishedAt: row["finished_at"])
+    }
+
+    public func attempts(jobRowID: Int64) throws(StoreError) -> [AttemptRecord] {
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM attempt WHERE job_row_id = ? ORDER BY number", [jobRowID]).map(Self.attemptRecord)
+        }
+    }
+
+    public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
+        try write { (db) throws(StoreError) in
+            var step = step
+            step.id = try db.insert("""
+                INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, [step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
+                      step.startedAt, step.finishedAt])
+            return step
+        }
+    }
+
+    public func updateStep(_ step: StepRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
+                           [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt, step.id])
+        }
+    }
+
+    static func stepRecord(_ row: SQLRow) throws(StoreError) -> StepRecord {
+        StepRecord(id: try row.get("id"), attemptID: try row.get("attempt_id"), index: try row.get("idx"), name: try row.get("name"),
+                   status: WorkStatus(rawValue: try row.get("status")) ?? .pending, exitCode: row["exit_code"], failure: row["failure"],
+                   logPath: try row.get("log_path"), processGroup: row["process_group"], startedAt: try row.get("started_at"), finishedAt: row["finished_at"])
+    }
+
+    public func steps(attemptID: Int64) throws(StoreError) -> [StepRecord] {
+        try read { (db) throws(StoreError) in try db.query("SELECT * FROM step WHERE attempt_id = ? ORDER BY idx", [attemptID]).map(Self.stepRecord) }
+    }
+
+    public func runningSteps(runID: Int64) throws(StoreError) -> [StepRecord] {
+        try read { (db) throws(StoreError) in
+            try db.query("""
+                SELECT step.* FROM step JOIN attempt ON attempt.id = step.attempt_id JOIN job ON job.id = attempt.job_row_id
+                WHERE job.run_id = ? AND step.status = 'running' ORDER BY step.id
+                """, [runID]).map(Self.stepRecord)
+        }
+    }
+
+    // MARK: Events
+
+    static func append(_ event: RunEventRecord, in db: any SQLConnection) throws(StoreError) {
+        try db.execute("INSERT INTO event (run_id, at, job_key, kind, message) VALUES (?, ?, ?, ?, ?)",
+                       [event.runID, event.at, event.jobKey, event.kind, event.message])
+    }
+
+    public func appendEvent(_ event: RunEventRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in try Self.append(event, in: db) }
+    }
+
+    public func events(runID: Int64) throws(StoreError) -> [RunEventRecord] {
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM event WHERE run_id = ? ORDER BY id", [runID]).map { (row) throws(StoreError) in
+                RunEventRecord(id: try row.get("id"), runID: try row.get("run_id"), at: try row.get("at"), jobKey: row["job_key"], kind: try row.get("kind"),
+                               message: try row.get("message"))
+            }
+        }
+    }
+
+    // MARK: Cache
+
+    static func cacheRecord(_ row: SQLRow) throws(StoreError) -> CacheEntryRecord {
+        CacheEntryRecord(key: try row.get("key"), jobKey: try row.get("job_key"), components: try row.get("components"), outputs: try row.get("outputs"),
+                         artifactsPath: row["artifacts_path"], artifactsDigest: row["artifacts_digest"], runID: try row.get("run_id"),
+                         createdAt: try row.get("created_at"))
+    }
+
+    public func cacheEntry(key: String) throws(StoreError) -> CacheEntryRecord? {
+        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM cache_entry WHERE key = ?", [key]).map(Self.cacheRecord) }
+    }
+
+    public func latestCacheEntry(jobKey: String) throws(StoreError) -> CacheEntryRecord? {
+        try read { (db) throws(StoreError) in
+            try db.queryOne("SELECT * FROM cache_entry WHERE job_key = ? ORDER BY created_at DESC LIMIT 1", [jobKey]).map(Self.cacheRecord)
+        }
+    }
+
+    /// Adds the entry or replaces the one with the same key.
+    public func putCacheEntry(_ entry: CacheEntryRecord) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            try db.execute("""
+                INSERT INTO cache_entry (key, job_key, components, outputs, artifacts_path, artifacts_digest, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (key) DO UPDATE SET job_key = excluded.job_key, components = excluded.components, outputs = excluded.outputs,
+                    artifacts_path = excluded.artifacts_path, artifacts_digest = excluded.artifacts_digest, run_id = excluded.run_id, created_at = excluded.created_at
+                """, [entry.key, entry.jobKey, entry.components, entry.outputs, entry.artifactsPath, entry.artifactsDigest, entry.runID, entry.createdAt])
+        }
+    }
+
+    // MARK: Tests
+
+    public func insertTestResults(_ results: [TestResultRecord]) throws(StoreError) {
+        try write { (db) throws(StoreError) -> Void in
+            for r in results {
+                try db.execute("""
+                    INSERT INTO test_result (run_id, job_key, attempt, test_id, suite, name, status, duration, message, file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, [r.runID, r.jobKey, r.attempt, r.testID, r.suite, r.name, r.status, r.duration, r.message, r.file, r.line])
+            }
+        }
+    }
+
+    public func testResults(runID: Int64) throws(StoreError) -> [TestResultRecord] {
+        try read { (db) throws(StoreError) in
+            try db.query("SELECT * FROM test_result WHERE run_id = ? ORDER BY id", [runID]).map { (row) throws(StoreError) in
+                TestResultRecord(runID: try row.get("run_id"), jobKey: try row.get("job_key"), attempt: try row.get("attempt"), testID: try row.get("test_id"),
+                                 suite: try row.get("suite"), name: try row.get("name"), status: try row.get("status"), duration: try row.get("duration"),
+                                 message: row["message"], file: row["file"], line: row["line"])
+            }
+        }
+    }
+
+    /// Runs in which this test failed in one attempt and passed in a later attempt of the same job.
+    public func flakyCount(testID: String) throws(StoreError) -> Int {
+        try read { (db) throws(StoreError) in
+            try db.queryOne("""
+                SELECT COUNT(*) AS n FROM (
+                    SELECT DISTINCT f.run_id, f.job_key FROM test_result f
+                    JOIN test_result p ON p.run_id = f.run_id AND p.job_key = f.job_key AND p.test_id = f.test_id AND p.attempt > f.attempt
+                    WHERE f.test_id = ? AND f.status IN ('failed', 'error') AND p.status = 'passed') AS flaky
+                """, [testID])?["n"] ?? 0
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import SlipwayEngine
+import Testing
+
+/// Archives come from the other side of the network (runner uploads, server downloads): real `tar` files,
+/// made by `tar` and by Python's tarfile (which writes what `tar` would refuse to create).
+@Suite struct TarArchiveTests {
+    let root = NSTemporaryDirectory() + "slipway-tar-" + UUID().uuidString
+
+    func shell(_ script: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-e", "-c", script]
+        process.currentDirectoryURL = URL(fileURLWithPath: root)
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(script)")
+    }
+
+    /// Python's tarfile: one member of the given type and name (and link target).
+    func crafted(_ name: String, type: String, target: String = "") throws -> String {
+        let file = root + "/crafted-\(UUID().uuidString).tar"
+        try shell("""
+            python3 - <<'PY'
+            import io, tarfile
+            with tarfile.open("\(file)", "w") as archive:
+                info = tarfile.TarInfo("\(name)")
+                info.type = tarfile.\(type)
+                info.linkname = "\(target)"
+                data = b"x" if info.type == tarfile.REGTYPE else b""
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            PY
+            """)
+        return file
+    }
+
+    @Test func aNormalArchiveRoundTripsWithLinksInsideAndNoSpecialBits() throws {
+        try FileManager.default.createDirectory(atPath: root + "/src/lib", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try shell("""
+            cd src
+            echo payload > lib/libx.so.1
+            ln -s libx.so.1 lib/libx.so
+            ln -s ../lib/libx.so.1 lib/up-and-back
+            ln lib/libx.so.1 hard
+            echo tool > tool && chmod 4755 tool
+            """)
+        try TarArchive.create(from: root + "/src", to: root + "/out.tar")
+        try TarArchive.extract(root + "/out.tar", into: root + "/dst")
+        #expect(try String(contentsOfFile: root + "/dst/lib/libx.so", encoding: .utf8) == "payload\n")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: root + "/dst/lib/libx.so") == "libx.so.1")
+        #expect(try String(contentsOfFile: root + "/dst/hard", encoding: .utf8) == "payload\n")
+        var info = stat()
+        #expect(stat(root + "/dst/tool", &info) == 0)
+        #expect(info.st_mode & S_ISUID == 0, "setuid is not applied from an archive")
+        #expect(info.st_mode & 0o100 != 0, "the executable bit is")
+    }
+
+    @Test(arguments: [
+        ("../escape", "REGTYPE", ""),
+        ("/etc/slipway-absolute", "REGTYPE", ""),
+        ("./ok/../../escape", "REGTYPE", ""),
+        ("./abs", "SYMTYPE", "/etc/passwd"),
+        ("./sub/up", "SYMTYPE", "../../outside"),
+        ("./fifo", "FIFOTYPE", ""),
+        ("./null", "CHRTYPE", ""),
+    ])
+    func dangerousMembersAreRefusedBeforeAnythingIsWritten(_ member: (String, String, String)) throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let file = try crafted(member.0, type: member.1, target: member.2)
+        #expect(throws: EngineError.self) { try TarArchive.extract(file, into: root + "/dst") }
+        #expect(!FileManager.default.fileExists(atPath: root + "/dst"), "nothing unpacked")
+        #expect(!FileManager.default.fileExists(atPath: root + "/escape"))
+    }
+
+    @Test func garbageIsNotAnArchive() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        _ = FileManager.default.createFile(atPath: root + "/junk.tar", contents: Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) }))
+        #expect(throws: EngineError.self) { try TarArchive.extract(root + "/junk.tar", into: root + "/dst") }
+    }
+}
