@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "SlipwayServer",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayDeploy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

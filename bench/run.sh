@@ -136,6 +136,15 @@ commit_repo "$repo"
         printf '\t/bin/true\n'
     done
 } >"$peers/wide.mk"
+# The same, keeping what Slipway keeps at the least: each job's output in a log file of its own.
+{
+    echo ".PHONY: all $(seq -f 't%g' -s ' ' 1 $WIDE)"
+    echo "all: $(seq -f 't%g' -s ' ' 1 $WIDE)"
+    for ((i = 1; i <= WIDE; i++)); do
+        echo "t$i:"
+        printf '	/bin/true >%s/logs/t%d.log 2>&1\n' "$peers" "$i"
+    done
+} >"$peers/wide-logged.mk"
 {
     echo "rule noop"
     echo "  command = /bin/true"
@@ -144,10 +153,11 @@ commit_repo "$repo"
     echo "build all: phony $(seq -f 't%g' -s ' ' 1 $WIDE)"
     echo "default all"
 } >"$peers/build.ninja"
-(cd "$repo" && "${HF[@]}" --runs "$RUNS_B" --prepare 'rm -rf .slipway' \
+(cd "$repo" && "${HF[@]}" --runs "$RUNS_B" --prepare "rm -rf .slipway $peers/logs && mkdir $peers/logs" \
     --export-json "$OUT/b-wide.json" \
     -n slipway "$SW run --plain --jobs 2" \
     -n make "make -s -j2 -f $peers/wide.mk" \
+    -n make-logged "make -s -j2 -f $peers/wide-logged.mk" \
     -n ninja "ninja -j2 -C $peers" >&2)
 (cd "$repo" && rm -rf .slipway && "$SLIPWAY_BIN" run --plain --jobs 2 >/dev/null)
 jobs_done=$(succeeded_steps "$repo")

@@ -69,7 +69,7 @@ def main():
 
     b = load(out, "b-wide.json")
     if b:
-        for name in ("slipway", "make", "ninja"):
+        for name in ("slipway", "make", "make-logged", "ninja"):
             if name in b:
                 per_job = ms(b[name]["mean"]) / WIDE
                 rows.append((f"(b) {WIDE}-job wide DAG, 2 at a time", name, fmt_time(b[name]), f"{per_job:.2f} ms/job"))
@@ -78,6 +78,9 @@ def main():
                 ratio = b["slipway"]["mean"] / b[peer]["mean"]
                 targets.append((f"wide DAG slipway / {peer} -j2 ≤ 1.2×", f"{ratio:.1f}×",
                                 verdict(ratio <= TARGET_WIDE_RATIO)))
+        if "slipway" in b and "make-logged" in b:
+            ratio = b["slipway"]["mean"] / b["make-logged"]["mean"]
+            targets.append(("(info) wide DAG slipway / make -j2 with a log file per job", f"{ratio:.1f}×", "—"))
 
     c = load(out, "c-output.json")
     if c:

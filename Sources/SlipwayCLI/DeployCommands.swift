@@ -184,97 +184,68 @@ struct ApproveCommand: ParsableCommand {
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Environments: versions, weights, health, rollout step and analysis.")
     @OptionGroup var options: ProjectOptions
+    @OptionGroup var remote: RemoteOptions
     @Argument(help: "One environment (default: all).") var environment: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let project = ProjectContext(options)
-        let store = try project.openStore(create: true)
-        let agent = AgentClient(dataDirectory: project.layout.root)
-        let running = (try? await agent.status()) ?? []
-        let rollouts = try store.rollouts(environment: environment, limit: 200)
-        var names = Set(running.map(\.name)).union(rollouts.map(\.environment))
-        if let environment { names = [environment] }
+        let views: [EnvironmentView]
+        let local: Bool
+        if let (url, token, name) = try remote.resolved() {
+            views = try await RemoteStatus.fetch(url: url, token: token, project: name, environment: environment)
+            local = false
+        } else {
+            let project = ProjectContext(options)
+            let store = try project.openStore(create: true)
+            let running = (try? await AgentClient(dataDirectory: project.layout.root).status()) ?? []
+            views = try EnvironmentView.collect(environment: environment, running: running, store: store)
+            local = true
+        }
         if json {
-            struct Entry: Encodable { var environment: String; var agent: EnvironmentStatus?; var rollout: RolloutRecordView? }
-            let entries = names.sorted().map { name in
-                Entry(environment: name, agent: running.first { $0.name == name },
-                      rollout: rollouts.first { $0.environment == name }.map { RolloutRecordView($0, events: (try? store.rolloutEvents(rolloutID: $0.id)) ?? []) })
-            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            Terminal.print(String(decoding: try encoder.encode(entries), as: UTF8.self))
+            Terminal.print(String(decoding: try encoder.encode(views), as: UTF8.self))
             return
         }
-        if names.isEmpty {
+        if views.isEmpty {
             Terminal.print("nothing deployed yet (deploy with a `deploy:` job or `slipway deploy ENV NAME@VERSION`)")
             return
         }
-        for name in names.sorted() {
-            let live = running.first { $0.name == name }
-            Terminal.print(Terminal.bold(name) + (live.map { "  http://127.0.0.1:\($0.listen)" } ?? Terminal.dim("  (not running)")))
-            if let live {
-                Terminal.print("  traffic: \(live.weights.isEmpty ? "none" : live.weights.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)%" }.joined(separator: ", "))")
-                for instance in live.instances {
-                    let state = instance.state == "healthy" ? Terminal.green(instance.state) : Terminal.yellow(instance.state)
-                    var line = "  \(instance.id)  port \(instance.port)  pid \(instance.pid.map(String.init) ?? "-")  \(state)"
-                    if instance.restarts > 0 { line += "  restarts \(instance.restarts)" }
-                    if let failure = instance.lastFailure, instance.state != "healthy" { line += Terminal.dim("  (\(failure))") }
-                    Terminal.print(line)
-                }
-                for (version, m) in live.metrics.sorted(by: { $0.key < $1.key }) where m.requests > 0 {
-                    Terminal.print(String(format: "  %@: %d requests, %d errors (%.2f%%), p50 %.1f ms, p90 %.1f ms, p99 %.1f ms",
-                                          version, m.requests, m.errors, Double(m.errors) / Double(max(1, m.requests)) * 100, m.p50, m.p90, m.p99))
-                }
-            }
-            if let rollout = rollouts.first(where: { $0.environment == name }) {
-                let machine = try? JSONDecoder().decode(RolloutStateMachine.self, from: rollout.state)
-                var line = "  rollout #\(rollout.id) \(rollout.reference) (\(rollout.strategy)\(rollout.stable.map { " over \($0)" } ?? "")): \(rollout.phase)"
-                if let machine, !machine.phase.isFinal {
-                    line += ", step \(machine.stepIndex + 1)"
-                    if let until = machine.pauseUntil { line += ", paused \(max(0, Int(until - Date().timeIntervalSince1970)))s more" }
-                    if let pid = rollout.ownerPID, !ProcessLauncher.isAlive(pid) { line += Terminal.yellow("  (no process drives it: `slipway resume \(name)` continues it)") }
-                }
+        for view in views { Self.print(view, local: local) }
+    }
+
+    /// `local`: the rollout's driving process can be looked for on this machine.
+    static func print(_ view: EnvironmentView, local: Bool) {
+        let name = view.environment
+        let live = view.agent
+        Terminal.print(Terminal.bold(name) + (live.map { "  http://127.0.0.1:\($0.listen)" } ?? Terminal.dim("  (not running)")))
+        if let live {
+            Terminal.print("  traffic: \(live.weights.isEmpty ? "none" : live.weights.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)%" }.joined(separator: ", "))")
+            for instance in live.instances {
+                let state = instance.state == "healthy" ? Terminal.green(instance.state) : Terminal.yellow(instance.state)
+                var line = "  \(instance.id)  port \(instance.port)  pid \(instance.pid.map(String.init) ?? "-")  \(state)"
+                if instance.restarts > 0 { line += "  restarts \(instance.restarts)" }
+                if let failure = instance.lastFailure, instance.state != "healthy" { line += Terminal.dim("  (\(failure))") }
                 Terminal.print(line)
-                if let outcome = rollout.outcome { Terminal.print("    \(outcome)") }
-                let events = (try? store.rolloutEvents(rolloutID: rollout.id)) ?? []
-                for event in events.filter({ $0.kind == "measurement" }).suffix(6) {
-                    Terminal.print(Terminal.dim("    \(event.text)"))
-                }
+            }
+            for (version, m) in live.metrics.sorted(by: { $0.key < $1.key }) where m.requests > 0 {
+                Terminal.print(String(format: "  %@: %d requests, %d errors (%.2f%%), p50 %.1f ms, p90 %.1f ms, p99 %.1f ms",
+                                      version, m.requests, m.errors, Double(m.errors) / Double(max(1, m.requests)) * 100, m.p50, m.p90, m.p99))
             }
         }
-    }
-}
-
-/// A rollout for `status --json` and `explain`: the record with its state decoded and its events.
-struct RolloutRecordView: Encodable {
-    var id: Int64
-    var release: String
-    var stable: String?
-    var strategy: String
-    var phase: String
-    var outcome: String?
-    var weights: [String: Int]
-    var step: Int
-    var events: [Event]
-    struct Event: Encodable {
-        var at: Date
-        var kind: String
-        var text: String
-        var measurement: SlipwayCore.Measurement?
-    }
-
-    init(_ record: RolloutRecord, events: [RolloutEventRecord]) {
-        let machine = try? JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
-        id = record.id
-        release = record.reference
-        stable = record.stable
-        strategy = record.strategy
-        phase = record.phase
-        outcome = record.outcome
-        weights = machine?.weights ?? [:]
-        step = (machine?.stepIndex ?? 0) + 1
-        self.events = events.map { Event(at: $0.at, kind: $0.kind, text: $0.text, measurement: $0.detail.flatMap { try? JSONDecoder().decode(SlipwayCore.Measurement.self, from: $0) }) }
+        if let rollout = view.rollout {
+            var line = "  rollout #\(rollout.id) \(rollout.release) (\(rollout.strategy)\(rollout.stable.map { " over \($0)" } ?? "")): \(rollout.phase)"
+            if !rollout.finished {
+                line += ", step \(rollout.step)"
+                if let until = rollout.pausedUntil { line += ", paused \(max(0, Int(until.timeIntervalSinceNow)))s more" }
+                if local, let pid = rollout.ownerPID, !ProcessLauncher.isAlive(pid) { line += Terminal.yellow("  (no process drives it: `slipway resume \(name)` continues it)") }
+            }
+            Terminal.print(line)
+            if let outcome = rollout.outcome { Terminal.print("    \(outcome)") }
+            for event in rollout.events.filter({ $0.kind == "measurement" }).suffix(6) {
+                Terminal.print(Terminal.dim("    \(event.text)"))
+            }
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
 import SlipwayCore
+import SlipwayEngine
 import SlipwayStore
 
-struct ExplainCommand: ParsableCommand {
+struct ExplainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "explain", abstract: "Say why a job ran, was skipped, failed, or hit or missed the cache.")
 
     @OptionGroup var project: ProjectOptions
@@ -17,93 +18,27 @@ struct ExplainCommand: ParsableCommand {
     @Option(name: .customLong("run"), help: "The run number (default: the latest run with this job).")
     var runNumber: Int64?
 
-    func run() throws {
-        let context = ProjectContext(project)
-        let store = try context.openStore(create: false)
-        let history = try store.latestJobs(jobID: job, limit: 500)
-        if history.isEmpty || rollout != nil, try explainRollout(store: store) { return }
-        var matches = history
-        if let runNumber { matches = history.filter { $0.0.number == runNumber } }
-        guard let (run, _) = matches.first else {
-            throw CLIError.badInput("no run has a job '\(job)'\(runNumber.map { " in run #\($0)" } ?? ""); see `slipway history`")
-        }
-        for (_, record) in matches.filter({ $0.0.id == run.id }) {
-            explain(record, run: run, store: store, history: history)
-        }
-        // A deploy job is usually named after its environment: its rollout follows.
-        _ = try explainRollout(store: store)
-    }
+    @OptionGroup var remote: RemoteOptions
 
-    /// An environment's rollout: every step, command and measurement with the numbers that decided it.
-    func explainRollout(store: SQLRunStore) throws -> Bool {
-        let rollouts = try store.rollouts(environment: job, limit: 1000)
-        guard let record = rollout.map({ n in rollouts.first { $0.id == n } }) ?? rollouts.first else { return false }
-        let machine = try? JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
-        Terminal.print(Terminal.bold("rollout #\(record.id) of \(record.reference) to \(record.environment): \(record.phase)"))
-        Terminal.print("  strategy \(record.strategy)" + (record.stable.map { ", over \($0)" } ?? ", first release in this environment")
-                       + (record.runID.map { _ in ", from job \(record.job ?? "?")" } ?? ", from `slipway deploy`"))
-        if let outcome = record.outcome { Terminal.print("  why: \(outcome)") }
-        if let machine, !machine.phase.isFinal {
-            Terminal.print("  now: step \(machine.stepIndex + 1), traffic \(machine.weights.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)%" }.joined(separator: ", "))")
-        }
-        let formatter = DateFormatter()
-        formatter.dateFormat = "HH:mm:ss"
-        for event in try store.rolloutEvents(rolloutID: record.id) {
-            Terminal.print("  \(formatter.string(from: event.at))  \(event.text)")
-            guard event.kind == "measurement", let detail = event.detail,
-                  let measurement = try? JSONDecoder().decode(SlipwayCore.Measurement.self, from: detail), let c = measurement.comparison else { continue }
-            var numbers = "canary n=\(c.canaryCount) mean \(Statistics.format(c.canaryMean)), baseline n=\(c.baselineCount) mean \(Statistics.format(c.baselineMean)), effect \(Statistics.format(c.effectSize))"
-            if let p = c.pValue { numbers += ", p \(Statistics.format(p))" }
-            if let lo = c.lowerConfidence, let hi = c.upperConfidence { numbers += ", CI [\(Statistics.format(lo)), \(Statistics.format(hi))]" }
-            Terminal.print(Terminal.dim("            \(numbers)"))
-        }
-        return true
-    }
-
-    func explain(_ record: JobRecord, run: RunRecord, store: SQLRunStore, history: [(RunRecord, JobRecord)]) {
-        Terminal.print(Terminal.bold("\(record.key) in run #\(run.number): \(record.status.rawValue)\(record.allowedFailure ? " (allowed by continue-on-error)" : "")"))
-        if let reason = record.reason { Terminal.print("  why: \(reason)") }
-        let attempts = (try? store.attempts(jobRowID: record.id)) ?? []
-        for attempt in attempts {
-            Terminal.print("  attempt \(attempt.number): \(attempt.status.rawValue)\(attempt.failure.map { " — \($0)" } ?? "")")
-            for step in (try? store.steps(attemptID: attempt.id)) ?? [] where step.status != .success {
-                Terminal.print("    step \(step.index + 1) '\(step.name)': \(step.status.rawValue)\(step.failure.map { " — \($0)" } ?? "")")
-            }
-        }
-        if let findings = try? store.findings(runID: run.id, jobKey: record.key), !findings.isEmpty {
-            Terminal.print("  scan findings (\(findings.count)):")
-            for finding in findings.prefix(100) {
-                Terminal.print("    [\(finding.scanner)] \(finding.severity) \(finding.location): \(finding.message)")
-            }
-            if findings.count > 100 { Terminal.print("    … and \(findings.count - 100) more") }
-        }
-        guard let componentsJSON = record.cacheComponents,
-              let key = try? JSONDecoder().decode(CacheKey.self, from: Data(componentsJSON.utf8)) else {
-            Terminal.print("  cache: not used (the job has no `cache: { inputs: [...] }`, or the run used --no-cache)")
-            return
-        }
-        let short = String(key.digest.prefix(16))
-        if record.cacheHit {
-            let origin = (try? store.cacheEntry(key: key.digest)).flatMap { $0 }.map { " saved by run id \($0.runID)" } ?? ""
-            Terminal.print("  cache: hit on key \(short)…\(origin); outputs and artifacts were restored and no step ran")
-            return
-        }
-        // A miss: compare with the most recent earlier run of the same instance that recorded a key.
-        let earlier = history.first { $0.0.number < run.number && $0.1.key == record.key && $0.1.cacheComponents != nil }
-        guard let (previousRun, previousRecord) = earlier,
-              let previousJSON = previousRecord.cacheComponents,
-              let previousKey = try? JSONDecoder().decode(CacheKey.self, from: Data(previousJSON.utf8)) else {
-            Terminal.print("  cache: miss on key \(short)… — no earlier run of this job to compare with")
-            return
-        }
-        let changes = key.differences(from: previousKey)
-        if changes.isEmpty {
-            let why = previousRecord.status == .success ? "that run's entry is missing (its artifacts were removed?)" : "that run did not succeed, so nothing was cached"
-            Terminal.print("  cache: miss on key \(short)… — same key as run #\(previousRun.number), but \(why)")
+    func run() async throws {
+        let lines: [ExplainLine]
+        if let (url, token, name) = try remote.resolved() {
+            lines = try await RemoteExplain.fetch(url: url, token: token, project: name, subject: job, run: runNumber, rollout: rollout)
         } else {
-            Terminal.print("  cache: miss on key \(short)… — compared with run #\(previousRun.number):")
-            for change in changes.prefix(50) { Terminal.print("    - \(change)") }
-            if changes.count > 50 { Terminal.print("    … and \(changes.count - 50) more") }
+            let context = ProjectContext(project)
+            let store = try context.openStore(create: false)
+            do {
+                lines = try JobExplainer.explain(job, runNumber: runNumber, rollout: rollout, store: store)
+            } catch let error as EngineError {
+                throw CLIError.badInput(error.message)
+            }
+        }
+        for line in lines {
+            switch line.style {
+            case .title: Terminal.print(Terminal.bold(line.text))
+            case .plain: Terminal.print(line.text)
+            case .detail: Terminal.print(Terminal.dim(line.text))
+            }
         }
     }
 }

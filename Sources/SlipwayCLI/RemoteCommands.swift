@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import Foundation
+import SlipwayEngine
 import SlipwayDeploy
 
 /// `--server`/`--token`/`--project` for commands that can read from a server instead of the local `.slipway/`.
@@ -39,6 +40,33 @@ extension ServerClientOptions {
         self.init()
         self.server = server
         self.token = token
+    }
+}
+
+enum RemoteExplain {
+    static func fetch(url: String, token: String, project: String, subject: String, run: Int64?, rollout: Int64?) async throws -> [ExplainLine] {
+        var path = "\(url)/api/projects/\(project)/explain/\(subject.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? subject)"
+        let query = [run.map { "run=\($0)" }, rollout.map { "rollout=\($0)" }].compactMap { $0 }
+        if !query.isEmpty { path += "?" + query.joined(separator: "&") }
+        let response = try await RemoteOptions.get(path, token: token)
+        struct Explanation: Decodable { var lines: [ExplainLine] }
+        guard let explanation = try? JSONDecoder().decode(Explanation.self, from: Data(response.body)) else {
+            throw CLIError.failure("the server's answer is not an explanation")
+        }
+        return explanation.lines
+    }
+}
+
+enum RemoteStatus {
+    static func fetch(url: String, token: String, project: String, environment: String?) async throws -> [EnvironmentView] {
+        let query = environment.map { "?environment=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""
+        let response = try await RemoteOptions.get("\(url)/api/projects/\(project)/environments\(query)", token: token)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        guard let views = try? decoder.decode([EnvironmentView].self, from: Data(response.body)) else {
+            throw CLIError.failure("the server's answer is not a list of environments")
+        }
+        return views
     }
 }
 

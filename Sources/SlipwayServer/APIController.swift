@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import SlipwayDeploy
 import SlipwayCore
 import SlipwayEngine
 import SlipwayStore
@@ -188,6 +189,46 @@ struct APIController: Sendable {
     @Sendable func run(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let (runs, run) = try runRecord(context)
         return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }, runs: runs))
+    }
+
+    /// What `slipway status` shows for the project's environments: the agent's instances, traffic and
+    /// metrics, and each environment's latest rollout with its analysis. `?environment=NAME` for one.
+    @Sendable func environments(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let environment: String? = request.uri.queryParameters.get("environment").map { String($0) }
+        guard let runs = try guarded({ try services.dispatcher.runStores.store(for: project.name, create: false) }) else {
+            return try JSONResponse.make([EnvironmentView]())
+        }
+        let agent = AgentClient(dataDirectory: services.layout.state(project.name).root)
+        let running = await agent.isRunning() ? ((try? await agent.status()) ?? []) : []
+        return try JSONResponse.make(try await BlockingWork.run { try EnvironmentView.collect(environment: environment, running: running, store: runs) })
+    }
+
+    /// What `slipway explain SUBJECT` says for the project's runs: `?run=N`, `?rollout=N` as on the command line.
+    @Sendable func explain(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        guard let subject = context.parameters.get("subject"), !subject.isEmpty, subject.count <= 300 else {
+            throw HTTPError(.badRequest, message: "name a job, an instance key or an environment")
+        }
+        let query = request.uri.queryParameters
+        var numbers: [String: Int64] = [:]
+        for name in ["run", "rollout"] {
+            guard let text = query.get(name) else { continue }
+            guard let number = Int64(text), number > 0 else { throw HTTPError(.badRequest, message: "?\(name)= takes a positive number") }
+            numbers[name] = number
+        }
+        guard let runs = try guarded({ try services.dispatcher.runStores.store(for: project.name, create: false) }) else {
+            throw HTTPError(.notFound, message: "project \(project.name) has no runs yet")
+        }
+        let lines: [ExplainLine]
+        do {
+            let (run, rollout) = (numbers["run"], numbers["rollout"])
+            lines = try await BlockingWork.run { try JobExplainer.explain(subject, runNumber: run, rollout: rollout, store: runs) }
+        } catch let error as EngineError {
+            throw HTTPError(.notFound, message: error.message)
+        }
+        struct Explanation: Encodable { var lines: [ExplainLine] }
+        return try JSONResponse.make(Explanation(lines: lines))
     }
 
     /// Every step log of a run (or of `?job=KEY`), in order, each headed by its job and step. With

@@ -86,6 +86,11 @@ public enum ServerRoutes {
         Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer,
               summary: "Step logs of a run (or of ?job=KEY) as text; with ?follow=1 as Server-Sent Events (`log` per line, `end` with the status)",
               statuses: [200, 404], query: ["job", "follow"], produces: "text/plain"),
+        Route(method: .get, path: "/api/projects/{project}/environments", role: .viewer,
+              summary: "Environments (`slipway status`): instances, traffic, metrics and the latest rollout of each", statuses: [200, 404], query: ["environment"]),
+        Route(method: .get, path: "/api/projects/{project}/explain/{subject}", role: .viewer,
+              summary: "Why a job ran, was skipped, failed, hit or missed the cache; or how an environment's rollout went (`slipway explain`)",
+              statuses: [200, 400, 404], query: ["run", "rollout"]),
         Route(method: .get, path: "/api/runners", role: .viewer, summary: "Remote runners (labels, capacity, leases, last heartbeat) and jobs waiting for one", statuses: [200]),
         Route(method: .post, path: "/api/runner/lease", role: .runner,
               summary: "Long poll for a job: {name, labels, capacity?, wait? (s)}; 200 with an assignment, 204 when none came", statuses: [200, 204, 400], body: true),
@@ -203,6 +208,8 @@ public enum ServerRoutes {
         case (.get, "/api/projects/{project}/runs"): return api.runs
         case (.get, "/api/projects/{project}/runs/{number}"): return api.run
         case (.get, "/api/projects/{project}/runs/{number}/logs"): return api.logs
+        case (.get, "/api/projects/{project}/environments"): return api.environments
+        case (.get, "/api/projects/{project}/explain/{subject}"): return api.explain
         case (.get, "/api/runners"): return runners.runners
         case (.post, "/api/runner/lease"): return runners.lease
         case (.post, "/api/runner/heartbeat"): return runners.heartbeat

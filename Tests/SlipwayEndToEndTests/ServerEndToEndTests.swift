@@ -348,6 +348,20 @@ extension EndToEnd {
             #expect(logs.stdout.contains("line 6"), "\(logs)")
             let missing = try await sandbox.slipway(["logs", "9"] + remote)
             #expect(missing.status == 2, "\(missing)")
+            // `explain` and `status` against the server say what they say locally.
+            let explained = try await sandbox.slipway(["explain", "talk"] + remote)
+            #expect(explained.status == 0, "\(explained)")
+            #expect(explained.stdout.contains("talk in run #1: success"), "\(explained)")
+            #expect(explained.stdout.contains("why: all steps succeeded"), "\(explained)")
+            #expect(explained.stdout.contains("cache: not used"), "\(explained)")
+            let unknown = try await sandbox.slipway(["explain", "nope", "--run", "1"] + remote)
+            #expect(unknown.status == 2, "\(unknown)")
+            #expect(unknown.output.contains("no run has a job 'nope'"), "\(unknown)")
+            let status = try await sandbox.slipway(["status", "--json"] + remote)
+            #expect(status.status == 0, "\(status)")
+            #expect(status.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || status.stdout.contains("[]"), "\(status)")
+            let plain = try await sandbox.slipway(["status"] + remote)
+            #expect(plain.stdout.contains("nothing deployed yet"), "\(plain)")
         }
     }
 }
