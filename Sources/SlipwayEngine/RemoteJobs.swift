@@ -290,21 +290,55 @@ public enum TarArchive {
         }
     }
 
-    /// Unpacks `file` into `directory`, created if needed, after `checkMembers`: an archive from the other
-    /// side of the network may hold only files, directories and links that stay inside `directory`, and its
-    /// owners and special permission bits are not applied.
-    public static func extract(_ file: String, into directory: String) throws(EngineError) {
-        try checkMembers(file)
+    /// Unpacks `file` into `directory`, created if needed, without applying owners or special permission
+    /// bits. An `untrusted` archive (one a runner uploaded) is checked before (`checkMembers`) and after
+    /// (`checkLinks`): it may hold only files, directories and links that stay inside `directory`; when it
+    /// does not, nothing of it is left behind.
+    public static func extract(_ file: String, into directory: String, untrusted: Bool = false) throws(EngineError) {
+        if untrusted { try checkMembers(file) }
         do { try FileTree.makeDirectories(directory) } catch { throw EngineError("cannot create \(directory): \(error)") }
         let result = Helper.run(["tar", "--extract", "--file", file, "--directory", directory, "--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"], in: "/")
         guard result.status == 0 else {
             throw EngineError("cannot unpack into \(directory): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+        if untrusted {
+            do throws(EngineError) {
+                try checkLinks(under: directory)
+            } catch {
+                try? FileManager.default.removeItem(atPath: directory)
+                throw error
+            }
+        }
+    }
+
+    /// Every symbolic link under `root`, where it really is (links to directories unpacked earlier in the
+    /// same archive can move a member elsewhere than its name says), must point inside `root`.
+    public static func checkLinks(under root: String) throws(EngineError) {
+        var pending = [(path: root, depth: 0)]
+        while let (directory, depth) = pending.popLast() {
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
+            for entry in entries {
+                let path = directory + "/" + entry
+                var info = stat()
+                guard lstat(path, &info) == 0 else { continue }
+                switch info.st_mode & S_IFMT {
+                case S_IFDIR: pending.append((path, depth + 1))
+                case S_IFLNK:
+                    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "/"
+                    guard !target.hasPrefix("/"), staysInside(target, depth: depth) else {
+                        throw EngineError("symbolic link \(path.dropFirst(root.count + 1)) points outside the archive (\(target)); archives may only link inside themselves")
+                    }
+                case S_IFREG: break
+                default: throw EngineError("\(path.dropFirst(root.count + 1)) is not a file, directory or link; refused")
+                }
+            }
+        }
     }
 
     /// Refuses devices, FIFOs, absolute or `..` paths, and symbolic links pointing outside the archive.
     public static func checkMembers(_ file: String) throws(EngineError) {
-        let listing = Helper.run(["tar", "--list", "--verbose", "--quoting-style=escape", "--file", file], in: "/")
+        // Numeric owners: owner names are printed unquoted and could fake a line of their own.
+        let listing = Helper.run(["tar", "--list", "--verbose", "--numeric-owner", "--quoting-style=escape", "--file", file], in: "/")
         guard listing.status == 0 else {
             throw EngineError("not a readable tar archive: \(listing.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -94,6 +94,11 @@ public final class RunEngine: Sendable {
         do {
             run = try store.createRun(RunRecord(pipelineName: pipeline.name.isEmpty ? "pipeline" : pipeline.name, file: pipeline.file, pipelineText: pipelineText, event: options.event, branch: options.branch, commit: nil, dirty: false, workspace: "", options: optionsJSON, pid: getpid()))
         } catch { throw EngineError(error.message) }
+        // A new run number owns its directory: anything there is from a database that forgot it (a store
+        // recreated or restored), and stale logs, sources or artifacts must not leak into this run.
+        if FileManager.default.fileExists(atPath: layout.run(run.number)) {
+            try? FileManager.default.removeItem(atPath: layout.run(run.number))
+        }
         let snapshot = if let commit = options.exportedCommit {
             try ProjectSnapshot.adopt(export: project, commit: commit, branch: options.branch, into: layout.snapshot(run.number))
         } else {

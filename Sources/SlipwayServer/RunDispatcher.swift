@@ -57,11 +57,11 @@ public final class RunStores: Sendable {
         }
     }
 
-    /// `<server schema>_p_<project>_<hash>`: readable, distinct for names that differ only in case or
-    /// punctuation, and within PostgreSQL's 63 characters.
+    /// `<server schema>_p_<project>_<hash of both>`: readable, distinct for names that differ only in case or
+    /// punctuation or whose server schemas share a long prefix, and within PostgreSQL's 63 characters.
     static func schema(for project: String, next server: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in project.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        for byte in (server + "\u{0}" + project).utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         let readable = String(project.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" }.prefix(24))
         return "\(server.prefix(24))_p_\(readable)_\(String(hash, radix: 16).prefix(8))"
     }
@@ -334,8 +334,8 @@ public final class RunDispatcher: Sendable {
             current.runNumber = run.number
             try? store.update(current)
         }
-        // Webhook secrets live in the server's environment: no step sees them, no log shows them.
-        let hidden = ((try? store.projects()) ?? []).compactMap(\.secretVariable) + ["SLIPWAY_TOKEN"]
+        // Webhook secrets and the database password live in the server's environment: no step sees them.
+        let hidden = ((try? store.projects()) ?? []).compactMap(\.secretVariable) + ["SLIPWAY_TOKEN", "PGPASSWORD", "PGPASSFILE"]
         let engine = RunEngine(store: runs, layout: projectState, project: checkout, secrets: secrets, observer: observer,
                                releases: ReleaseService(store: runs, dataRoot: projectState.root), hiddenVariables: hidden,
                                remote: remote, projectName: project.name)

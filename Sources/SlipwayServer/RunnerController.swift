@@ -153,17 +153,17 @@ struct RunnerController: Sendable {
         let attempt = try attempt(request, context)
         let buffer = try await request.body.collect(upTo: 2 << 30)
         _ = try self.attempt(request, context)
-        let file = attempt.layout.run(attempt.assignment.runNumber) + "/artifacts-\(attempt.assignment.lease).tar"
+        let file = attempt.layout.run(attempt.assignment.runNumber) + "/artifacts-\(attempt.assignment.lease)-\(UInt32.random(in: 0...UInt32.max)).tar"
         let destination = attempt.artifactsDirectory
         // Unpacked beside the destination and swapped in only while the lease is still current: an upload
         // from a runner whose lease was taken back never replaces what the new attempt uploads.
-        let staging = destination + ".lease-\(attempt.assignment.lease).partial"
+        let staging = destination + ".lease-\(attempt.assignment.lease)-\(UInt32.random(in: 0...UInt32.max)).partial"
         try await BlockingWork.run {
             try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             guard FileManager.default.createFile(atPath: file, contents: Data(buffer: buffer)) else { throw HTTPError(.internalServerError, message: "cannot store the upload") }
             defer { unlink(file) }
             try? FileManager.default.removeItem(atPath: staging)
-            do { try TarArchive.extract(file, into: staging) } catch {
+            do { try TarArchive.extract(file, into: staging, untrusted: true) } catch {
                 try? FileManager.default.removeItem(atPath: staging)
                 throw HTTPError(.badRequest, message: "the body must be a tar archive: \((error as? EngineError)?.message ?? "\(error)")")
             }

@@ -26,10 +26,11 @@ public struct SlipwayServer: Sendable {
         self.grace = grace
     }
 
-    /// Opens (or creates) the server database: `database` when given (a PostgreSQL location is remembered in
-    /// the data directory, without its password, so the other commands find it), else the one the data
-    /// directory remembers, else `server.db` in it.
-    public static func openStore(_ layout: ServerLayout, database: DatabaseLocation? = nil) throws(ServerError) -> ServerStore {
+    /// Opens (or creates) the server database: `database` when given, else the one the data directory
+    /// remembers, else `server.db` in it. A location given to the command that creates the data directory's
+    /// state is remembered (without its password) so the other commands find it; `serve` remembers its own
+    /// choice, once it holds the data directory.
+    public static func openStore(_ layout: ServerLayout, database: DatabaseLocation? = nil, remember always: Bool = false) throws(ServerError) -> ServerStore {
         do {
             try FileManager.default.createDirectory(atPath: layout.root, withIntermediateDirectories: true)
         } catch {
@@ -41,9 +42,13 @@ public struct SlipwayServer: Sendable {
         } catch {
             throw ServerError("\(layout.databasePointer): \(error.message)")
         }
+        if case .postgres = location, FileManager.default.fileExists(atPath: layout.database) {
+            throw ServerError("\(layout.root) holds SQLite state (server.db): a data directory keeps one database, and moving its state to PostgreSQL is not supported yet; use a new --data directory with --database \(location.displayName)")
+        }
+        let fresh = !FileManager.default.fileExists(atPath: layout.databasePointer) && !FileManager.default.fileExists(atPath: layout.database)
         let store: ServerStore
         do { store = try ServerStore(location: location) } catch { throw ServerError(error.message) }
-        if database != nil { try remember(location, in: layout) }
+        if database != nil, always || fresh { try remember(location, in: layout) }
         return store
     }
 
@@ -69,13 +74,20 @@ public struct SlipwayServer: Sendable {
     /// `onGraceExpired` is called with the number of runs still going when a graceful shutdown's grace
     /// period is over; the caller typically exits, leaving them to be resumed by the next start.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }, onGraceExpired: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
-        let store = try Self.openStore(layout, database: database)
-        // One server per data directory: a second one would take the first one's runs for abandoned ones.
+        do {
+            try FileManager.default.createDirectory(atPath: layout.root, withIntermediateDirectories: true)
+        } catch {
+            throw ServerError("cannot create the data directory \(layout.root): \(error.localizedDescription)")
+        }
+        // One server per data directory: a second one would take the first one's runs for abandoned ones
+        // (and is refused before it touches anything, the remembered database included).
         let lock = open(layout.root + "/server.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            if lock >= 0 { close(lock) }
             throw ServerError("another `slipway serve` is using \(layout.root); stop it first")
         }
         defer { close(lock) }
+        let store = try Self.openStore(layout, database: database, remember: true)
         let broker = RunnerBroker(settings: runners)
         let dispatcher = RunDispatcher(store: store, layout: layout, capacity: capacity, remote: broker)
         let services = ServerServices(store: store, layout: layout, dispatcher: dispatcher, broker: broker)

@@ -59,11 +59,20 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
 
         static func isValidSchema(_ name: String) -> Bool {
-            !name.isEmpty && name.count <= 63 && name.first.map { $0.isLetter || $0 == "_" } == true
+            !name.isEmpty && name.count <= 63 && !name.hasPrefix("pg_") && name.first.map { $0.isLetter || $0 == "_" } == true
                 && name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "_" }
         }
 
-        public var displayName: String { "postgres://\(user)@\(host):\(port)/\(database)?schema=\(schema)" }
+        public var displayName: String {
+            var components = URLComponents()
+            components.scheme = "postgres"
+            components.user = user
+            components.host = host.contains(":") ? "[\(host)]" : host
+            components.port = port
+            components.path = "/" + database
+            components.queryItems = [URLQueryItem(name: "schema", value: schema)]
+            return components.string ?? "postgres://\(host):\(port)/\(database)?schema=\(schema)"
+        }
     }
 
     public let settings: Settings
@@ -76,18 +85,21 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     public init(settings: Settings) throws(StoreError) {
         self.settings = settings
         pool = PostgresConnectionPool.shared(for: settings)
-        try withConnection { (handle) throws(StoreError) in
-            _ = try handle.execute("CREATE SCHEMA IF NOT EXISTS \"\(settings.schema)\"", [])
+        // Created only when missing: a role may be given a schema without the right to create one.
+        try withConnection(setSchema: false) { (handle) throws(StoreError) in
+            if try handle.queryOne("SELECT 1 AS found FROM pg_namespace WHERE nspname = ?", [settings.schema]) == nil {
+                _ = try handle.execute("CREATE SCHEMA IF NOT EXISTS \"\(settings.schema)\"", [])
+            }
         }
     }
 
     /// Whether the settings' schema exists (without creating it).
     public static func schemaExists(_ settings: Settings) throws(StoreError) -> Bool {
-        var public_ = settings
-        public_.schema = "public"
-        return try PostgresDatabase(settings: public_).read { (db) throws(StoreError) in
-            try db.queryOne("SELECT 1 AS found FROM information_schema.schemata WHERE schema_name = ?", [settings.schema]) != nil
-        }
+        let pool = PostgresConnectionPool.shared(for: settings)
+        let pooled = try pool.checkOut()
+        let handle = PostgresConnectionHandle(connection: pooled.connection, timeout: settings.statementTimeout)
+        defer { pool.checkIn(pooled, reusable: !handle.broken) }
+        return try handle.queryOne("SELECT 1 AS found FROM pg_namespace WHERE nspname = ?", [settings.schema]) != nil
     }
 
     /// Blocks the calling thread (never one of the pool's event loop) until the future completes.
@@ -118,7 +130,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     /// Runs `body` on a pooled connection set to this store's schema, one caller of this store at a time.
-    func withConnection<T>(_ body: (PostgresConnectionHandle) throws(StoreError) -> T) throws(StoreError) -> T {
+    func withConnection<T>(setSchema: Bool = true, _ body: (PostgresConnectionHandle) throws(StoreError) -> T) throws(StoreError) -> T {
         lock.lock()
         defer { lock.unlock() }
         let pooled = try pool.checkOut()
@@ -126,7 +138,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         defer { pool.checkIn(pooled, reusable: reusable) }
         let handle = PostgresConnectionHandle(connection: pooled.connection, timeout: settings.statementTimeout)
         do throws(StoreError) {
-            if pooled.schema != settings.schema {
+            if setSchema, pooled.schema != settings.schema {
                 try handle.execute("SET search_path TO \"\(settings.schema)\"", [])
                 pooled.schema = settings.schema
             }
@@ -146,7 +158,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             do throws(StoreError) {
                 value = try body(handle)
             } catch {
-                _ = try? handle.execute("ROLLBACK", [])
+                if !handle.broken { _ = try? handle.execute("ROLLBACK", []) }
                 throw error
             }
             try handle.execute("COMMIT", [])
@@ -154,8 +166,20 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
     }
 
+    /// One snapshot for all the statements of a read, as SQLite's reads have.
     public func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try withConnection { (handle) throws(StoreError) -> T in try body(handle) }
+        try withConnection { (handle) throws(StoreError) -> T in
+            try handle.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", [])
+            let value: T
+            do throws(StoreError) {
+                value = try body(handle)
+            } catch {
+                if !handle.broken { _ = try? handle.execute("ROLLBACK", []) }
+                throw error
+            }
+            try handle.execute("COMMIT", [])
+            return value
+        }
     }
 
     /// Each migration in its own transaction under an advisory lock, so that servers starting at once on the
@@ -213,6 +237,11 @@ final class PostgresConnectionHandle: SQLConnection {
     @discardableResult
     func execute(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int {
         try run(sql, arguments).metadata.rows ?? 0
+    }
+
+    func insert(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int64 {
+        guard let row = try query(sql + " RETURNING id", arguments).first else { throw StoreError("the database returned no id for an insert") }
+        return try row.get("id")
     }
 
     func query(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> [SQLRow] {
@@ -300,7 +329,10 @@ final class PostgresConnectionPool: @unchecked Sendable {
                 Self.release(pooled.connection)
             }
             if open < limit { break }
-            condition.wait()
+            guard condition.wait(until: Date().addingTimeInterval(30)) || !idle.isEmpty || open < limit else {
+                condition.unlock()
+                throw StoreError("all \(limit) connections to \(settings.displayName) stayed busy for 30 s")
+            }
         }
         open += 1
         condition.unlock()
@@ -334,6 +366,8 @@ final class PostgresConnectionPool: @unchecked Sendable {
         do {
             return try PostgresDatabase.wait(future, timeout: .seconds(10))
         } catch {
+            // One that arrives after the timeout is closed rather than left open on the server.
+            future.whenSuccess { Self.release($0) }
             throw StoreError("cannot connect to \(settings.displayName): \(PostgresDatabase.describe(error))")
         }
     }

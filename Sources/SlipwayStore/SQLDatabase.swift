@@ -214,6 +214,8 @@ public protocol SQLConnection {
     @discardableResult
     func execute(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int
     func query(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> [SQLRow]
+    /// Runs an INSERT into a table with an `id` key and returns the new row's id.
+    func insert(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int64
 }
 
 extension SQLConnection {
@@ -221,11 +223,6 @@ extension SQLConnection {
         try query(sql, arguments).first
     }
 
-    /// Runs an INSERT and returns the new row's `id` (both databases support `RETURNING`).
-    public func insert(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int64 {
-        guard let row = try query(sql + " RETURNING id", arguments).first else { throw StoreError("the database returned no id for an insert") }
-        return try row.get("id")
-    }
 }
 
 /// A database a store runs on: SQLite (one file, one writer) or PostgreSQL (one schema of a server).
@@ -251,13 +248,13 @@ public enum DatabaseLocation: Sendable, Equatable {
         if text.hasPrefix("sqlite://") {
             let path = String(text.dropFirst("sqlite://".count))
             guard !path.isEmpty else { throw StoreError("sqlite:// needs a path, e.g. sqlite:///var/lib/slipway/server.db") }
-            return .sqlite(path: path)
+            return .sqlite(path: URL(fileURLWithPath: path).standardizedFileURL.path)
         }
         if text.contains("://") {
             throw StoreError("unsupported database URL scheme in '\(text.prefix(while: { $0 != ":" }))://…': use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE")
         }
         guard !text.isEmpty else { throw StoreError("empty database location") }
-        return .sqlite(path: text)
+        return .sqlite(path: URL(fileURLWithPath: text).standardizedFileURL.path)
     }
 
     /// For messages: never includes a password.

@@ -77,6 +77,12 @@ struct GRDBConnection: SQLConnection {
         }
     }
 
+    /// The rowid SQLite assigned (no `RETURNING`: it needs SQLite 3.35, newer than some systems have).
+    func insert(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> Int64 {
+        _ = try execute(sql, arguments)
+        return db.lastInsertedRowID
+    }
+
     func query(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> [SQLRow] {
         do {
             let statement = try db.cachedStatement(sql: sql)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SlipwayServer
 @testable import SlipwayStore
 
 /// The server store against every database it runs on (SQLite always; PostgreSQL when
@@ -165,7 +166,7 @@ import Testing
 
     @Test func databaseLocationsParseAndNeverShowAPassword() throws {
         #expect(try DatabaseLocation.parse("sqlite:///var/lib/slipway/server.db") == .sqlite(path: "/var/lib/slipway/server.db"))
-        #expect(try DatabaseLocation.parse("state/server.db") == .sqlite(path: "state/server.db"))
+        #expect(try DatabaseLocation.parse("state/server.db") == .sqlite(path: FileManager.default.currentDirectoryPath + "/state/server.db"))
         guard case .postgres(let settings) = try DatabaseLocation.parse("postgres://ci:s%40cret@db.internal:6543/slipway?schema=team_a") else {
             Issue.record("not parsed as PostgreSQL")
             return
@@ -193,6 +194,26 @@ import Testing
             #expect(error.message.contains("cannot connect to postgres://ci@127.0.0.1:1/slipway"))
             #expect(!error.message.contains("hunter2"))
         }
+    }
+
+    /// The first command on a data directory decides its database; the others find it there. A directory
+    /// with SQLite state is not silently switched to an empty PostgreSQL schema.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil, "needs SLIPWAY_TEST_POSTGRES"))
+    func aDataDirectoryRemembersItsDatabaseAndKeepsOne() throws {
+        let root = NSTemporaryDirectory() + "slipway-pointer-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let layout = ServerLayout(root: root)
+        let postgres = try TestDatabase.location(.postgres, directory: "")
+        try SlipwayServer.openStore(layout, database: postgres).addProject(ProjectRecord(name: "p", repository: "/r"))
+        let pointer = try String(contentsOfFile: layout.databasePointer, encoding: .utf8)
+        #expect(pointer.hasPrefix("postgres://"))
+        #expect(!FileManager.default.fileExists(atPath: layout.database), "no SQLite file next to it")
+        // Without --database: the remembered schema, with the project in it.
+        #expect(try SlipwayServer.openStore(layout).projects().map(\.name) == ["p"])
+
+        let sqliteRoot = root + "/old"
+        _ = try SlipwayServer.openStore(ServerLayout(root: sqliteRoot))
+        #expect(throws: ServerError.self) { try SlipwayServer.openStore(ServerLayout(root: sqliteRoot), database: postgres) }
     }
 
     /// A connection the server drops (restart, failover, idle kill) costs the statement in flight, not the store.

@@ -17,22 +17,29 @@ import Testing
         #expect(process.terminationStatus == 0, "\(script)")
     }
 
-    /// Python's tarfile: one member of the given type and name (and link target).
-    func crafted(_ name: String, type: String, target: String = "") throws -> String {
+    /// Python's tarfile: members of the given types, names and link targets, in order.
+    func crafted(_ members: [(name: String, type: String, target: String)], owner: String = "root") throws -> String {
         let file = root + "/crafted-\(UUID().uuidString).tar"
+        let list = members.map { "(\"\($0.name)\", tarfile.\($0.type), \"\($0.target)\")" }.joined(separator: ", ")
         try shell("""
             python3 - <<'PY'
             import io, tarfile
             with tarfile.open("\(file)", "w") as archive:
-                info = tarfile.TarInfo("\(name)")
-                info.type = tarfile.\(type)
-                info.linkname = "\(target)"
-                data = b"x" if info.type == tarfile.REGTYPE else b""
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
+                for name, kind, target in [\(list)]:
+                    info = tarfile.TarInfo(name)
+                    info.type = kind
+                    info.linkname = target
+                    info.uname = info.gname = "\(owner)"
+                    data = b"x" if kind == tarfile.REGTYPE else b""
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
             PY
             """)
         return file
+    }
+
+    func crafted(_ name: String, type: String, target: String = "") throws -> String {
+        try crafted([(name, type, target)])
     }
 
     @Test func aNormalArchiveRoundTripsWithLinksInsideAndNoSpecialBits() throws {
@@ -47,7 +54,7 @@ import Testing
             echo tool > tool && chmod 4755 tool
             """)
         try TarArchive.create(from: root + "/src", to: root + "/out.tar")
-        try TarArchive.extract(root + "/out.tar", into: root + "/dst")
+        try TarArchive.extract(root + "/out.tar", into: root + "/dst", untrusted: true)
         #expect(try String(contentsOfFile: root + "/dst/lib/libx.so", encoding: .utf8) == "payload\n")
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: root + "/dst/lib/libx.so") == "libx.so.1")
         #expect(try String(contentsOfFile: root + "/dst/hard", encoding: .utf8) == "payload\n")
@@ -70,7 +77,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let file = try crafted(member.0, type: member.1, target: member.2)
-        #expect(throws: EngineError.self) { try TarArchive.extract(file, into: root + "/dst") }
+        #expect(throws: EngineError.self) { try TarArchive.extract(file, into: root + "/dst", untrusted: true) }
         #expect(!FileManager.default.fileExists(atPath: root + "/dst"), "nothing unpacked")
         #expect(!FileManager.default.fileExists(atPath: root + "/escape"))
     }
@@ -80,5 +87,21 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         _ = FileManager.default.createFile(atPath: root + "/junk.tar", contents: Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) }))
         #expect(throws: EngineError.self) { try TarArchive.extract(root + "/junk.tar", into: root + "/dst") }
+    }
+
+    /// A link to a directory makes a later member land elsewhere than its name says (`d -> .`, then
+    /// `d/d/d/e -> ../../..` is really `e -> ../../..`); an owner name can try to fake a listing line.
+    @Test func linksThroughLinkedDirectoriesAndFakeOwnerNamesAreCaught() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let nested = try crafted([("d", "SYMTYPE", "."), ("d/d/d/e", "SYMTYPE", "../../..")])
+        #expect(throws: EngineError.self) { try TarArchive.extract(nested, into: root + "/dst", untrusted: true) }
+        #expect(!FileManager.default.fileExists(atPath: root + "/dst"), "what was unpacked is removed")
+        let faked = try crafted([("e", "SYMTYPE", "/etc")], owner: "g 0 d t a -> a\\n- o")
+        #expect(throws: EngineError.self) { try TarArchive.extract(faked, into: root + "/dst", untrusted: true) }
+        // From the trusted side (the server's own source archive) links are the repository's business.
+        let source = try crafted([("tool", "SYMTYPE", "/usr/bin/env")])
+        try TarArchive.extract(source, into: root + "/source")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: root + "/source/tool") == "/usr/bin/env")
     }
 }
