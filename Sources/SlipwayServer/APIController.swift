@@ -191,6 +191,51 @@ struct APIController: Sendable {
         return try JSONResponse.make(view(run, jobs: try guarded { try runs.jobs(runID: run.id) }, runs: runs))
     }
 
+    /// A run's artifacts, by job: `[{job, files, bytes}]` for the jobs that kept any.
+    @Sendable func artifacts(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let (runs, run) = try runRecord(context)
+        let state = services.layout.state(project.name)
+        let jobs = try guarded { try runs.jobs(runID: run.id) }
+        struct Entry: Encodable { var job: String; var files: Int; var bytes: Int64 }
+        let entries = try await BlockingWork.run {
+            jobs.compactMap { job -> Entry? in
+                let directory = state.artifacts(run.number, job: job.key)
+                guard let walker = FileManager.default.enumerator(atPath: directory) else { return nil }
+                var files = 0
+                var bytes: Int64 = 0
+                while let relative = walker.nextObject() as? String {
+                    var info = stat()
+                    guard lstat(directory + "/" + relative, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
+                    files += 1
+                    bytes += Int64(info.st_size)
+                }
+                return Entry(job: job.key, files: files, bytes: bytes)
+            }
+        }
+        return try JSONResponse.make(entries)
+    }
+
+    /// One job's artifacts as a tar archive. The job must be one of the run's: its name never becomes a path
+    /// unless a job record has it.
+    @Sendable func artifact(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let project = try project(named: context.parameters.get("project"))
+        let (runs, run) = try runRecord(context)
+        let key = context.parameters.get("job") ?? ""
+        guard try guarded({ try runs.jobs(runID: run.id) }).contains(where: { $0.key == key }) else {
+            throw HTTPError(.notFound, message: "run #\(run.number) has no job '\(key.prefix(100))'")
+        }
+        let state = services.layout.state(project.name)
+        let directory = state.artifacts(run.number, job: key)
+        guard FileManager.default.fileExists(atPath: directory) else {
+            throw HTTPError(.notFound, message: "job '\(key)' of run #\(run.number) kept no artifacts")
+        }
+        let file = state.run(run.number) + "/download-\(UInt32.random(in: 0...UInt32.max)).tar"
+        try await BlockingWork.run { try TarArchive.create(from: directory, to: file) }
+        defer { unlink(file) }
+        return try RunnerController.tarResponse(file)
+    }
+
     /// What `slipway status` shows for the project's environments: the agent's instances, traffic and
     /// metrics, and each environment's latest rollout with its analysis. `?environment=NAME` for one.
     @Sendable func environments(_ request: Request, _ context: ServerRequestContext) async throws -> Response {

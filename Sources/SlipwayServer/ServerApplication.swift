@@ -86,6 +86,10 @@ public enum ServerRoutes {
         Route(method: .get, path: "/api/projects/{project}/runs/{number}/logs", role: .viewer,
               summary: "Step logs of a run (or of ?job=KEY) as text; with ?follow=1 as Server-Sent Events (`log` per line, `end` with the status)",
               statuses: [200, 404], query: ["job", "follow"], produces: "text/plain"),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}/artifacts", role: .viewer,
+              summary: "Artifacts a run's jobs kept: [{job, files, bytes}]", statuses: [200, 404]),
+        Route(method: .get, path: "/api/projects/{project}/runs/{number}/artifacts/{job}", role: .viewer,
+              summary: "One job's artifacts as a tar archive", statuses: [200, 404], produces: "application/x-tar"),
         Route(method: .get, path: "/api/projects/{project}/environments", role: .viewer,
               summary: "Environments (`slipway status`): instances, traffic, metrics and the latest rollout of each", statuses: [200, 404], query: ["environment"]),
         Route(method: .get, path: "/api/projects/{project}/explain/{subject}", role: .viewer,
@@ -208,6 +212,8 @@ public enum ServerRoutes {
         case (.get, "/api/projects/{project}/runs"): return api.runs
         case (.get, "/api/projects/{project}/runs/{number}"): return api.run
         case (.get, "/api/projects/{project}/runs/{number}/logs"): return api.logs
+        case (.get, "/api/projects/{project}/runs/{number}/artifacts"): return api.artifacts
+        case (.get, "/api/projects/{project}/runs/{number}/artifacts/{job}"): return api.artifact
         case (.get, "/api/projects/{project}/environments"): return api.environments
         case (.get, "/api/projects/{project}/explain/{subject}"): return api.explain
         case (.get, "/api/runners"): return runners.runners

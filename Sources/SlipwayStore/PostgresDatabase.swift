@@ -363,13 +363,26 @@ final class PostgresConnectionPool: @unchecked Sendable {
         let configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
                                                              password: settings.password, database: settings.database, tls: .disable)
         let future = PostgresConnection.connect(on: group.next(), configuration: configuration, id: 1, logger: PostgresDatabase.logger)
+        let connection: PostgresConnection
         do {
-            return try PostgresDatabase.wait(future, timeout: .seconds(10))
+            connection = try PostgresDatabase.wait(future, timeout: .seconds(10))
         } catch {
             // One that arrives after the timeout is closed rather than left open on the server.
             future.whenSuccess { Self.release($0) }
             throw StoreError("cannot connect to \(settings.displayName): \(PostgresDatabase.describe(error))")
         }
+        // The guarantee SQLite gets with WAL and synchronous=NORMAL: a commit is durable against any crash of
+        // Slipway (the server has it), and only a crash of the database's machine can lose the last few
+        // hundred milliseconds — never corrupt anything. Waiting for a disk flush per commit would make
+        // every job state change wait for the disk.
+        do {
+            _ = try PostgresDatabase.wait(connection.query(PostgresQuery(unsafeSQL: "SET synchronous_commit TO off"), logger: PostgresDatabase.logger),
+                                          timeout: settings.statementTimeout)
+        } catch {
+            Self.release(connection)
+            throw StoreError("cannot configure the session on \(settings.displayName): \(PostgresDatabase.describe(error))")
+        }
+        return connection
     }
 
     /// Closes a connection, keeping it alive until it is closed (postgres-nio requires that).

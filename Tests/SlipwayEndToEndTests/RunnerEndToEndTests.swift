@@ -117,6 +117,19 @@ extension EndToEnd {
             // The artifact travelled from one runner through the server to the next job.
             let afterLog = try await runners.text("/api/projects/demo/runs/1/logs?job=after", token: token)
             #expect(afterLog.contains("built by \(survivorName)"), "\(afterLog)")
+            // And it can be downloaded: listed by job, served as a tar archive; unknown jobs are 404.
+            let listed = try await runners.text("/api/projects/demo/runs/1/artifacts", token: token)
+            #expect(listed.contains("\"job\":\"slow\"") && listed.contains("\"files\":1"), "\(listed)")
+            let archive = try await HTTPClient().request(method: .GET, url: "http://127.0.0.1:\(runners.port)/api/projects/demo/runs/1/artifacts/slow",
+                                                         headers: [("Authorization", "Bearer \(token)")], timeout: .seconds(10))
+            #expect(archive.status == 200)
+            let bytes = String(decoding: archive.body, as: UTF8.self)
+            #expect(bytes.contains("out/built.txt") && bytes.contains("built by \(survivorName)"))
+            for missing in ["nope", "..%2F..%2Fserver.db", "after"] {
+                let response = try await HTTPClient().request(method: .GET, url: "http://127.0.0.1:\(runners.port)/api/projects/demo/runs/1/artifacts/\(missing)",
+                                                              headers: [("Authorization", "Bearer \(token)")], timeout: .seconds(10))
+                #expect(response.status == 404, "\(missing)")
+            }
             let metrics = try await runners.text("/metrics", token: token)
             #expect(metrics.contains("slipway_runner_lost_total 1"), "\(metrics)")
             // Detected within the timeout (2 s) plus the watchdog's tick, with room for a loaded machine.
