@@ -190,7 +190,7 @@ struct TokenCreateCommand: ParsableCommand {
             let (record, secret) = try store.createToken(name: name, role: TokenRole(rawValue: role)!)
             // The secret goes to stdout alone, so `TOKEN=$(slipway token create …)` works.
             print(secret)
-            Terminal.error("created token #\(record.id) '\(record.name)' with role \(record.role.rawValue); it is not shown again")
+            Terminal.note("created token #\(record.id) '\(record.name)' with role \(record.role.rawValue); it is not shown again")
         } catch {
             throw CLIError.failure(error.message)
         }

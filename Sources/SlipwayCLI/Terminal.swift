@@ -26,6 +26,11 @@ enum Terminal {
 
     static func print(_ text: String) { write(Array((text + "\n").utf8)) }
 
+    /// A remark on standard error that is not an error (stdout carries a result scripts capture).
+    static func note(_ text: String) {
+        write(Array((text + "\n").utf8), fd: 2)
+    }
+
     static func error(_ text: String) {
         let prefix = stderrIsTTY ? "\u{1B}[31merror:\u{1B}[0m " : "error: "
         write(Array((prefix + text + "\n").utf8), fd: 2)

@@ -166,6 +166,20 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
     }
 
+    public func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try withConnection { (handle) throws(StoreError) -> T in
+            // Counted from here: the connection's own set-up (search_path) is not the body's.
+            handle.statements = 0
+            handle.statementLimit = 1
+            defer { handle.statementLimit = nil }
+            return try body(handle)
+        }
+    }
+
+    public func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try writeOne(body)
+    }
+
     /// One snapshot for all the statements of a read, as SQLite's reads have.
     public func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
         try withConnection { (handle) throws(StoreError) -> T in
@@ -205,6 +219,9 @@ final class PostgresConnectionHandle: SQLConnection {
     let timeout: Duration
     /// Set when a statement timed out or the connection failed: the caller drops the connection.
     var broken = false
+    /// With a limit (single-statement calls outside a transaction), statements beyond it are refused.
+    var statementLimit: Int?
+    var statements = 0
     var dialect: SQLDialect { .postgres }
 
     init(connection: PostgresConnection, timeout: Duration) {
@@ -213,6 +230,10 @@ final class PostgresConnectionHandle: SQLConnection {
     }
 
     func run(_ sql: String, _ arguments: [any SQLBindable]) throws(StoreError) -> PostgresQueryResult {
+        statements += 1
+        if let statementLimit, statements > statementLimit {
+            throw StoreError("internal error: a single-statement call ran a second statement outside a transaction (\(sql.prefix(60)))")
+        }
         var binds = PostgresBindings(capacity: arguments.count)
         for argument in arguments {
             switch argument.sqlValue {

@@ -133,7 +133,7 @@ extension SQLRunStore: ReleaseStore {
     }
 
     public func release(name: String, version: String) throws(StoreError) -> ReleaseRecord? {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT * FROM release WHERE name = ? AND version = ?", [name, version]).map(Self.releaseRecord)
         }
     }
@@ -148,11 +148,11 @@ extension SQLRunStore: ReleaseStore {
     }
 
     public func deleteRelease(id: Int64) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in try db.execute("DELETE FROM release WHERE id = ?", [id]) }
+        try writeOne { (db) throws(StoreError) -> Void in try db.execute("DELETE FROM release WHERE id = ?", [id]) }
     }
 
     public func deployments(releaseID: Int64) throws(StoreError) -> [DeploymentRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM deployment WHERE release_id = ? ORDER BY id", [releaseID]).map { (row) throws(StoreError) in
                 DeploymentRecord(environment: try row.get("environment"), releaseID: try row.get("release_id"), status: try row.get("status"),
                                  createdAt: try row.get("created_at"))
@@ -161,7 +161,7 @@ extension SQLRunStore: ReleaseStore {
     }
 
     public func recordDeployment(_ deployment: DeploymentRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("INSERT INTO deployment (environment, release_id, status, created_at) VALUES (?, ?, ?, ?)",
                            [deployment.environment, deployment.releaseID, deployment.status, deployment.createdAt])
         }

@@ -131,7 +131,7 @@ extension SQLRunStore: RolloutStore {
     }
 
     public func insertRollout(_ rollout: RolloutRecord) throws(StoreError) -> RolloutRecord {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             var inserted = rollout
             inserted.id = try db.insert("""
                 INSERT INTO rollout (environment, release, version, stable, strategy, phase, state, controller, owner_pid, run_id, job, created_at, updated_at, finished_at, outcome)
@@ -144,7 +144,7 @@ extension SQLRunStore: RolloutStore {
     }
 
     public func updateRollout(_ rollout: RolloutRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("""
                 UPDATE rollout SET stable = ?, phase = ?, state = ?, controller = ?, owner_pid = ?, run_id = ?, job = ?, updated_at = ?, finished_at = ?, outcome = ?
                 WHERE id = ?
@@ -154,11 +154,11 @@ extension SQLRunStore: RolloutStore {
     }
 
     public func rollout(id: Int64) throws(StoreError) -> RolloutRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM rollout WHERE id = ?", [id]).map(Self.rolloutRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM rollout WHERE id = ?", [id]).map(Self.rolloutRecord) }
     }
 
     public func activeRollout(environment: String) throws(StoreError) -> RolloutRecord? {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT * FROM rollout WHERE environment = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1", [environment]).map(Self.rolloutRecord)
         }
     }
@@ -173,14 +173,14 @@ extension SQLRunStore: RolloutStore {
     }
 
     public func appendRolloutEvent(_ event: RolloutEventRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("INSERT INTO rollout_event (rollout_id, at, kind, text, detail) VALUES (?, ?, ?, ?, ?)",
                            [event.rolloutID, event.at, event.kind, event.text, event.detail])
         }
     }
 
     public func rolloutEvents(rolloutID: Int64) throws(StoreError) -> [RolloutEventRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM rollout_event WHERE rollout_id = ? ORDER BY id", [rolloutID]).map { (row) throws(StoreError) in
                 RolloutEventRecord(id: try row.get("id"), rolloutID: try row.get("rollout_id"), at: try row.get("at"), kind: try row.get("kind"),
                                    text: try row.get("text"), detail: row["detail"])
@@ -189,7 +189,7 @@ extension SQLRunStore: RolloutStore {
     }
 
     public func queueCommand(environment: String, op: String, actor: String) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("INSERT INTO rollout_command (environment, op, actor, created_at) VALUES (?, ?, ?, ?)", [environment, op, actor, Date()])
         }
     }
@@ -209,14 +209,14 @@ extension SQLRunStore: RolloutStore {
 
     /// Whether this approver's approval is new (approving twice counts once).
     public func addApproval(runID: Int64, job: String, approver: String) throws(StoreError) -> Bool {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             try db.execute("INSERT INTO approval (run_id, job, approver, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                            [runID, job, approver, Date()]) > 0
         }
     }
 
     public func approvals(runID: Int64, job: String) throws(StoreError) -> [ApprovalRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM approval WHERE run_id = ? AND (job = ? OR job = '*') ORDER BY created_at", [runID, job]).map { (row) throws(StoreError) in
                 ApprovalRecord(runID: try row.get("run_id"), job: try row.get("job"), approver: try row.get("approver"), createdAt: try row.get("created_at"))
             }

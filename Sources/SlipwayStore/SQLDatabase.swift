@@ -231,8 +231,18 @@ public protocol SQLDatabase: Sendable {
     /// Runs `body` in a transaction, committed when it returns and rolled back when it throws.
     func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T
     func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T
+    /// `write` for a body of exactly one statement, which is atomic on its own: PostgreSQL then needs no
+    /// BEGIN/COMMIT round trips. A second statement in the body is refused, not run outside a transaction.
+    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T
+    /// `read` for a body of exactly one statement (one statement is one snapshot).
+    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T
     /// Applies the migrations not applied yet, in order, each in its own transaction.
     func migrate(_ migrations: [SQLMigration]) throws(StoreError)
+}
+
+extension SQLDatabase {
+    public func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try write(body) }
+    public func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try read(body) }
 }
 
 /// Where a store's database is: a SQLite file or a PostgreSQL URL.

@@ -80,6 +80,15 @@ public final class SQLRunStore: RunStore {
         try database.read(body)
     }
 
+    /// For bodies of exactly one statement (see `SQLDatabase.writeOne`).
+    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.writeOne(body)
+    }
+
+    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.readOne(body)
+    }
+
     // MARK: Runs
 
     public func createRun(_ run: RunRecord) throws(StoreError) -> RunRecord {
@@ -99,14 +108,14 @@ public final class SQLRunStore: RunStore {
     }
 
     public func updateRunDetails(_ run: RunRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("UPDATE run SET branch = ?, \"commit\" = ?, dirty = ?, workspace = ? WHERE id = ?",
                            [run.branch, run.commit, run.dirty, run.workspace, run.id])
         }
     }
 
     public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("UPDATE run SET status = ?, finished_at = ?, pid = ? WHERE id = ?", [status.rawValue, finishedAt, pid, id])
         }
     }
@@ -119,19 +128,19 @@ public final class SQLRunStore: RunStore {
     }
 
     public func run(id: Int64) throws(StoreError) -> RunRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE id = ?", [id]).map(Self.runRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE id = ?", [id]).map(Self.runRecord) }
     }
 
     public func run(number: Int64) throws(StoreError) -> RunRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE number = ?", [number]).map(Self.runRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run WHERE number = ?", [number]).map(Self.runRecord) }
     }
 
     public func runs(limit: Int) throws(StoreError) -> [RunRecord] {
-        try read { (db) throws(StoreError) in try db.query("SELECT * FROM run ORDER BY number DESC LIMIT ?", [limit]).map(Self.runRecord) }
+        try readOne { (db) throws(StoreError) in try db.query("SELECT * FROM run ORDER BY number DESC LIMIT ?", [limit]).map(Self.runRecord) }
     }
 
     public func latestUnfinishedRun() throws(StoreError) -> RunRecord? {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT * FROM run WHERE status IN ('running', 'interrupted') ORDER BY number DESC LIMIT 1").map(Self.runRecord)
         }
     }
@@ -168,7 +177,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func updateJob(_ job: JobRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in try Self.update(job, in: db) }
+        try writeOne { (db) throws(StoreError) -> Void in try Self.update(job, in: db) }
     }
 
     static func update(_ job: JobRecord, in db: any SQLConnection) throws(StoreError) {
@@ -187,7 +196,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func jobs(runID: Int64) throws(StoreError) -> [JobRecord] {
-        try read { (db) throws(StoreError) in try db.query("SELECT * FROM job WHERE run_id = ? ORDER BY id", [runID]).map(Self.jobRecord) }
+        try readOne { (db) throws(StoreError) in try db.query("SELECT * FROM job WHERE run_id = ? ORDER BY id", [runID]).map(Self.jobRecord) }
     }
 
     public func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)] {
@@ -215,7 +224,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func insertAttempt(_ attempt: AttemptRecord) throws(StoreError) -> AttemptRecord {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             var attempt = attempt
             attempt.id = try Self.insert(attempt, in: db)
             return attempt
@@ -223,7 +232,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func updateAttempt(_ attempt: AttemptRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?",
                            [attempt.status.rawValue, attempt.failure, attempt.finishedAt, attempt.id])
         }
@@ -236,13 +245,13 @@ public final class SQLRunStore: RunStore {
     }
 
     public func attempts(jobRowID: Int64) throws(StoreError) -> [AttemptRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM attempt WHERE job_row_id = ? ORDER BY number", [jobRowID]).map(Self.attemptRecord)
         }
     }
 
     public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             var step = step
             step.id = try db.insert("""
                 INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -253,7 +262,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func updateStep(_ step: StepRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
                            [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt, step.id])
         }
@@ -266,11 +275,11 @@ public final class SQLRunStore: RunStore {
     }
 
     public func steps(attemptID: Int64) throws(StoreError) -> [StepRecord] {
-        try read { (db) throws(StoreError) in try db.query("SELECT * FROM step WHERE attempt_id = ? ORDER BY idx", [attemptID]).map(Self.stepRecord) }
+        try readOne { (db) throws(StoreError) in try db.query("SELECT * FROM step WHERE attempt_id = ? ORDER BY idx", [attemptID]).map(Self.stepRecord) }
     }
 
     public func runningSteps(runID: Int64) throws(StoreError) -> [StepRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("""
                 SELECT step.* FROM step JOIN attempt ON attempt.id = step.attempt_id JOIN job ON job.id = attempt.job_row_id
                 WHERE job.run_id = ? AND step.status = 'running' ORDER BY step.id
@@ -286,11 +295,11 @@ public final class SQLRunStore: RunStore {
     }
 
     public func appendEvent(_ event: RunEventRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in try Self.append(event, in: db) }
+        try writeOne { (db) throws(StoreError) -> Void in try Self.append(event, in: db) }
     }
 
     public func events(runID: Int64) throws(StoreError) -> [RunEventRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM event WHERE run_id = ? ORDER BY id", [runID]).map { (row) throws(StoreError) in
                 RunEventRecord(id: try row.get("id"), runID: try row.get("run_id"), at: try row.get("at"), jobKey: row["job_key"], kind: try row.get("kind"),
                                message: try row.get("message"))
@@ -307,18 +316,18 @@ public final class SQLRunStore: RunStore {
     }
 
     public func cacheEntry(key: String) throws(StoreError) -> CacheEntryRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM cache_entry WHERE key = ?", [key]).map(Self.cacheRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM cache_entry WHERE key = ?", [key]).map(Self.cacheRecord) }
     }
 
     public func latestCacheEntry(jobKey: String) throws(StoreError) -> CacheEntryRecord? {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT * FROM cache_entry WHERE job_key = ? ORDER BY created_at DESC LIMIT 1", [jobKey]).map(Self.cacheRecord)
         }
     }
 
     /// Adds the entry or replaces the one with the same key.
     public func putCacheEntry(_ entry: CacheEntryRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeOne { (db) throws(StoreError) -> Void in
             try db.execute("""
                 INSERT INTO cache_entry (key, job_key, components, outputs, artifacts_path, artifacts_digest, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (key) DO UPDATE SET job_key = excluded.job_key, components = excluded.components, outputs = excluded.outputs,
@@ -340,7 +349,7 @@ public final class SQLRunStore: RunStore {
     }
 
     public func testResults(runID: Int64) throws(StoreError) -> [TestResultRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM test_result WHERE run_id = ? ORDER BY id", [runID]).map { (row) throws(StoreError) in
                 TestResultRecord(runID: try row.get("run_id"), jobKey: try row.get("job_key"), attempt: try row.get("attempt"), testID: try row.get("test_id"),
                                  suite: try row.get("suite"), name: try row.get("name"), status: try row.get("status"), duration: try row.get("duration"),
@@ -351,7 +360,7 @@ public final class SQLRunStore: RunStore {
 
     /// Runs in which this test failed in one attempt and passed in a later attempt of the same job.
     public func flakyCount(testID: String) throws(StoreError) -> Int {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("""
                 SELECT COUNT(*) AS n FROM (
                     SELECT DISTINCT f.run_id, f.job_key FROM test_result f

@@ -204,6 +204,15 @@ public final class ServerStore: Sendable {
         try database.read(body)
     }
 
+    /// For bodies of exactly one statement (see `SQLDatabase.writeOne`).
+    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.writeOne(body)
+    }
+
+    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try database.readOne(body)
+    }
+
     // MARK: Projects
 
     public func addProject(_ project: ProjectRecord) throws(StoreError) {
@@ -222,11 +231,11 @@ public final class ServerStore: Sendable {
     }
 
     public func projects() throws(StoreError) -> [ProjectRecord] {
-        try read { (db) throws(StoreError) in try db.query("SELECT * FROM project ORDER BY name", []).map(Self.projectRecord) }
+        try readOne { (db) throws(StoreError) in try db.query("SELECT * FROM project ORDER BY name", []).map(Self.projectRecord) }
     }
 
     public func project(named name: String) throws(StoreError) -> ProjectRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM project WHERE name = ?", [name]).map(Self.projectRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM project WHERE name = ?", [name]).map(Self.projectRecord) }
     }
 
     // MARK: Tokens
@@ -237,7 +246,7 @@ public final class ServerStore: Sendable {
         var generator = SystemRandomNumberGenerator()
         for index in bytes.indices { bytes[index] = generator.next() }
         let secret = "slw_" + bytes.hexString
-        let record = try write { (db) throws(StoreError) -> TokenRecord in
+        let record = try writeOne { (db) throws(StoreError) -> TokenRecord in
             let now = Date()
             let id = try db.insert("INSERT INTO api_token (name, role, hash, created_at) VALUES (?, ?, ?, ?)",
                                    [name, role.rawValue, Self.hash(token: secret), now])
@@ -256,13 +265,13 @@ public final class ServerStore: Sendable {
     /// The token a bearer value belongs to. Looked up by its SHA-256: a hash index, no comparison of secrets.
     public func token(bearer: String) throws(StoreError) -> TokenRecord? {
         guard bearer.hasPrefix("slw_"), bearer.count == 68 else { return nil }
-        return try read { (db) throws(StoreError) in
+        return try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT id, name, role, created_at FROM api_token WHERE hash = ?", [Self.hash(token: bearer)]).flatMap(Self.tokenRecord)
         }
     }
 
     public func tokens() throws(StoreError) -> [TokenRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT id, name, role, created_at FROM api_token ORDER BY id", []).map(Self.tokenRecord).compactMap { $0 }
         }
     }
@@ -314,7 +323,7 @@ public final class ServerStore: Sendable {
     }
 
     public func enqueue(_ request: RunRequestRecord) throws(StoreError) -> RunRequestRecord {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             var request = request
             request.id = try Self.insert(request, in: db)
             return request
@@ -347,14 +356,14 @@ public final class ServerStore: Sendable {
     }
 
     public func queuedRequests(project: String) throws(StoreError) -> [RunRequestRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM run_request WHERE project = ? AND status = 'queued' ORDER BY id", [project]).map(Self.requestRecord)
         }
     }
 
     /// Cancels a request that is still queued (not one a dispatcher has claimed meanwhile); true if it did.
     public func cancelQueued(id: Int64, reason: String) throws(StoreError) -> Bool {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             try db.execute("UPDATE run_request SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ? AND status = 'queued'",
                            [reason, Date(), id]) > 0
         }
@@ -363,24 +372,24 @@ public final class ServerStore: Sendable {
     /// Records that a running request is to be cancelled, before its run is told: a restart in between
     /// ends the run instead of resuming it.
     public func requestCancel(id: Int64, reason: String) throws(StoreError) {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             _ = try db.execute("UPDATE run_request SET cancel_reason = ? WHERE id = ? AND cancel_reason IS NULL", [reason, id])
         }
     }
 
     public func cancelReason(id: Int64) throws(StoreError) -> String? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT cancel_reason FROM run_request WHERE id = ?", [id])?["cancel_reason"] }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT cancel_reason FROM run_request WHERE id = ?", [id])?["cancel_reason"] }
     }
 
     public func update(_ request: RunRequestRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) in
+        try writeOne { (db) throws(StoreError) in
             _ = try db.execute("UPDATE run_request SET status = ?, reason = ?, run_number = ?, \"commit\" = ?, started_at = ?, finished_at = ? WHERE id = ?",
                            [request.status, request.reason, request.runNumber, request.commit, request.startedAt, request.finishedAt, request.id])
         }
     }
 
     public func request(id: Int64) throws(StoreError) -> RunRequestRecord? {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run_request WHERE id = ?", [id]).map(Self.requestRecord) }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM run_request WHERE id = ?", [id]).map(Self.requestRecord) }
     }
 
     public func requests(project: String? = nil, limit: Int = 100) throws(StoreError) -> [RunRequestRecord] {
@@ -394,7 +403,7 @@ public final class ServerStore: Sendable {
 
     /// Requests a previous server process was working on when it stopped.
     public func unfinishedClaims() throws(StoreError) -> [RunRequestRecord] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("SELECT * FROM run_request WHERE status IN ('preparing', 'running') ORDER BY id", []).map(Self.requestRecord)
         }
     }
@@ -425,7 +434,7 @@ public final class ServerStore: Sendable {
     }
 
     public func lastScheduled(project: String, cron: String) throws(StoreError) -> Int64? {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.queryOne("SELECT last_minute FROM schedule_state WHERE project = ? AND cron = ?", [project, cron])?["last_minute"]
         }
     }
@@ -443,7 +452,7 @@ public final class ServerStore: Sendable {
 
     /// Finished requests' (status, seconds queued, seconds running), for the metrics histograms.
     public func requestDurations() throws(StoreError) -> [(status: String, waited: Double, ran: Double?)] {
-        try read { (db) throws(StoreError) in
+        try readOne { (db) throws(StoreError) in
             try db.query("""
                 SELECT status, started_at - created_at AS waited, finished_at - started_at AS ran FROM run_request
                 WHERE started_at IS NOT NULL
@@ -452,6 +461,6 @@ public final class ServerStore: Sendable {
     }
 
     public func queueDepth() throws(StoreError) -> Int {
-        try read { (db) throws(StoreError) in try db.queryOne("SELECT COUNT(*) AS n FROM run_request WHERE status = 'queued'")?["n"] ?? 0 }
+        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT COUNT(*) AS n FROM run_request WHERE status = 'queued'")?["n"] ?? 0 }
     }
 }

@@ -216,6 +216,22 @@ import SlipwayServer
         #expect(throws: ServerError.self) { try SlipwayServer.openStore(ServerLayout(root: sqliteRoot), database: postgres) }
     }
 
+    /// Stores on different schemas share the pool's connections: each call must land in its own schema,
+    /// whichever schema the connection served last (single-statement calls included).
+    @Test(.enabled(if: TestDatabase.postgresURL != nil, "needs SLIPWAY_TEST_POSTGRES"))
+    func storesOnTwoSchemasShareConnectionsWithoutMixingData() throws {
+        let first = try Fixture(.postgres) { try ServerStore(database: $0) }
+        let second = try Fixture(.postgres) { try ServerStore(database: $0) }
+        for round in 0..<5 {
+            _ = try first.store.enqueue(RunRequestRecord(project: "a", event: "manual", source: "t"))
+            #expect(try second.store.queueDepth() == round)
+            _ = try second.store.enqueue(RunRequestRecord(project: "b", event: "manual", source: "t"))
+            #expect(try first.store.queueDepth() == round + 1)
+        }
+        #expect(try first.store.requests().allSatisfy { $0.project == "a" })
+        #expect(try second.store.requests().allSatisfy { $0.project == "b" })
+    }
+
     /// A connection the server drops (restart, failover, idle kill) costs the statement in flight, not the store.
     @Test(.enabled(if: TestDatabase.postgresURL != nil, "needs SLIPWAY_TEST_POSTGRES"))
     func aDroppedPostgresConnectionIsReopened() throws {
