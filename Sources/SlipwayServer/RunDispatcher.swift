@@ -299,6 +299,9 @@ public final class RunDispatcher: Sendable {
             request.status = finished.status.rawValue
             request.runNumber = finished.number
             request.finishedAt = Date()
+            // The source archive runners fetched is made again on demand (a resume); kept, every run would
+            // leave a copy of its tree behind.
+            unlink(layout.state(request.project).run(finished.number) + "/source.tar")
             if let reason = state.withLock({ $0.superseded[request.id] }) { request.reason = reason }
             try? FileManager.default.removeItem(atPath: layout.checkout(request.project, request: request.id))
         } catch let outcome as Outcome {

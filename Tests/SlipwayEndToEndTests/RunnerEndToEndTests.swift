@@ -112,6 +112,8 @@ extension EndToEnd {
             #expect(sandbox.lines("slow-start") == [victimName, survivorName], "attempt 2 ran on the other runner")
             #expect(sandbox.lines("after") == ["after on \(survivorName), slow by \(survivorName)"])
             #expect(sandbox.count("here") == 1, "a job without runs-on ran on the server")
+            #expect(!FileManager.default.fileExists(atPath: runners.kit.data + "/projects/demo/state/runs/1/source.tar"), "the source archive is gone with the run")
+            #expect(FileManager.default.fileExists(atPath: runners.kit.data + "/projects/demo/state/runs/1"), "the run itself stays")
             let slow = try await runners.job("slow", token: token)
             #expect(slow["attempts"] as? Int == 2, "\(slow)")
             // The artifact travelled from one runner through the server to the next job.
