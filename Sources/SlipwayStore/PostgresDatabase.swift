@@ -152,8 +152,13 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     public func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try transaction("BEGIN", body)
+    }
+
+    /// `begin`, the body, then COMMIT — or ROLLBACK when the body throws (unless the connection is gone).
+    func transaction<T>(_ begin: String, _ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
         try withConnection { (handle) throws(StoreError) -> T in
-            try handle.execute("BEGIN", [])
+            try handle.execute(begin, [])
             let value: T
             do throws(StoreError) {
                 value = try body(handle)
@@ -182,18 +187,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 
     /// One snapshot for all the statements of a read, as SQLite's reads have.
     public func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try withConnection { (handle) throws(StoreError) -> T in
-            try handle.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", [])
-            let value: T
-            do throws(StoreError) {
-                value = try body(handle)
-            } catch {
-                if !handle.broken { _ = try? handle.execute("ROLLBACK", []) }
-                throw error
-            }
-            try handle.execute("COMMIT", [])
-            return value
-        }
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
 
     /// Each migration in its own transaction under an advisory lock, so that servers starting at once on the

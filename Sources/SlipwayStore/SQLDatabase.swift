@@ -153,15 +153,8 @@ public enum SQLDialect: String, Sendable {
         var out = ""
         out.reserveCapacity(sql.utf8.count + 16)
         var index = 0
-        var quote: Character?
-        for character in sql {
-            if let open = quote {
-                if character == open { quote = nil }
-                out.append(character)
-            } else if character == "'" || character == "\"" {
-                quote = character
-                out.append(character)
-            } else if character == "?" {
+        Self.scan(sql) { character, quoted in
+            if !quoted, character == "?" {
                 index += 1
                 out += "$\(index)"
             } else {
@@ -175,15 +168,8 @@ public enum SQLDialect: String, Sendable {
     public static func statements(_ script: String) -> [String] {
         var statements: [String] = []
         var current = ""
-        var quote: Character?
-        for character in script {
-            if let open = quote {
-                if character == open { quote = nil }
-                current.append(character)
-            } else if character == "'" || character == "\"" {
-                quote = character
-                current.append(character)
-            } else if character == ";" {
+        scan(script) { character, quoted in
+            if !quoted, character == ";" {
                 statements.append(current)
                 current = ""
             } else {
@@ -192,6 +178,22 @@ public enum SQLDialect: String, Sendable {
         }
         statements.append(current)
         return statements.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+    }
+
+    /// Each character of `sql`, and whether it lies inside '…' or "…" (the quotes themselves count as inside).
+    static func scan(_ sql: String, _ visit: (Character, Bool) -> Void) {
+        var quote: Character?
+        for character in sql {
+            if let open = quote {
+                if character == open { quote = nil }
+                visit(character, true)
+            } else if character == "'" || character == "\"" {
+                quote = character
+                visit(character, true)
+            } else {
+                visit(character, false)
+            }
+        }
     }
 }
 
@@ -243,6 +245,19 @@ public protocol SQLDatabase: Sendable {
 extension SQLDatabase {
     public func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try write(body) }
     public func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try read(body) }
+}
+
+/// A store on a `SQLDatabase`: its transactions under short names.
+protocol SQLBackedStore {
+    var database: any SQLDatabase { get }
+}
+
+extension SQLBackedStore {
+    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try database.write(body) }
+    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try database.read(body) }
+    /// For bodies of exactly one statement (see `SQLDatabase.writeOne`).
+    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try database.writeOne(body) }
+    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try database.readOne(body) }
 }
 
 /// Where a store's database is: a SQLite file or a PostgreSQL URL.

@@ -5,7 +5,7 @@ import SlipwayCore
 /// releases and rollouts) on a `SQLDatabase`. On SQLite: one file in WAL mode, one writer per process;
 /// `synchronous = NORMAL` in WAL mode survives `kill -9` of the process (the WAL is in the OS page cache),
 /// only a power loss can drop the last transactions. On PostgreSQL: one schema of a server.
-public final class SQLRunStore: RunStore {
+public final class SQLRunStore: RunStore, SQLBackedStore {
     let database: any SQLDatabase
 
     public init(database: any SQLDatabase) throws(StoreError) {
@@ -71,23 +71,6 @@ public final class SQLRunStore: RunStore {
         CREATE INDEX test_by_run ON test_result(run_id);
         CREATE INDEX test_by_id ON test_result(test_id);
         """)
-
-    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.write(body)
-    }
-
-    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.read(body)
-    }
-
-    /// For bodies of exactly one statement (see `SQLDatabase.writeOne`).
-    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.writeOne(body)
-    }
-
-    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.readOne(body)
-    }
 
     // MARK: Runs
 

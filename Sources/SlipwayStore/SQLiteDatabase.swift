@@ -21,22 +21,21 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 
     public func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        do {
-            return try queue.write { db in try body(GRDBConnection(db: db)) }
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw StoreError("database write failed: \(error)")
-        }
+        try mappingErrors("write") { try queue.write { db in try body(GRDBConnection(db: db)) } }
     }
 
     public func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        try mappingErrors("read") { try queue.read { db in try body(GRDBConnection(db: db)) } }
+    }
+
+    /// GRDB's errors as StoreErrors; the body's own StoreErrors pass through.
+    func mappingErrors<T>(_ what: String, _ work: () throws -> T) throws(StoreError) -> T {
         do {
-            return try queue.read { db in try body(GRDBConnection(db: db)) }
+            return try work()
         } catch let error as StoreError {
             throw error
         } catch {
-            throw StoreError("database read failed: \(error)")
+            throw StoreError("database \(what) failed: \(error)")
         }
     }
 

@@ -117,7 +117,7 @@ public struct RunRequestRecord: Sendable, Codable, Equatable {
 /// The server's own state: projects, API tokens (hashes only), webhook deliveries and the run queue, in
 /// `server.db` of the data directory or in a PostgreSQL schema. Each project's runs live in that project's
 /// run store.
-public final class ServerStore: Sendable {
+public final class ServerStore: Sendable, SQLBackedStore {
     public let database: any SQLDatabase
 
     public init(database: any SQLDatabase) throws(StoreError) {
@@ -195,23 +195,6 @@ public final class ServerStore: Sendable {
         SQLMigration("server-v4-cancel", "ALTER TABLE run_request ADD COLUMN cancel_reason TEXT"),
         SQLMigration("server-v5-before", "ALTER TABLE run_request ADD COLUMN before_commit TEXT"),
     ]
-
-    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.write(body)
-    }
-
-    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.read(body)
-    }
-
-    /// For bodies of exactly one statement (see `SQLDatabase.writeOne`).
-    func writeOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.writeOne(body)
-    }
-
-    func readOne<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
-        try database.readOne(body)
-    }
 
     // MARK: Projects
 
