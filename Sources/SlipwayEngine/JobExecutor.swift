@@ -39,7 +39,14 @@ struct JobExecutor: Sendable {
     /// This run's workspaces, reused from job to job.
     let workspaces: WorkspacePool
 
-    func runAttempt(_ a: AttemptContext) async -> AttemptOutcome {
+    /// What an attempt ended with, and the store writes it held back (the last step's end, the attempt's
+    /// end) for the caller to commit with its next write.
+    struct AttemptEnd: Sendable {
+        var outcome: AttemptOutcome
+        var deferred: [RunWrite]
+    }
+
+    func runAttempt(_ a: AttemptContext) async -> AttemptEnd {
         let key = a.instance.key
         let number = a.run.number
         control.clearJob(key)
@@ -50,8 +57,15 @@ struct JobExecutor: Sendable {
             do {
                 attemptRecord = try store.insertAttempt(AttemptRecord(jobRowID: a.jobRowID, number: a.attempt))
             } catch {
-                return .failed(.error(error.message), outputs: [:])
+                return AttemptEnd(outcome: .failed(.error(error.message), outputs: [:]), deferred: [])
             }
+        }
+        // A step's end is written with the next step's start, or the attempt's end with the job's.
+        var deferred: [RunWrite] = []
+        func insertStep(_ record: StepRecord) -> StepRecord? {
+            guard let inserted = try? store.insertStep(record, after: deferred) else { return nil }
+            deferred = []
+            return inserted
         }
         var failure: AttemptFailure?
         var cancelled = false
@@ -121,7 +135,7 @@ struct JobExecutor: Sendable {
             }
             if !shouldRun {
                 if jobCancelled { cancelled = true }
-                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
+                _ = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
                 observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .skipped, detail: skipReason))
                 continue
             }
@@ -137,7 +151,7 @@ struct JobExecutor: Sendable {
                 directory = workspace + "/" + sub
                 if !FileManager.default.fileExists(atPath: directory) {
                     let message = "working-directory '\(sub)' does not exist in the workspace"
-                    _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
+                    _ = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
                     observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .failure, detail: message))
                     if !step.continueOnError { failure = .error(message) }
                     continue
@@ -152,7 +166,7 @@ struct JobExecutor: Sendable {
             }
             observer?.progress(.stepStarted(key: key, index: index, name: stepName))
             if let builtin = step.uses {
-                var record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
+                var record = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
                 let outcome = await builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
                 for line in outcome.lines { log.write(line) }
                 if let releaseStore = builtins.releaseStore, !outcome.findings.isEmpty { try? releaseStore.insertFindings(outcome.findings) }
@@ -164,28 +178,30 @@ struct JobExecutor: Sendable {
                 record?.status = outcome.failure == nil ? .success : .failure
                 record?.failure = outcome.failure.map(masker.mask)
                 record?.finishedAt = Date()
-                if let record { try? store.updateStep(record) }
+                if let record { deferred.append(.updateStep(record)) }
                 observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: outcome.failure == nil ? .success : .failure, detail: outcome.failure))
                 continue
             }
             let processControl = ProcessControl()
             let registration = control.register(processControl, job: key)
-            let stepRecord = Mutex<StepRecord?>(nil)
-            let started = Date()
+            // On record before it starts (a leftover of a killed run is found by its environment, so
+            // the process group can wait for the step's end).
+            let stepRecord = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
             let termination: ProcessTermination
             do {
                 termination = try await StepProcess.run(
                     Self.processConfiguration(step.run,
                           environment: stepEnvironment, workingDirectory: directory, timeout: timeout, gracePeriod: gracePeriod),
-                    control: processControl, sink: log,
-                    onStart: { pid in
-                        let record = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath, processGroup: pid, startedAt: started))
-                        stepRecord.withLock { $0 = record }
-                    })
+                    control: processControl, sink: log)
             } catch {
                 control.unregister(registration)
                 log.note("slipway: \(error.description)")
-                _ = try? store.insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: error.description, logPath: logPath, finishedAt: Date()))
+                if var record = stepRecord {
+                    record.status = .failure
+                    record.failure = error.description
+                    record.finishedAt = Date()
+                    deferred.append(.updateStep(record))
+                }
                 if !step.continueOnError { failure = .error(error.description) }
                 continue
             }
@@ -210,12 +226,13 @@ struct JobExecutor: Sendable {
                 log.note("slipway: step '\(stepName)' failed: \(stepFailure)" + (step.continueOnError ? " (continue-on-error)" : ""))
                 if !step.continueOnError { failure = stepFailure }
             }
-            if var record = stepRecord.withLock({ $0 }) {
+            if var record = stepRecord {
+                record.processGroup = processControl.processGroup
                 record.status = status
                 record.exitCode = exitCode ?? (termination == .exited(0) ? 0 : nil)
                 record.failure = stepFailure?.description
                 record.finishedAt = Date()
-                try? store.updateStep(record)
+                deferred.append(.updateStep(record))
             }
             observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: status, detail: stepFailure?.description ?? (status == .failure ? nil : log.lastLine)))
         }
@@ -230,6 +247,11 @@ struct JobExecutor: Sendable {
         }
         // The raw file may hold unmasked secrets; its (masked) values now live in the database.
         unlink(outputFile)
+        // Work that takes long or writes on its own comes after the steps' ends are on record.
+        if a.resolved.deployEnvironment != nil || a.resolved.release != nil || !a.resolved.artifacts.isEmpty || !a.resolved.junitReports.isEmpty,
+           (try? store.commit(deferred)) != nil {
+            deferred = []
+        }
         if failure == nil, !cancelled, let environment = a.resolved.deployEnvironment {
             if let problem = await deploy(environment: environment, a, attemptID: attemptRecord.id) { failure = .error(problem) }
         }
@@ -243,20 +265,20 @@ struct JobExecutor: Sendable {
 
         var finished = attemptRecord
         finished.finishedAt = Date()
+        let outcome: AttemptOutcome
         if cancelled && failure == nil {
             finished.status = .cancelled
-            try? store.updateAttempt(finished)
-            return .cancelled
-        }
-        if let failure {
+            outcome = .cancelled
+        } else if let failure {
             finished.status = .failure
             finished.failure = masker.mask(failure.description)
-            try? store.updateAttempt(finished)
-            return .failed(failure, outputs: outputs)
+            outcome = .failed(failure, outputs: outputs)
+        } else {
+            finished.status = .success
+            outcome = .succeeded(outputs: outputs)
         }
-        finished.status = .success
-        try? store.updateAttempt(finished)
-        return .succeeded(outputs: outputs)
+        deferred.append(.updateAttempt(finished))
+        return AttemptEnd(outcome: outcome, deferred: deferred)
     }
 
     /// `bash -e -o pipefail -c SCRIPT`, or the program itself when the script has no shell syntax

@@ -257,9 +257,21 @@ public final class RunEngine: Sendable {
         let cacheStore = JobCache(store: store, layout: layout)
         let snapshotIndex = SnapshotIndex(root: layout.snapshot(run.number))
 
-        await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?).self) { group in
+        /// What a turn of the loop does once its writes are committed, in the order the machine asked.
+        enum Committed {
+            case start(key: String, attempt: Int, reason: String, instance: JobInstance, row: JobRecord, resolved: ResolvedJob, context: ExpressionContext)
+            case cancel(key: String)
+            case finished(RunProgress)
+        }
+
+        await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?, [RunWrite]).self) { group in
             var actions = machine.handle(.start)
+            // Attempts' ends (and their last steps'), committed with the first write their outcome leads to.
+            var deferred: [RunWrite] = []
             while true {
+                // One transaction per turn: the jobs that finished and the attempts that start.
+                var writes = deferred
+                var committed: [Committed] = []
                 for action in actions {
                     switch action {
                     case .startAttempt(let key, let attempt, let reason):
@@ -272,7 +284,7 @@ public final class RunEngine: Sendable {
                             for index in resolved.steps.indices { resolved.steps[index].name = masker.mask(resolved.steps[index].name) }
                         } catch {
                             let message = masker.mask((error as? CoreError)?.message ?? "\(error)")
-                            group.addTask { (key, attempt, .failed(.error(message), outputs: [:]), nil) }
+                            group.addTask { (key, attempt, .failed(.error(message), outputs: [:]), nil, []) }
                             continue
                         }
                         row.status = .running
@@ -282,7 +294,48 @@ public final class RunEngine: Sendable {
                         row.definition = String(decoding: Self.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
-                        let attemptRecord = try? store.startAttempt(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt)
+                        writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt))
+                        committed.append(.start(key: key, attempt: attempt, reason: reason, instance: instance, row: row, resolved: resolved, context: context))
+                    case .cancelAttempt(let key, let reason):
+                        writes.append(.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "cancel", message: reason)))
+                        committed.append(.cancel(key: key))
+                    case .finishInstance(let key, let result, let allowed, let reason):
+                        guard var row = jobRows[key] else { continue }
+                        row.status = WorkStatus(rawValue: result.rawValue) ?? .failure
+                        row.allowedFailure = allowed
+                        row.reason = masker.mask(reason)
+                        row.finishedAt = Date()
+                        if let outputs = machine.outputs[key], !outputs.isEmpty {
+                            let encoder = JSONEncoder()
+                            encoder.outputFormatting = .sortedKeys
+                            row.outputs = String(decoding: (try? encoder.encode(outputs)) ?? Data("{}".utf8), as: UTF8.self)
+                        } else {
+                            row.outputs = "{}"
+                        }
+                        jobRows[key] = row
+                        writes.append(.updateJob(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason))))
+                        let duration: Duration? = row.startedAt.map { .milliseconds(Int64(Date().timeIntervalSince($0) * 1000)) }
+                        committed.append(.finished(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: masker.mask(reason), cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration)))
+                    case .finishRun(let result):
+                        finalResult = result
+                    }
+                }
+                // A failed commit leaves the attempts without records (each writes its own) and keeps
+                // the ends held back for the next turn.
+                var startedAttempts: [AttemptRecord] = []
+                if let started = try? store.commit(writes) {
+                    startedAttempts = started
+                    deferred = []
+                }
+                var nextStarted = startedAttempts.makeIterator()
+                for item in committed {
+                    switch item {
+                    case .finished(let progress):
+                        observer?.progress(progress)
+                    case .cancel(let key):
+                        control.cancelJob(key)
+                    case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context):
+                        let attemptRecord = nextStarted.next()
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
@@ -299,46 +352,30 @@ public final class RunEngine: Sendable {
                                 let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: snapshotIndex)
                                 cacheKey = computed
                                 if let outputs = cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)) {
+                                    var finished: [RunWrite] = []
                                     if var record = attemptRecord {
                                         record.status = .success
                                         record.finishedAt = Date()
-                                        try? self.store.updateAttempt(record)
+                                        finished.append(.updateAttempt(record))
                                     }
-                                    return (key, attempt, .cacheHit(outputs: outputs), computed)
+                                    return (key, attempt, .cacheHit(outputs: outputs), computed, finished)
                                 }
                             }
-                            let outcome = if let remoteAttempt, let remote = self.remote {
-                                await remote.run(remoteAttempt)
+                            let end = if let remoteAttempt, let remote = self.remote {
+                                JobExecutor.AttemptEnd(outcome: await remote.run(remoteAttempt), deferred: [])
                             } else {
                                 await executor.runAttempt(attemptContext)
                             }
-                            if let cacheKey, case .succeeded(let outputs) = outcome {
+                            if let cacheKey, case .succeeded(let outputs) = end.outcome {
                                 cacheStore.save(key: cacheKey, jobKey: key, outputs: outputs, artifacts: self.layout.artifacts(run.number, job: key), runID: run.id)
                             }
-                            return (key, attempt, outcome, cacheKey)
+                            return (key, attempt, end.outcome, cacheKey, end.deferred)
                         }
-                    case .cancelAttempt(let key, let reason):
-                        try? store.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "cancel", message: reason))
-                        control.cancelJob(key)
-                    case .finishInstance(let key, let result, let allowed, let reason):
-                        guard var row = jobRows[key] else { continue }
-                        row.status = WorkStatus(rawValue: result.rawValue) ?? .failure
-                        row.allowedFailure = allowed
-                        row.reason = masker.mask(reason)
-                        row.finishedAt = Date()
-                        let encoder = JSONEncoder()
-                        encoder.outputFormatting = .sortedKeys
-                        row.outputs = String(decoding: (try? encoder.encode(machine.outputs[key] ?? [:])) ?? Data("{}".utf8), as: UTF8.self)
-                        jobRows[key] = row
-                        try? store.updateJob(row, appending: RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason)))
-                        let duration: Duration? = row.startedAt.map { .milliseconds(Int64(Date().timeIntervalSince($0) * 1000)) }
-                        observer?.progress(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: masker.mask(reason), cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration))
-                    case .finishRun(let result):
-                        finalResult = result
                     }
                 }
                 if machine.isFinished { break }
-                guard let (key, attempt, outcome, cacheKey) = await group.next() else { break }
+                guard let (key, attempt, outcome, cacheKey, written) = await group.next() else { break }
+                deferred += written
                 if control.isCancelled, !cancelFed {
                     cancelFed = true
                     actions = machine.handle(.cancelRequested)

@@ -14,24 +14,24 @@ public protocol RunStore: Sendable {
 
     func insertJobs(_ jobs: [JobRecord]) throws(StoreError)
     func updateJob(_ job: JobRecord) throws(StoreError)
-    /// Updates a job and appends an event in one transaction (one commit instead of two on the hot path).
-    func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError)
     func jobs(runID: Int64) throws(StoreError) -> [JobRecord]
     func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)]
 
     func insertAttempt(_ attempt: AttemptRecord) throws(StoreError) -> AttemptRecord
-    /// The job row marked running, its event and the new attempt, in one transaction.
-    func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord
     func updateAttempt(_ attempt: AttemptRecord) throws(StoreError)
     func attempts(jobRowID: Int64) throws(StoreError) -> [AttemptRecord]
 
-    func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord
+    /// Inserts a step after `writes` (the previous step's end, held back), in one transaction.
+    func insertStep(_ step: StepRecord, after writes: [RunWrite]) throws(StoreError) -> StepRecord
     func updateStep(_ step: StepRecord) throws(StoreError)
     func steps(attemptID: Int64) throws(StoreError) -> [StepRecord]
     /// Steps still marked running in a run: what a killed process left behind.
     func runningSteps(runID: Int64) throws(StoreError) -> [StepRecord]
 
     func appendEvent(_ event: RunEventRecord) throws(StoreError)
+    /// Commits `writes` in one transaction, in order; returns the attempts they started, in order.
+    @discardableResult
+    func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptRecord]
     func events(runID: Int64) throws(StoreError) -> [RunEventRecord]
 
     func cacheEntry(key: String) throws(StoreError) -> CacheEntryRecord?
@@ -41,6 +41,37 @@ public protocol RunStore: Sendable {
     func insertTestResults(_ results: [TestResultRecord]) throws(StoreError)
     func testResults(runID: Int64) throws(StoreError) -> [TestResultRecord]
     func flakyCount(testID: String) throws(StoreError) -> Int
+}
+
+/// One write of the engine's hot path. The engine gathers what one turn of its loop writes (jobs that
+/// finished, attempts that start) and commits it at once, and it holds back the end of a step or an
+/// attempt (a fact already true that nothing acts on) until its next write: a no-op job costs two
+/// commits instead of five. A crash before such a commit loses only ends; the job then runs again, as
+/// it does after a crash during its step.
+public enum RunWrite: Sendable {
+    case updateStep(StepRecord)
+    case updateAttempt(AttemptRecord)
+    case updateJob(JobRecord, event: RunEventRecord?)
+    /// The job row marked running, its event and a new attempt numbered `attempt`.
+    case startAttempt(JobRecord, event: RunEventRecord, attempt: Int)
+    case appendEvent(RunEventRecord)
+}
+
+extension RunStore {
+    /// Updates a job and appends an event in one transaction.
+    public func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError) {
+        try commit([.updateJob(job, event: event)])
+    }
+
+    /// The job row marked running, its event and the new attempt, in one transaction.
+    public func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord {
+        guard let record = try commit([.startAttempt(job, event: event, attempt: attempt)]).first else { throw StoreError("no attempt was recorded") }
+        return record
+    }
+
+    public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
+        try insertStep(step, after: [])
+    }
 }
 
 public struct StoreError: Error, Sendable, CustomStringConvertible {

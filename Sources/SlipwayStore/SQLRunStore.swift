@@ -142,23 +142,6 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
         }
     }
 
-    public func updateJob(_ job: JobRecord, appending event: RunEventRecord) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
-            try Self.update(job, in: db)
-            try Self.append(event, in: db)
-        }
-    }
-
-    public func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord {
-        try write { (db) throws(StoreError) in
-            try Self.update(job, in: db)
-            try Self.append(event, in: db)
-            var record = AttemptRecord(jobRowID: job.id, number: attempt)
-            record.id = try Self.insert(record, in: db)
-            return record
-        }
-    }
-
     public func updateJob(_ job: JobRecord) throws(StoreError) {
         try writeOne { (db) throws(StoreError) -> Void in try Self.update(job, in: db) }
     }
@@ -215,10 +198,43 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     public func updateAttempt(_ attempt: AttemptRecord) throws(StoreError) {
-        try writeOne { (db) throws(StoreError) -> Void in
-            try db.execute("UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?",
-                           [attempt.status.rawValue, attempt.failure, attempt.finishedAt, attempt.id])
+        try writeOne { (db) throws(StoreError) -> Void in try Self.update(attempt, in: db) }
+    }
+
+    static func update(_ attempt: AttemptRecord, in db: any SQLConnection) throws(StoreError) {
+        try db.execute("UPDATE attempt SET status = ?, failure = ?, finished_at = ? WHERE id = ?",
+                       [attempt.status.rawValue, attempt.failure, attempt.finishedAt, attempt.id])
+    }
+
+    /// Applies `writes` in the caller's transaction; returns the attempts they started.
+    static func apply(_ writes: [RunWrite], in db: any SQLConnection) throws(StoreError) -> [AttemptRecord] {
+        var started: [AttemptRecord] = []
+        for write in writes {
+            switch write {
+            case .updateStep(let step): try update(step, in: db)
+            case .updateAttempt(let attempt): try update(attempt, in: db)
+            case .updateJob(let job, let event):
+                try update(job, in: db)
+                if let event { try append(event, in: db) }
+            case .startAttempt(let job, let event, let number):
+                try update(job, in: db)
+                try append(event, in: db)
+                var record = AttemptRecord(jobRowID: job.id, number: number)
+                record.id = try insert(record, in: db)
+                started.append(record)
+            case .appendEvent(let event): try append(event, in: db)
+            }
         }
+        return started
+    }
+
+    @discardableResult
+    public func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptRecord] {
+        guard !writes.isEmpty else { return [] }
+        if writes.count == 1, writes[0].statements == 1 {
+            return try writeOne { (db) throws(StoreError) in try Self.apply(writes, in: db) }
+        }
+        return try write { (db) throws(StoreError) in try Self.apply(writes, in: db) }
     }
 
     static func attemptRecord(_ row: SQLRow) throws(StoreError) -> AttemptRecord {
@@ -233,8 +249,9 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
         }
     }
 
-    public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
-        try writeOne { (db) throws(StoreError) in
+    public func insertStep(_ step: StepRecord, after writes: [RunWrite]) throws(StoreError) -> StepRecord {
+        let body = { (db: any SQLConnection) throws(StoreError) -> StepRecord in
+            _ = try Self.apply(writes, in: db)
             var step = step
             step.id = try db.insert("""
                 INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -242,13 +259,16 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
                       step.startedAt, step.finishedAt])
             return step
         }
+        return writes.isEmpty ? try writeOne(body) : try write(body)
     }
 
     public func updateStep(_ step: StepRecord) throws(StoreError) {
-        try writeOne { (db) throws(StoreError) -> Void in
-            try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
-                           [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt, step.id])
-        }
+        try writeOne { (db) throws(StoreError) -> Void in try Self.update(step, in: db) }
+    }
+
+    static func update(_ step: StepRecord, in db: any SQLConnection) throws(StoreError) {
+        try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
+                       [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt, step.id])
     }
 
     static func stepRecord(_ row: SQLRow) throws(StoreError) -> StepRecord {
@@ -350,6 +370,17 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
                     JOIN test_result p ON p.run_id = f.run_id AND p.job_key = f.job_key AND p.test_id = f.test_id AND p.attempt > f.attempt
                     WHERE f.test_id = ? AND f.status IN ('failed', 'error') AND p.status = 'passed') AS flaky
                 """, [testID])?["n"] ?? 0
+        }
+    }
+}
+
+extension RunWrite {
+    /// How many statements it takes: a single one needs no BEGIN/COMMIT (`writeOne`).
+    var statements: Int {
+        switch self {
+        case .updateJob(_, let event): event == nil ? 1 : 2
+        case .startAttempt: 3
+        case .updateStep, .updateAttempt, .appendEvent: 1
         }
     }
 }

@@ -54,13 +54,15 @@ struct GRDBConnection: SQLConnection {
     var dialect: SQLDialect { .sqlite }
 
     static func arguments(_ values: [any SQLBindable]) -> StatementArguments {
-        StatementArguments(values.map { value -> DatabaseValue in
+        // The optional-existential initializer: the one for `[DatabaseValue]` maps through a key path the
+        // runtime builds on every call (5 % of a wide run's CPU).
+        StatementArguments(values.map { value -> (any DatabaseValueConvertible)? in
             switch value.sqlValue {
-            case .null: .null
-            case .integer(let number): number.databaseValue
-            case .real(let number): number.databaseValue
-            case .text(let text): text.databaseValue
-            case .blob(let data): data.databaseValue
+            case .null: nil
+            case .integer(let number): number
+            case .real(let number): number
+            case .text(let text): text
+            case .blob(let data): data
             }
         })
     }
