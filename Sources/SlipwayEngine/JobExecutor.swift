@@ -15,6 +15,8 @@ struct AttemptContext: Sendable {
     var attempt: Int
     /// The attempt's row, inserted with the job's start; nil when that write failed.
     var attemptRecord: AttemptRecord?
+    /// Step 0's row, written with the attempt's start (local attempts that do not look at the cache).
+    var firstStep: StepRecord?
     var resolved: ResolvedJob
     var context: ExpressionContext
     /// Artifact directories of the jobs this one needs, copied into its workspace.
@@ -62,7 +64,19 @@ struct JobExecutor: Sendable {
         }
         // A step's end is written with the next step's start, or the attempt's end with the job's.
         var deferred: [RunWrite] = []
-        func insertStep(_ record: StepRecord) -> StepRecord? {
+        var firstStep = a.firstStep
+        /// The step's row: step 0's was written with the attempt; others are inserted with the ends held back.
+        func stepRow(_ record: StepRecord) -> StepRecord? {
+            if record.index == 0, var row = firstStep {
+                firstStep = nil
+                if record.status != .running {
+                    row.status = record.status
+                    row.failure = record.failure
+                    row.finishedAt = record.finishedAt
+                    deferred.append(.updateStep(row))
+                }
+                return row
+            }
             guard let inserted = try? store.insertStep(record, after: deferred) else { return nil }
             deferred = []
             return inserted
@@ -135,7 +149,7 @@ struct JobExecutor: Sendable {
             }
             if !shouldRun {
                 if jobCancelled { cancelled = true }
-                _ = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
+                _ = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .skipped, failure: skipReason, logPath: logPath, finishedAt: Date()))
                 observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .skipped, detail: skipReason))
                 continue
             }
@@ -151,7 +165,7 @@ struct JobExecutor: Sendable {
                 directory = workspace + "/" + sub
                 if !FileManager.default.fileExists(atPath: directory) {
                     let message = "working-directory '\(sub)' does not exist in the workspace"
-                    _ = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
+                    _ = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: message, logPath: logPath, finishedAt: Date()))
                     observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: .failure, detail: message))
                     if !step.continueOnError { failure = .error(message) }
                     continue
@@ -166,7 +180,7 @@ struct JobExecutor: Sendable {
             }
             observer?.progress(.stepStarted(key: key, index: index, name: stepName))
             if let builtin = step.uses {
-                var record = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
+                var record = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
                 let outcome = await builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
                 for line in outcome.lines { log.write(line) }
                 if let releaseStore = builtins.releaseStore, !outcome.findings.isEmpty { try? releaseStore.insertFindings(outcome.findings) }
@@ -186,7 +200,7 @@ struct JobExecutor: Sendable {
             let registration = control.register(processControl, job: key)
             // On record before it starts (a leftover of a killed run is found by its environment, so
             // the process group can wait for the step's end).
-            let stepRecord = insertStep(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
+            let stepRecord = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
             let termination: ProcessTermination
             do {
                 termination = try await StepProcess.run(

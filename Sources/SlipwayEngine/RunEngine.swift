@@ -216,9 +216,15 @@ public final class RunEngine: Sendable {
 
     /// The attempt as remote runners get it, when its job has `runs-on` labels the remote side takes.
     /// Deploy and release jobs stay on the server, which holds the environments and the signing key.
+    /// Whether an attempt goes to a remote runner: its job names `runs-on` labels a runner takes, and
+    /// it neither deploys nor releases (those need the server's agents and keys).
+    func runsRemotely(_ instance: JobInstance, resolved: ResolvedJob, pipeline: Pipeline) -> Bool {
+        guard let remote, let job = pipeline.job(instance.jobID), !job.runsOn.isEmpty else { return false }
+        return resolved.deployEnvironment == nil && resolved.release == nil && remote.takes(labels: job.runsOn)
+    }
+
     func remoteAttempt(for a: AttemptContext, pipeline: Pipeline, plan: RunPlan) -> RemoteAttempt? {
-        guard let remote, let job = pipeline.job(a.instance.jobID), !job.runsOn.isEmpty,
-              a.resolved.deployEnvironment == nil, a.resolved.release == nil, remote.takes(labels: job.runsOn) else { return nil }
+        guard runsRemotely(a.instance, resolved: a.resolved, pipeline: pipeline), let job = pipeline.job(a.instance.jobID) else { return nil }
         let upstream = job.needs.flatMap { need in plan.instances.filter { $0.jobID == need }.map(\.key) }
         let assignment = RunnerAssignment(
             lease: 0, project: projectName, runID: a.run.id, runNumber: a.run.number, pipelineName: a.run.pipelineName, file: a.run.file,
@@ -259,7 +265,7 @@ public final class RunEngine: Sendable {
 
         /// What a turn of the loop does once its writes are committed, in the order the machine asked.
         enum Committed {
-            case start(key: String, attempt: Int, reason: String, instance: JobInstance, row: JobRecord, resolved: ResolvedJob, context: ExpressionContext)
+            case start(key: String, attempt: Int, reason: String, instance: JobInstance, row: JobRecord, resolved: ResolvedJob, context: ExpressionContext, remotely: Bool)
             case cancel(key: String)
             case finished(RunProgress)
         }
@@ -294,8 +300,14 @@ public final class RunEngine: Sendable {
                         row.definition = String(decoding: Self.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
-                        writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt))
-                        committed.append(.start(key: key, attempt: attempt, reason: reason, instance: instance, row: row, resolved: resolved, context: context))
+                        // Step 0's row goes with the attempt when the step will start here and now.
+                        let remotely = runsRemotely(instance, resolved: resolved, pipeline: pipeline)
+                        var firstStep: StepRecord?
+                        if let step = resolved.steps.first, !(options.useCache && resolved.cacheInputs != nil), !remotely {
+                            firstStep = StepRecord(attemptID: 0, index: 0, name: masker.mask(step.name), logPath: layout.log(run.number, job: key, attempt: attempt, step: 0))
+                        }
+                        writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt, firstStep: firstStep))
+                        committed.append(.start(key: key, attempt: attempt, reason: reason, instance: instance, row: row, resolved: resolved, context: context, remotely: remotely))
                     case .cancelAttempt(let key, let reason):
                         writes.append(.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "cancel", message: reason)))
                         committed.append(.cancel(key: key))
@@ -322,7 +334,7 @@ public final class RunEngine: Sendable {
                 }
                 // A failed commit leaves the attempts without records (each writes its own) and keeps
                 // the ends held back for the next turn.
-                var startedAttempts: [AttemptRecord] = []
+                var startedAttempts: [AttemptStart] = []
                 if let started = try? store.commit(writes) {
                     startedAttempts = started
                     deferred = []
@@ -334,15 +346,17 @@ public final class RunEngine: Sendable {
                         observer?.progress(progress)
                     case .cancel(let key):
                         control.cancelJob(key)
-                    case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context):
-                        let attemptRecord = nextStarted.next()
+                    case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context, let remotely):
+                        let started = nextStarted.next()
+                        let attemptRecord = started?.attempt
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
                         }
-                        let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, attemptRecord: attemptRecord, resolved: resolved, context: context, upstreamArtifacts: upstream)
+                        let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, attemptRecord: attemptRecord, firstStep: started?.firstStep, resolved: resolved, context: context, upstreamArtifacts: upstream)
                         let useCache = options.useCache && resolved.cacheInputs != nil
-                        let remoteAttempt = remoteAttempt(for: attemptContext, pipeline: pipeline, plan: plan)
+                        // Decided once, with the writes: step 0's row is written only for a local attempt.
+                        let remoteAttempt = remotely ? remoteAttempt(for: attemptContext, pipeline: pipeline, plan: plan) : nil
                         let needOutputs = Dictionary(uniqueKeysWithValues: (pipeline.job(instance.jobID)?.needs ?? []).map { need in
                             (need, plan.instances.filter { $0.jobID == need }.map { machine.outputs[$0.key] ?? [:] })
                         })

@@ -31,7 +31,7 @@ public protocol RunStore: Sendable {
     func appendEvent(_ event: RunEventRecord) throws(StoreError)
     /// Commits `writes` in one transaction, in order; returns the attempts they started, in order.
     @discardableResult
-    func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptRecord]
+    func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptStart]
     func events(runID: Int64) throws(StoreError) -> [RunEventRecord]
 
     func cacheEntry(key: String) throws(StoreError) -> CacheEntryRecord?
@@ -48,12 +48,19 @@ public protocol RunStore: Sendable {
 /// attempt (a fact already true that nothing acts on) until its next write: a no-op job costs two
 /// commits instead of five. A crash before such a commit loses only ends; the job then runs again, as
 /// it does after a crash during its step.
+/// An attempt a `RunWrite.startAttempt` recorded, and its first step's row when one was given.
+public struct AttemptStart: Sendable {
+    public var attempt: AttemptRecord
+    public var firstStep: StepRecord?
+}
+
 public enum RunWrite: Sendable {
     case updateStep(StepRecord)
     case updateAttempt(AttemptRecord)
     case updateJob(JobRecord, event: RunEventRecord?)
-    /// The job row marked running, its event and a new attempt numbered `attempt`.
-    case startAttempt(JobRecord, event: RunEventRecord, attempt: Int)
+    /// The job row marked running, its event and a new attempt numbered `attempt`, with its first
+    /// step's row when the step is known to start (its `attemptID` is filled in).
+    case startAttempt(JobRecord, event: RunEventRecord, attempt: Int, firstStep: StepRecord? = nil)
     case appendEvent(RunEventRecord)
 }
 
@@ -65,8 +72,8 @@ extension RunStore {
 
     /// The job row marked running, its event and the new attempt, in one transaction.
     public func startAttempt(_ job: JobRecord, appending event: RunEventRecord, attempt: Int) throws(StoreError) -> AttemptRecord {
-        guard let record = try commit([.startAttempt(job, event: event, attempt: attempt)]).first else { throw StoreError("no attempt was recorded") }
-        return record
+        guard let started = try commit([.startAttempt(job, event: event, attempt: attempt)]).first else { throw StoreError("no attempt was recorded") }
+        return started.attempt
     }
 
     public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {

@@ -207,8 +207,8 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     /// Applies `writes` in the caller's transaction; returns the attempts they started.
-    static func apply(_ writes: [RunWrite], in db: any SQLConnection) throws(StoreError) -> [AttemptRecord] {
-        var started: [AttemptRecord] = []
+    static func apply(_ writes: [RunWrite], in db: any SQLConnection) throws(StoreError) -> [AttemptStart] {
+        var started: [AttemptStart] = []
         for write in writes {
             switch write {
             case .updateStep(let step): try update(step, in: db)
@@ -216,12 +216,18 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
             case .updateJob(let job, let event):
                 try update(job, in: db)
                 if let event { try append(event, in: db) }
-            case .startAttempt(let job, let event, let number):
+            case .startAttempt(let job, let event, let number, let firstStep):
                 try update(job, in: db)
                 try append(event, in: db)
                 var record = AttemptRecord(jobRowID: job.id, number: number)
                 record.id = try insert(record, in: db)
-                started.append(record)
+                var step = firstStep
+                if var row = step {
+                    row.attemptID = record.id
+                    row.id = try insert(row, in: db)
+                    step = row
+                }
+                started.append(AttemptStart(attempt: record, firstStep: step))
             case .appendEvent(let event): try append(event, in: db)
             }
         }
@@ -229,7 +235,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     @discardableResult
-    public func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptRecord] {
+    public func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptStart] {
         guard !writes.isEmpty else { return [] }
         if writes.count == 1, writes[0].statements == 1 {
             return try writeOne { (db) throws(StoreError) in try Self.apply(writes, in: db) }
@@ -253,13 +259,17 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
         let body = { (db: any SQLConnection) throws(StoreError) -> StepRecord in
             _ = try Self.apply(writes, in: db)
             var step = step
-            step.id = try db.insert("""
-                INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, [step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
-                      step.startedAt, step.finishedAt])
+            step.id = try Self.insert(step, in: db)
             return step
         }
         return writes.isEmpty ? try writeOne(body) : try write(body)
+    }
+
+    static func insert(_ step: StepRecord, in db: any SQLConnection) throws(StoreError) -> Int64 {
+        try db.insert("""
+            INSERT INTO step (attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, [step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
+                  step.startedAt, step.finishedAt])
     }
 
     public func updateStep(_ step: StepRecord) throws(StoreError) {
@@ -379,7 +389,7 @@ extension RunWrite {
     var statements: Int {
         switch self {
         case .updateJob(_, let event): event == nil ? 1 : 2
-        case .startAttempt: 3
+        case .startAttempt(_, _, _, let firstStep): firstStep == nil ? 3 : 4
         case .updateStep, .updateAttempt, .appendEvent: 1
         }
     }
