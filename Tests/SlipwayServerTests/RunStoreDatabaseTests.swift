@@ -31,6 +31,84 @@ import Testing
         #expect(SQLRunStore.migrations.map(\.identifier) == ["v1", "v2-releases", "v3-rollouts"])
     }
 
+    /// The engine's batched writes: a turn's ends and starts in one commit, step 0's row with its attempt, a
+    /// step's end riding on the next step's row, and a batch that fails part-way leaving nothing behind.
+    @Test(arguments: TestDatabase.dialects)
+    func batchedWritesCommitTogetherOrNotAtAll(_ dialect: SQLDialect) throws {
+        let store = try Fixture(dialect) { try SQLRunStore(database: $0) }.store
+        let run = try store.createRun(Self.run())
+        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a"), JobRecord(runID: run.id, key: "b", jobID: "b")])
+        let jobs = try store.jobs(runID: run.id)
+        func event(_ key: String, _ kind: String, _ at: Double) -> RunEventRecord {
+            RunEventRecord(runID: run.id, at: Self.at(at), jobKey: key, kind: kind, message: "\(key) \(kind)")
+        }
+
+        // Turn 1: a starts, with its first step's row.
+        var a = jobs[0]
+        a.status = .running
+        a.attempts = 1
+        a.startedAt = Self.at(1)
+        let first = try store.commit([.startAttempt(a, event: event("a", "attempt-started", 1), attempt: 1,
+                                                    firstStep: StepRecord(attemptID: 0, index: 0, name: "make", logPath: "/logs/a.0.log", startedAt: Self.at(1)))])
+        #expect(first.count == 1)
+        let attemptA = try #require(first.first).attempt
+        let step0 = try #require(first.first?.firstStep)
+        #expect(attemptA.jobRowID == a.id)
+        #expect(step0.attemptID == attemptA.id)
+        #expect(step0.id > 0)
+        #expect(try store.steps(attemptID: attemptA.id) == [step0])
+        #expect(try store.runningSteps(runID: run.id) == [step0])
+
+        // Step 0's end, held back, goes in with step 1's row.
+        var done0 = step0
+        done0.status = .success
+        done0.exitCode = 0
+        done0.processGroup = 4321
+        done0.finishedAt = Self.at(2)
+        let step1 = try store.insertStep(StepRecord(attemptID: attemptA.id, index: 1, name: "test", logPath: "/logs/a.1.log", startedAt: Self.at(2)), after: [.updateStep(done0)])
+        #expect(try store.steps(attemptID: attemptA.id) == [done0, step1])
+
+        // Turn 2: a's ends (step, attempt, job) and b's start, in one commit.
+        var done1 = step1
+        done1.status = .success
+        done1.exitCode = 0
+        done1.finishedAt = Self.at(3)
+        var finishedA = attemptA
+        finishedA.status = .success
+        finishedA.finishedAt = Self.at(3)
+        var succeededA = a
+        succeededA.status = .success
+        succeededA.finishedAt = Self.at(3)
+        var b = jobs[1]
+        b.status = .running
+        b.attempts = 1
+        b.startedAt = Self.at(3)
+        let second = try store.commit([.updateStep(done1), .updateAttempt(finishedA), .updateJob(succeededA, event: event("a", "job-success", 3)),
+                                       .startAttempt(b, event: event("b", "attempt-started", 3), attempt: 1)])
+        #expect(second.count == 1)
+        #expect(second.first?.attempt.jobRowID == b.id)
+        #expect(second.first?.firstStep == nil)
+        #expect(try store.steps(attemptID: attemptA.id) == [done0, done1])
+        #expect(try store.runningSteps(runID: run.id).isEmpty)
+        var storedA = try #require(try store.attempts(jobRowID: a.id).first)
+        storedA.startedAt = finishedA.startedAt  // stamped with Date(): round-trips to the microsecond only
+        #expect(storedA == finishedA)
+        #expect(try store.jobs(runID: run.id) == [succeededA, b])
+
+        // A batch that fails part-way (an attempt for a job row that does not exist) leaves nothing of itself.
+        var failedB = b
+        failedB.status = .failure
+        failedB.finishedAt = Self.at(4)
+        var ghost = b
+        ghost.id = 999_999
+        #expect(throws: StoreError.self) {
+            try store.commit([.updateJob(failedB, event: event("b", "job-failure", 4)), .startAttempt(ghost, event: event("b", "attempt-started", 4), attempt: 2)])
+        }
+        #expect(try store.jobs(runID: run.id) == [succeededA, b])
+        #expect(try store.events(runID: run.id).map(\.kind) == ["attempt-started", "job-success", "attempt-started"])
+        #expect(try store.commit([]).isEmpty)
+    }
+
     @Test func doubleBecomesDoublePrecisionOnPostgres() {
         let ddl = "a DOUBLE NOT NULL, b DOUBLE, c REAL, d DOUBLE PRECISION, e INTEGER, f BLOB, g DOUBLED"
         #expect(SQLDialect.postgres.translateDDL(ddl)
