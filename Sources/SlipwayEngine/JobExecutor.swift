@@ -69,6 +69,7 @@ struct JobExecutor: Sendable {
         func stepRow(_ record: StepRecord) -> StepRecord? {
             if record.index == 0, var row = firstStep {
                 firstStep = nil
+                row.startedAt = record.startedAt
                 if record.status != .running {
                     row.status = record.status
                     row.failure = record.failure
@@ -175,6 +176,7 @@ struct JobExecutor: Sendable {
             do {
                 log = try StepLog(path: logPath, jobKey: key, masker: masker, live: live)
             } catch {
+                _ = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: error.message, logPath: logPath, finishedAt: Date()))
                 failure = .error(error.message)
                 continue
             }
@@ -249,6 +251,14 @@ struct JobExecutor: Sendable {
                 deferred.append(.updateStep(record))
             }
             observer?.progress(.stepFinished(key: key, index: index, name: stepName, status: status, detail: stepFailure?.description ?? (status == .failure ? nil : log.lastLine)))
+        }
+
+        // Step 0's row, written with the attempt, never stays running, whatever path the loop took.
+        if var row = firstStep {
+            row.status = .skipped
+            row.failure = "the step did not start"
+            row.finishedAt = Date()
+            deferred.append(.updateStep(row))
         }
 
         // Outputs: only the declared ones when the job declares any; masked before they are stored.

@@ -214,15 +214,15 @@ public final class RunEngine: Sendable {
         return environment
     }
 
-    /// The attempt as remote runners get it, when its job has `runs-on` labels the remote side takes.
-    /// Deploy and release jobs stay on the server, which holds the environments and the signing key.
     /// Whether an attempt goes to a remote runner: its job names `runs-on` labels a runner takes, and
-    /// it neither deploys nor releases (those need the server's agents and keys).
+    /// it neither deploys nor releases (those stay on the server, which holds the environments and the
+    /// signing key).
     func runsRemotely(_ instance: JobInstance, resolved: ResolvedJob, pipeline: Pipeline) -> Bool {
         guard let remote, let job = pipeline.job(instance.jobID), !job.runsOn.isEmpty else { return false }
         return resolved.deployEnvironment == nil && resolved.release == nil && remote.takes(labels: job.runsOn)
     }
 
+    /// The attempt as remote runners get it, when it goes to one (`runsRemotely`).
     func remoteAttempt(for a: AttemptContext, pipeline: Pipeline, plan: RunPlan) -> RemoteAttempt? {
         guard runsRemotely(a.instance, resolved: a.resolved, pipeline: pipeline), let job = pipeline.job(a.instance.jobID) else { return nil }
         let upstream = job.needs.flatMap { need in plan.instances.filter { $0.jobID == need }.map(\.key) }
@@ -332,13 +332,18 @@ public final class RunEngine: Sendable {
                         finalResult = result
                     }
                 }
-                // A failed commit leaves the attempts without records (each writes its own) and keeps
-                // the ends held back for the next turn.
-                var startedAttempts: [AttemptStart] = []
+                // When the turn's commit fails, each write is tried on its own, so one bad write loses only
+                // itself; an attempt whose start was not recorded writes its own record.
+                var startedAttempts: [AttemptStart?] = []
                 if let started = try? store.commit(writes) {
                     startedAttempts = started
-                    deferred = []
+                } else {
+                    for write in writes {
+                        let started = try? store.commit([write])
+                        if case .startAttempt = write { startedAttempts.append(started?.first) }
+                    }
                 }
+                deferred = []
                 var nextStarted = startedAttempts.makeIterator()
                 for item in committed {
                     switch item {
@@ -347,7 +352,7 @@ public final class RunEngine: Sendable {
                     case .cancel(let key):
                         control.cancelJob(key)
                     case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context, let remotely):
-                        let started = nextStarted.next()
+                        let started = nextStarted.next() ?? nil
                         let attemptRecord = started?.attempt
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in

@@ -277,8 +277,8 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     static func update(_ step: StepRecord, in db: any SQLConnection) throws(StoreError) {
-        try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, finished_at = ? WHERE id = ?",
-                       [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.finishedAt, step.id])
+        try db.execute("UPDATE step SET status = ?, exit_code = ?, failure = ?, process_group = ?, started_at = ?, finished_at = ? WHERE id = ?",
+                       [step.status.rawValue, step.exitCode, step.failure, step.processGroup, step.startedAt, step.finishedAt, step.id])
     }
 
     static func stepRecord(_ row: SQLRow) throws(StoreError) -> StepRecord {

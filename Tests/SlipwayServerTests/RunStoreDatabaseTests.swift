@@ -70,6 +70,7 @@ import Testing
 
         // Turn 2: a's ends (step, attempt, job) and b's start, in one commit.
         var done1 = step1
+        done1.startedAt = Self.at(2.5)  // an end also carries the real start (step 0's row is written before it)
         done1.status = .success
         done1.exitCode = 0
         done1.finishedAt = Self.at(3)
