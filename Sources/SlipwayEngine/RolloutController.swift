@@ -231,6 +231,10 @@ public struct RolloutController: Sendable {
         var machine = try JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
         var controller = try JSONDecoder().decode(RolloutControllerState.self, from: record.controller)
         let (_, _, analysisSpec) = Self.plan(for: strategy ?? environment.strategy)
+        // Blue-green with both analyses: the post-promotion one's metrics once traffic has switched (the
+        // machine keeps one policy: the pre-promotion one's interval and limits).
+        var postPromotionSpec: Analysis?
+        if case .blueGreen(let bg) = strategy ?? environment.strategy { postPromotionSpec = bg.postPromotion }
         record.ownerPID = getpid()
         try store.updateRollout(record)
         try await agent.ensureRunning(executable: agentExecutable)
@@ -282,7 +286,8 @@ public struct RolloutController: Sendable {
                     controller.dataLooks = 0
                 }
                 var looks = controller.dataLooks
-                let measurements = await analyze(since: since, machine: machine, spec: analysisSpec, looks: &looks, controller: &controller)
+                let spec = machine.phase == .promoting ? postPromotionSpec ?? analysisSpec : analysisSpec
+                let measurements = await analyze(since: since, machine: machine, spec: spec, looks: &looks, controller: &controller)
                 controller.dataLooks = looks
                 controller.pendingAnalysis = nil
                 for m in measurements {

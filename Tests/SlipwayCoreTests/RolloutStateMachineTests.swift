@@ -115,6 +115,32 @@ struct RolloutStateMachineTests {
         #expect(Self.finished(end) == .promoted)
     }
 
+    @Test func blueGreenPostPromotionAnalysisSwitchesBackWhileTheOldVersionIsWarm() {
+        let plan = M.Plan.blueGreen(autoPromote: true, scaleDownDelay: 60, preAnalysis: false, postAnalysis: true)
+        let bad = Measurement(metric: "errors", outcome: .fail, reason: "5.0% > 1%")
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: plan, analysis: .init(interval: 5, failureLimit: 0))
+        _ = m.handle(.start(now: 0))
+        #expect(Self.weights(m.handle(.healthy(version: "v2", count: 2, now: 1))) == ["v2": 100, "v1": 0])
+        #expect(m.phase == .promoting)
+        #expect(m.handle(.tick(now: 3)).isEmpty, "the first measurement comes one interval after the switch")
+        #expect(m.handle(.tick(now: 6)).contains(.analyze(since: 1)))
+        let failed = m.handle(.measured([bad], now: 6.5))
+        #expect(Self.weights(failed) == ["v1": 100], "traffic goes back to the warm old version")
+        #expect(failed.contains(.stopInstances(version: "v2", count: 2)))
+        #expect(Self.finished(failed) == .rolledBack)
+
+        // Passing measurements: the old version stops when the scale-down delay ends.
+        let good = Measurement(metric: "errors", outcome: .pass, reason: "0.0% ≤ 1%")
+        var n = M(stable: "v1", candidate: "v2", instances: 2, plan: plan, analysis: .init(interval: 5))
+        _ = n.handle(.start(now: 0))
+        _ = n.handle(.healthy(version: "v2", count: 2, now: 1))
+        #expect(n.handle(.tick(now: 6)).contains(.analyze(since: 1)))
+        #expect(Self.finished(n.handle(.measured([good], now: 6.5))) == nil)
+        let end = n.handle(.tick(now: 62))
+        #expect(end.contains(.stopInstances(version: "v1", count: 2)))
+        #expect(Self.finished(end) == .promoted)
+    }
+
     @Test func blueGreenWithoutAutoPromoteWaitsForAHuman() {
         var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: false, scaleDownDelay: 0, preAnalysis: false, postAnalysis: false))
         _ = m.handle(.start(now: 0))

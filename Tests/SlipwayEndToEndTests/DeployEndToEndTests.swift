@@ -391,6 +391,50 @@ extension EndToEnd {
             #expect(project.sample(5) == ["hello from 1.0.0": 5])
         }
 
+        @Test("blue-green post-promotion analysis (its own metrics, beside a passing pre-promotion one): a version that fails once it has the traffic is switched back while the old one is warm")
+        func blueGreenPostPromotionAnalysis() async throws {
+            let previewPort = try DeployKit.freePort()
+            let project = try DeployProject(strategy: """
+                      blue-green:
+                        preview: \(previewPort)
+                        auto-promote: true
+                        scale-down-delay: 60s
+                        pre-promotion:
+                          interval: 1s
+                          failure-limit: 0
+                          metrics:
+                            - { name: smoke, source: command, command: "echo 0", max: 0 }
+                        post-promotion:
+                          interval: 1s
+                          failure-limit: 0
+                          inconclusive-limit: 30
+                          metrics:
+                            - { name: live-errors, source: router, metric: error-rate, max: 5 }
+                """, extraJobs: """
+                  load:
+                    needs: [build]
+                    if: env.LOAD == 'yes'
+                    steps:
+                      - uses: slipway/load
+                        with: { url: "http://127.0.0.1:PORT/", rps: 50, duration: 15s }
+                """)
+            defer { Task { await project.down() } }
+            try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
+                .replacingOccurrences(of: "PORT", with: String(project.port)))
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+            let bad = try await project.ship("2.0.0", config: "error-percent=40", arguments: ["--env", "LOAD=yes"])
+            #expect(bad.status == 1, "\(bad)")
+            #expect(bad.stdout.contains("smoke: pass"), "the pre-promotion analysis ran its own metric: \(bad)")
+            #expect(bad.stdout.contains("traffic: 1.0.0=0% 2.0.0=100%"), "\(bad)")
+            #expect(bad.stdout.contains("live-errors: fail"), "the post-promotion analysis ran its own metric: \(bad)")
+            #expect(!bad.stdout.contains("smoke: fail"), "\(bad)")
+            #expect(project.sample(10) == ["hello from 1.0.0": 10], "traffic is back on the warm 1.0.0")
+            let status = try await project.status()
+            let rollout = try #require(status["rollout"] as? [String: Any])
+            #expect(rollout["phase"] as? String == "rolledBack")
+        }
+
         @Test("protection: a freeze window refuses deploys with when it ends; a branch filter refuses other branches")
         func freezeAndBranches() async throws {
             let frozen = try DeployProject(strategy: "          recreate", instances: 1,
