@@ -4,12 +4,19 @@ import NIOPosix
 import Synchronization
 
 final class RequestCounter: Sendable {
-    let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    struct Counts {
+        var served = 0
+        var errors = 0
+    }
+    let value = Mutex(Counts())
+    func next() -> Int { value.withLock { $0.served += 1; return $0.served } }
+    func failed() { value.withLock { $0.errors += 1 } }
+    var counts: Counts { value.withLock { $0 } }
 }
 
 /// The small HTTP service of `slipway demo` and the deploy tests (`slipway sample-service`): answers
-/// `/` with its version, `/healthz` with 200, and misbehaves on request: a share of 500s, added latency,
+/// `/` with its version, `/healthz` with 200, `/metrics` with its request counters for Prometheus
+/// (`sample_requests_total{version,code}`), and misbehaves on request: a share of 500s, added latency,
 /// a failing health check, or a crash after some requests.
 public struct SampleService: Sendable {
     public struct Behaviour: Sendable, Equatable {
@@ -96,11 +103,24 @@ private final class SampleHandler: ChannelInboundHandler {
             send(behaviour.unhealthy ? .serviceUnavailable : .ok, behaviour.unhealthy ? "unhealthy\n" : "ok\n", context: context)
             return
         }
+        if path == "/metrics" {
+            let counts = counter.counts
+            let version = behaviour.version.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            send(.ok, """
+                # HELP sample_requests_total Requests to / answered, by status code.
+                # TYPE sample_requests_total counter
+                sample_requests_total{version="\(version)",code="200"} \(counts.served - counts.errors)
+                sample_requests_total{version="\(version)",code="500"} \(counts.errors)
+
+                """, context: context, contentType: "text/plain; version=0.0.4")
+            return
+        }
         let served = counter.next()
         if let limit = behaviour.crashAfter, served > limit {
             exit(3)
         }
         let failing = behaviour.errorPercent > 0 && Double.random(in: 0..<100) < behaviour.errorPercent
+        if failing { counter.failed() }
         let status: HTTPResponseStatus = failing ? .internalServerError : .ok
         let body = failing ? "error from \(behaviour.version)\n" : "hello from \(behaviour.version)\n"
         if behaviour.latencyMilliseconds > 0 {
@@ -113,9 +133,9 @@ private final class SampleHandler: ChannelInboundHandler {
         }
     }
 
-    private func send(_ status: HTTPResponseStatus, _ body: String, context: ChannelHandlerContext) {
+    private func send(_ status: HTTPResponseStatus, _ body: String, context: ChannelHandlerContext, contentType: String = "text/plain") {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain")
+        headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "X-Version", value: behaviour.version)
         if !keepAlive { headers.add(name: "Connection", value: "close") }

@@ -435,6 +435,57 @@ extension EndToEnd {
             #expect(rollout["phase"] as? String == "rolledBack")
         }
 
+        @Test("a canary judged by PromQL against a real Prometheus scraping the instances: +40 % errors is rolled back, with the query's numbers on record")
+        func prometheusAnalysisRollsBackABadCanary() async throws {
+            let prometheus = try await PrometheusServer()
+            defer { prometheus.stop() }
+            let query = #"100 * sum(increase(sample_requests_total{version="{{canary}}",code="500"}[1m])) / sum(increase(sample_requests_total{version="{{canary}}"}[1m]))"#
+            let project = try DeployProject(strategy: """
+                      canary:
+                        steps: [ { weight: 50 }, { pause: 40s }, { weight: 100 } ]
+                        analysis:
+                          interval: 1s
+                          failure-limit: 0
+                          inconclusive-limit: 60
+                          metrics:
+                            - name: prom-errors
+                              source: prometheus
+                              address: "\(prometheus.address)"
+                              query: '\(query)'
+                              max: 5
+                """, extraJobs: """
+                  load:
+                    needs: [build]
+                    if: env.LOAD == 'yes'
+                    steps:
+                      - uses: slipway/load
+                        with: { url: "http://127.0.0.1:PORT/", rps: 50, duration: 20s }
+                """)
+            defer { Task { await project.down() } }
+            try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
+                .replacingOccurrences(of: "PORT", with: String(project.port)))
+            try #require(try await project.ship("1.0.0").status == 0)
+
+            // Prometheus follows the instances the agent runs (their ports are the agent's choice).
+            let run = try project.launchShip("2.0.0", config: "error-percent=40")
+            while run.process.isRunning {
+                let status = try? await project.status()
+                let instances = (status?["agent"] as? [String: Any])?["instances"] as? [[String: Any]] ?? []
+                try prometheus.scrape(ports: instances.compactMap { $0["port"] as? Int }.filter { $0 > 0 })
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            let result = try await run.wait(timeout: 90)
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stdout.contains("prom-errors: fail"), "\(result)")
+            #expect(project.sample(10) == ["hello from 1.0.0": 10], "all traffic is back on 1.0.0")
+            let rollout = try #require(try await project.status()["rollout"] as? [String: Any])
+            #expect(rollout["phase"] as? String == "rolledBack")
+            let events = rollout["events"] as? [[String: Any]] ?? []
+            let failed = events.compactMap { $0["measurement"] as? [String: Any] }.first { $0["outcome"] as? String == "fail" }
+            let value = try #require(failed?["value"] as? Double, "the verdict keeps the query's value: \(events)")
+            #expect(value > 5 && value < 90, "the canary's error rate as Prometheus computed it: \(value)")
+        }
+
         @Test("protection: a freeze window refuses deploys with when it ends; a branch filter refuses other branches")
         func freezeAndBranches() async throws {
             let frozen = try DeployProject(strategy: "          recreate", instances: 1,
@@ -469,5 +520,66 @@ extension EndToEnd {
             try await DeployKit.waitUntil("every instance has exited", timeout: 10) { pids.allSatisfy { !DeployKit.processExists($0) } }
             #expect(project.get() == nil, "the router is closed")
         }
+    }
+}
+
+/// A real Prometheus (Debian's `prometheus`) scraping every second whatever `targets.json` lists (file-based
+/// discovery, so a test can point it at instances whose ports the agent chose). Stopped by `stop()`.
+final class PrometheusServer: @unchecked Sendable {
+    let directory: String
+    let address: String
+    private let process: Process
+
+    init() async throws {
+        let executable = try #require(["/usr/bin/prometheus", "/usr/local/bin/prometheus"].first { FileManager.default.isExecutableFile(atPath: $0) },
+                                      "prometheus is not installed (apt-get install prometheus)")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-e2e-prometheus-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try "[]".write(toFile: directory + "/targets.json", atomically: true, encoding: .utf8)
+        try """
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            scrape_configs:
+              - job_name: instances
+                file_sd_configs:
+                  - files: ['\(directory)/targets.json']
+                    refresh_interval: 1s
+
+            """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
+        let port = try DeployKit.freePort()
+        address = "http://127.0.0.1:\(port)"
+        let log = directory + "/prometheus.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data", "--web.listen-address=127.0.0.1:\(port)"]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        let ready = await eventually(within: 20) {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("Server is ready to receive web requests")
+        }
+        guard ready, process.isRunning else {
+            stop()
+            throw E2EError("Prometheus did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+    }
+
+    /// Scrape these loopback ports from now on.
+    func scrape(ports: [Int]) throws {
+        let targets = ports.sorted().map { "\"127.0.0.1:\($0)\"" }.joined(separator: ", ")
+        let file = directory + "/targets.json"
+        try "[{\"targets\": [\(targets)]}]".write(toFile: file + ".new", atomically: false, encoding: .utf8)
+        _ = rename(file + ".new", file)
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
