@@ -81,6 +81,15 @@ struct DeployProject {
     func down() async {
         _ = try? await box.slipway("down", timeout: 60)
     }
+
+    /// `down` before the test returns, for `defer`: a task started there may not run before the test
+    /// process exits, which left agents and instances behind after failed tests.
+    func downNow() {
+        guard let launched = try? box.launch(["down"]) else { return }
+        let deadline = Date().addingTimeInterval(60)
+        while launched.process.isRunning, Date() < deadline { usleep(50_000) }
+        if launched.process.isRunning { launched.process.terminate() }
+    }
 }
 
 enum DeployKit {
@@ -172,7 +181,7 @@ extension EndToEnd {
                       - uses: slipway/load
                         with: { url: "http://127.0.0.1:PORT/", rps: 100, duration: 25s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
                 .replacingOccurrences(of: "PORT", with: String(project.port)))
 
@@ -219,7 +228,7 @@ extension EndToEnd {
                       - uses: slipway/load
                         with: { url: "http://127.0.0.1:PORT/", rps: 60, duration: 15s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
                 .replacingOccurrences(of: "PORT", with: String(project.port)))
             try #require(try await project.ship("1.0.0").status == 0)
@@ -235,7 +244,7 @@ extension EndToEnd {
                       canary:
                         steps: [ { weight: 50 }, { pause: 8s }, { weight: 100 } ]
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             let first = try await project.ship("1.0.0")
             try #require(first.status == 0, "\(first)")
 
@@ -264,7 +273,7 @@ extension EndToEnd {
         @Test("`slipway run | cat` ends when the run ends: the agent it starts holds none of the run's pipes")
         func agentHoldsNoPipes() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try project.box.write("app/config", "error-percent=0\n")
             let binary = try SlipwayBinary.require()
             let piped = try await ReleaseKit.tool(["bash", "-c", "'\(binary)' run --plain --env VERSION=1.0.0 2>&1 | cat > piped.txt; echo ended"],
@@ -278,7 +287,7 @@ extension EndToEnd {
         @Test("kill -9 of the agent: the instances keep running; the next command starts an agent that adopts them (same pids) and routes again")
         func agentKillNineAdoptsInstances() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 2)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             let first = try await project.ship("1.0.0")
             try #require(first.status == 0, "\(first)")
             func instancePids() async throws -> [Int] {
@@ -302,7 +311,7 @@ extension EndToEnd {
         @Test("an instance that crashes is restarted with backoff and gets traffic again")
         func crashRestart() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             let first = try await project.ship("1.0.0", config: "crash-after=3")
             try #require(first.status == 0, "\(first)")
             for _ in 0..<5 { _ = project.get() }
@@ -317,7 +326,7 @@ extension EndToEnd {
         @Test("rolling: a healthy version replaces instances one by one; one that never becomes healthy fails the deploy and traffic stays on the stable version")
         func unhealthyCandidate() async throws {
             let project = try DeployProject(strategy: "          rolling", instances: 2, health: "{ path: /healthz, interval: 200ms, deadline: 3s }")
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try #require(try await project.ship("1.0.0").status == 0)
             // A healthy version rolls through instance by instance first.
             let good = try await project.ship("1.5.0")
@@ -335,7 +344,7 @@ extension EndToEnd {
             let project = try DeployProject(strategy: """
                       blue-green: { preview: \(previewPort), auto-promote: true, scale-down-delay: 60s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             let first = try await project.ship("1.0.0")
             try #require(first.status == 0, "\(first)")
             let second = try project.launchShip("2.0.0")
@@ -374,7 +383,7 @@ extension EndToEnd {
                       - uses: slipway/load
                         with: { url: "http://127.0.0.1:\(previewPort)/", rps: 50, duration: 8s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             let first = try await project.ship("1.0.0")
             try #require(first.status == 0, "\(first)")
             let run = try project.launchShip("2.0.0", config: "error-percent=40")
@@ -418,7 +427,7 @@ extension EndToEnd {
                       - uses: slipway/load
                         with: { url: "http://127.0.0.1:PORT/", rps: 50, duration: 15s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
                 .replacingOccurrences(of: "PORT", with: String(project.port)))
             let first = try await project.ship("1.0.0")
@@ -461,7 +470,7 @@ extension EndToEnd {
                       - uses: slipway/load
                         with: { url: "http://127.0.0.1:PORT/", rps: 50, duration: 20s }
                 """)
-            defer { Task { await project.down() } }
+            defer { project.downNow() }
             try project.box.write("slipway.yml", try String(contentsOfFile: project.box.repo + "/slipway.yml", encoding: .utf8)
                 .replacingOccurrences(of: "PORT", with: String(project.port)))
             try #require(try await project.ship("1.0.0").status == 0)
