@@ -191,25 +191,14 @@ final class InterruptHandler: @unchecked Sendable {
                 try? store.updateRun(id: latest.id, status: .cancelled, finishedAt: Date(), pid: nil)
                 // The run is never resumed: what was running (or ended, held back) is closed here.
                 let now = Date()
-                var writes: [RunWrite] = []
-                for var step in (try? store.runningSteps(runID: latest.id)) ?? [] {
-                    step.status = .cancelled
-                    step.failure = "killed by a second interrupt"
-                    step.finishedAt = now
-                    writes.append(.updateStep(step))
-                }
+                let reason = "killed by a second interrupt"
+                var writes = (try? store.closingWrites(runID: latest.id, as: .cancelled, step: reason, attempt: reason, at: now)) ?? []
                 for var job in (try? store.jobs(runID: latest.id)) ?? [] where job.status == .running {
-                    for var attempt in (try? store.attempts(jobRowID: job.id)) ?? [] where attempt.status == .running {
-                        attempt.status = .cancelled
-                        attempt.failure = "killed by a second interrupt"
-                        attempt.finishedAt = now
-                        writes.append(.updateAttempt(attempt))
-                    }
                     job.status = .cancelled
                     job.finishedAt = now
                     writes.append(.updateJob(job, event: nil))
                 }
-                writes.append(.appendEvent(RunEventRecord(runID: latest.id, jobKey: nil, kind: "run-killed", message: "killed by a second interrupt")))
+                writes.append(.appendEvent(RunEventRecord(runID: latest.id, jobKey: nil, kind: "run-killed", message: reason)))
                 _ = try? store.commit(writes)
             }
             exit(130)

@@ -131,13 +131,9 @@ public final class RunEngine: Sendable {
         let leftovers = ProcessReaper.reap(runID: run.id, runDirectory: run.workspace.isEmpty ? layout.run(run.number) : run.workspace)
         var previous: [InstanceRecord] = []
         do {
-            for step in try store.runningSteps(runID: run.id) {
-                var step = step
-                step.status = .interrupted
-                step.failure = "slipway stopped while this step ran"
-                step.finishedAt = Date()
-                try store.updateStep(step)
-            }
+            // Everything the dead process left open is closed in one transaction.
+            var writes = try store.closingWrites(runID: run.id, as: .interrupted, step: "slipway stopped while this step ran",
+                                                 attempt: "interrupted: slipway stopped during this attempt")
             // Lost runners are counted by their events: those attempts spend `retry.lost`, not `retry.max`.
             var lost: [String: Int] = [:]
             for event in try store.events(runID: run.id) where event.kind == "runner-lost" {
@@ -149,20 +145,14 @@ public final class RunEngine: Sendable {
                 case .success, .failure, .cancelled, .skipped:
                     previous.append(InstanceRecord(key: job.key, result: JobResult(rawValue: job.status.rawValue), allowedFailure: job.allowedFailure, attempts: job.attempts, outputs: job.outputValues))
                 case .running, .interrupted:
-                    for attempt in try store.attempts(jobRowID: job.id) where attempt.status == .running {
-                        var attempt = attempt
-                        attempt.status = .interrupted
-                        attempt.failure = "interrupted: slipway stopped during this attempt"
-                        attempt.finishedAt = Date()
-                        try store.updateAttempt(attempt)
-                    }
                     job.status = .interrupted
-                    try store.updateJob(job)
+                    writes.append(.updateJob(job, event: nil))
                     previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts, lostAttempts: lost[job.key] ?? 0))
                 case .pending:
                     previous.append(InstanceRecord(key: job.key, result: nil, attempts: job.attempts, lostAttempts: lost[job.key] ?? 0))
                 }
             }
+            try store.commit(writes)
             run.status = .running
             run.pid = getpid()
             try store.updateRun(id: run.id, status: .running, finishedAt: nil, pid: getpid())
@@ -304,7 +294,7 @@ public final class RunEngine: Sendable {
                         let remotely = runsRemotely(instance, resolved: resolved, pipeline: pipeline)
                         var firstStep: StepRecord?
                         if let step = resolved.steps.first, !(options.useCache && resolved.cacheInputs != nil), !remotely {
-                            firstStep = StepRecord(attemptID: 0, index: 0, name: masker.mask(step.name), logPath: layout.log(run.number, job: key, attempt: attempt, step: 0))
+                            firstStep = StepRecord(attemptID: 0, index: 0, name: step.name, logPath: layout.log(run.number, job: key, attempt: attempt, step: 0))
                         }
                         writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt, firstStep: firstStep))
                         committed.append(.start(key: key, attempt: attempt, reason: reason, instance: instance, row: row, resolved: resolved, context: context, remotely: remotely))
@@ -325,9 +315,9 @@ public final class RunEngine: Sendable {
                             row.outputs = "{}"
                         }
                         jobRows[key] = row
-                        writes.append(.updateJob(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: masker.mask(reason))))
+                        writes.append(.updateJob(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "job-\(result.rawValue)", message: row.reason ?? "")))
                         let duration: Duration? = row.startedAt.map { .milliseconds(Int64(Date().timeIntervalSince($0) * 1000)) }
-                        committed.append(.finished(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: masker.mask(reason), cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration)))
+                        committed.append(.finished(.jobFinished(key: key, result: result, allowedFailure: allowed, reason: row.reason ?? "", cacheHit: row.cacheHit, duration: result == .skipped ? nil : duration)))
                     case .finishRun(let result):
                         finalResult = result
                     }

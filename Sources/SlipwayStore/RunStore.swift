@@ -43,17 +43,17 @@ public protocol RunStore: Sendable {
     func flakyCount(testID: String) throws(StoreError) -> Int
 }
 
-/// One write of the engine's hot path. The engine gathers what one turn of its loop writes (jobs that
-/// finished, attempts that start) and commits it at once, and it holds back the end of a step or an
-/// attempt (a fact already true that nothing acts on) until its next write: a no-op job costs two
-/// commits instead of five. A crash before such a commit loses only ends; the job then runs again, as
-/// it does after a crash during its step.
 /// An attempt a `RunWrite.startAttempt` recorded, and its first step's row when one was given.
 public struct AttemptStart: Sendable {
     public var attempt: AttemptRecord
     public var firstStep: StepRecord?
 }
 
+/// One write of the engine's hot path. The engine gathers what one turn of its loop writes (jobs that
+/// finished, attempts that start) and commits it at once, and it holds back the end of a step or an
+/// attempt (a fact already true that nothing acts on) until its next write: a no-op job costs two
+/// commits instead of five. A crash before such a commit loses only ends; the job then runs again, as
+/// it does after a crash during its step.
 public enum RunWrite: Sendable {
     case updateStep(StepRecord)
     case updateAttempt(AttemptRecord)
@@ -78,6 +78,27 @@ extension RunStore {
 
     public func insertStep(_ step: StepRecord) throws(StoreError) -> StepRecord {
         try insertStep(step, after: [])
+    }
+
+    /// The writes that close what a stopped run left open: its running steps, and the running attempts of
+    /// its running or interrupted jobs, marked `status` with the reason given for each.
+    public func closingWrites(runID: Int64, as status: WorkStatus, step stepReason: String, attempt attemptReason: String, at now: Date = Date()) throws(StoreError) -> [RunWrite] {
+        var writes: [RunWrite] = []
+        for var step in try runningSteps(runID: runID) {
+            step.status = status
+            step.failure = stepReason
+            step.finishedAt = now
+            writes.append(.updateStep(step))
+        }
+        for job in try jobs(runID: runID) where job.status == .running || job.status == .interrupted {
+            for var attempt in try attempts(jobRowID: job.id) where attempt.status == .running {
+                attempt.status = status
+                attempt.failure = attemptReason
+                attempt.finishedAt = now
+                writes.append(.updateAttempt(attempt))
+            }
+        }
+        return writes
     }
 }
 
