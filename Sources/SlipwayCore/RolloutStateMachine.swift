@@ -85,6 +85,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     public let instances: Int
     public let plan: Plan
     public let analysis: AnalysisPolicy?
+    /// Blue-green with both analyses: the post-promotion one's interval and limits once traffic has switched.
+    public let postPromotionAnalysis: AnalysisPolicy?
     /// A release that ran irreversible changes (a schema migration) is never rolled back automatically.
     public let reversible: Bool
     /// Rolling: stable instances that may be stopped before their replacements are healthy (nil or 0: none).
@@ -105,13 +107,15 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     var phaseBeforePause: Phase?
     var scaleDownAt: Double?
 
-    public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil, reversible: Bool = true, maxUnavailable: Int = 0) {
+    public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil,
+                postPromotionAnalysis: AnalysisPolicy? = nil, reversible: Bool = true, maxUnavailable: Int = 0) {
         self.maxUnavailable = maxUnavailable > 0 ? maxUnavailable : nil
         self.stable = stable
         self.candidate = candidate
         self.instances = max(1, instances)
         self.plan = plan
         self.analysis = analysis
+        self.postPromotionAnalysis = postPromotionAnalysis
         self.reversible = reversible
         self.stableInstances = stable == nil ? 0 : max(1, instances)
         if let stable { weights = [stable: 100] }
@@ -161,6 +165,14 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             note("resumed")
             return advance(now)
         }
+    }
+
+    /// The policy of the analysis running now: blue-green's post-promotion one once traffic has switched
+    /// (also while a human has paused that phase), otherwise the rollout's.
+    public var activeAnalysis: AnalysisPolicy? {
+        let current = phase == .paused ? phaseBeforePause ?? phase : phase
+        if current == .promoting, case .blueGreen = plan, let post = postPromotionAnalysis { return post }
+        return analysis
     }
 
     var canarySteps: [CanaryStep] {
@@ -326,7 +338,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             phase = .promoted
             return actions + [.finished(.promoted, "\(candidate) serves all traffic; \(stable) stopped")]
         }
-        if phase == .stepping || phase == .promoting, let next = nextAnalysisAt, now >= next, let policy = analysis {
+        if phase == .stepping || phase == .promoting, let next = nextAnalysisAt, now >= next, let policy = activeAnalysis {
             nextAnalysisAt = now + policy.interval
             // Cumulative since the window started: each measurement sees all the canary's traffic so far, so a
             // small error increase becomes significant as requests accumulate instead of staying inconclusive.
@@ -339,7 +351,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     }
 
     mutating func judge(_ measurements: [Measurement], now: Double) -> [Action] {
-        guard let policy = analysis, !phase.isFinal else { return [] }
+        guard let policy = activeAnalysis, !phase.isFinal else { return [] }
         var actions: [Action] = []
         let failed = measurements.filter { $0.outcome == .fail }
         let inconclusive = measurements.filter { $0.outcome == .inconclusive }
@@ -385,9 +397,12 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         phase = .promoting
         scaleDownAt = now + delay
         note("blue-green: traffic switched to \(candidate); \(stable) kept warm for \(Int(delay))s")
-        if postAnalysis, analysis != nil {
+        if postAnalysis, let policy = activeAnalysis {
+            // A new analysis: its own window, delay and limits; the pre-promotion one's counts do not carry over.
             analysisWindowStart = now
-            nextAnalysisAt = now + (analysis?.initialDelay ?? 0) + (analysis?.interval ?? 10)
+            nextAnalysisAt = now + policy.initialDelay + policy.interval
+            failures = 0
+            inconclusives = 0
         }
         return [.setWeights(weights)]
     }

@@ -84,19 +84,22 @@ public struct RolloutController: Sendable {
 
     // MARK: Plans
 
-    static func plan(for strategy: RolloutStrategy) -> (RolloutStateMachine.Plan, RolloutStateMachine.AnalysisPolicy?, Analysis?) {
+    /// The machine's plan, the analysis policy and spec it starts with, and blue-green's post-promotion
+    /// policy when it has both analyses (nil otherwise: one analysis, one policy).
+    static func plan(for strategy: RolloutStrategy) -> (RolloutStateMachine.Plan, RolloutStateMachine.AnalysisPolicy?, Analysis?, RolloutStateMachine.AnalysisPolicy?) {
         func policy(_ analysis: Analysis?) -> RolloutStateMachine.AnalysisPolicy? {
             analysis.map { .init(interval: $0.interval.seconds, initialDelay: $0.initialDelay.seconds, failureLimit: $0.failureLimit, inconclusiveLimit: $0.inconclusiveLimit) }
         }
         switch strategy {
         case .recreate:
-            return (.recreate, nil, nil)
+            return (.recreate, nil, nil, nil)
         case .rolling(let batch, _):
-            return (.rolling(batch: max(1, batch)), nil, nil)
+            return (.rolling(batch: max(1, batch)), nil, nil, nil)
         case .blueGreen(let bg):
             let analysis = bg.prePromotion ?? bg.postPromotion
             return (.blueGreen(autoPromote: bg.autoPromote, scaleDownDelay: bg.scaleDownDelay.seconds,
-                               preAnalysis: bg.prePromotion != nil, postAnalysis: bg.postPromotion != nil), policy(analysis), analysis)
+                               preAnalysis: bg.prePromotion != nil, postAnalysis: bg.postPromotion != nil), policy(analysis), analysis,
+                    bg.prePromotion == nil ? nil : policy(bg.postPromotion))
         case .canary(let canary):
             var stepAnalysis: Analysis?
             let steps: [RolloutStateMachine.CanaryStep] = canary.steps.map {
@@ -109,7 +112,7 @@ public struct RolloutController: Sendable {
                 }
             }
             let analysis = canary.analysis ?? stepAnalysis
-            return (.canary(steps: steps, backgroundAnalysis: canary.analysis != nil), policy(analysis), analysis)
+            return (.canary(steps: steps, backgroundAnalysis: canary.analysis != nil), policy(analysis), analysis, nil)
         }
     }
 
@@ -205,11 +208,12 @@ public struct RolloutController: Sendable {
         case .local(let local): local.instances
         case .ssh(let ssh): ssh.hosts.count
         }
-        let (plan, policy, _) = Self.plan(for: chosen)
+        let (plan, policy, _, postPolicy) = Self.plan(for: chosen)
         var maxUnavailable = 0
         if case .rolling(_, let k) = chosen { maxUnavailable = k }
         let machine = RolloutStateMachine(stable: stable?.version == release.version ? nil : stable?.version, candidate: release.version,
-                                          instances: instances, plan: plan, analysis: policy, reversible: reversible, maxUnavailable: maxUnavailable)
+                                          instances: instances, plan: plan, analysis: policy, postPromotionAnalysis: postPolicy,
+                                          reversible: reversible, maxUnavailable: maxUnavailable)
         var desired = stable?.desired ?? DesiredEnvironment(config: config)
         desired.config = config
         if stable == nil { desired.versions = [:]; desired.weights = [:] }
@@ -230,9 +234,9 @@ public struct RolloutController: Sendable {
         var record = initial
         var machine = try JSONDecoder().decode(RolloutStateMachine.self, from: record.state)
         var controller = try JSONDecoder().decode(RolloutControllerState.self, from: record.controller)
-        let (_, _, analysisSpec) = Self.plan(for: strategy ?? environment.strategy)
+        let (_, _, analysisSpec, _) = Self.plan(for: strategy ?? environment.strategy)
         // Blue-green with both analyses: the post-promotion one's metrics once traffic has switched (the
-        // machine keeps one policy: the pre-promotion one's interval and limits).
+        // machine switches to its interval and limits then).
         var postPromotionSpec: Analysis?
         if case .blueGreen(let bg) = strategy ?? environment.strategy { postPromotionSpec = bg.postPromotion }
         record.ownerPID = getpid()

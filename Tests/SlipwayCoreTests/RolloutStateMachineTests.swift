@@ -141,6 +141,45 @@ struct RolloutStateMachineTests {
         #expect(Self.finished(end) == .promoted)
     }
 
+    @Test func blueGreenPrePromotionAndPostPromotionAnalysesKeepTheirOwnPolicies() {
+        let plan = M.Plan.blueGreen(autoPromote: true, scaleDownDelay: 120, preAnalysis: true, postAnalysis: true)
+        let bad = Measurement(metric: "errors", outcome: .fail, reason: "5.0% > 1%")
+        let good = Measurement(metric: "smoke", outcome: .pass, reason: "exit 0")
+        // Pre-promotion: every 5 s, tolerates one failure. Post-promotion: every 20 s after 10 s, tolerates none.
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: plan, analysis: .init(interval: 5, failureLimit: 1),
+                  postPromotionAnalysis: .init(interval: 20, initialDelay: 10, failureLimit: 0))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(m.activeAnalysis?.interval == 5)
+        #expect(m.handle(.tick(now: 6)).contains(.analyze(since: 1)))
+        #expect(Self.finished(m.handle(.measured([bad], now: 6.5))) == nil, "one pre-promotion failure is within its limit")
+        #expect(m.failures == 1)
+        #expect(m.handle(.tick(now: 11)).contains(.analyze(since: 1)))
+        #expect(Self.weights(m.handle(.measured([good], now: 11.5))) == ["v2": 100, "v1": 0])
+        #expect(m.phase == .promoting)
+        #expect(m.activeAnalysis?.interval == 20)
+        #expect(m.failures == 0, "the post-promotion analysis starts with no failures")
+        // Its first look is initial delay + interval after the switch, not the pre-promotion interval.
+        #expect(m.handle(.tick(now: 17)).isEmpty)
+        #expect(m.handle(.tick(now: 40)).isEmpty)
+        #expect(m.handle(.tick(now: 41.5)).contains(.analyze(since: 11.5)))
+        // Pausing keeps the phase's policy; its limit of 0 failures switches back at the first failure.
+        _ = m.handle(.pause(now: 42))
+        #expect(m.activeAnalysis?.interval == 20)
+        _ = m.handle(.resume(now: 43))
+        let failed = m.handle(.measured([bad], now: 44))
+        #expect(Self.weights(failed) == ["v1": 100])
+        #expect(Self.finished(failed) == .rolledBack)
+
+        // The same rollout state written by a version without the post-promotion policy still decodes.
+        var json = try! JSONSerialization.jsonObject(with: JSONEncoder().encode(M(stable: "v1", candidate: "v2", instances: 1, plan: plan,
+                                                                                        analysis: .init(interval: 5)))) as! [String: Any]
+        json.removeValue(forKey: "postPromotionAnalysis")
+        let old = try! JSONDecoder().decode(M.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(old.postPromotionAnalysis == nil)
+        #expect(old.activeAnalysis?.interval == 5)
+    }
+
     @Test func blueGreenWithoutAutoPromoteWaitsForAHuman() {
         var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: false, scaleDownDelay: 0, preAnalysis: false, postAnalysis: false))
         _ = m.handle(.start(now: 0))

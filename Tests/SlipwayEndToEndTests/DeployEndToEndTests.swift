@@ -400,7 +400,7 @@ extension EndToEnd {
             #expect(project.sample(5) == ["hello from 1.0.0": 5])
         }
 
-        @Test("blue-green post-promotion analysis (its own metrics, beside a passing pre-promotion one): a version that fails once it has the traffic is switched back while the old one is warm")
+        @Test("blue-green post-promotion analysis (its own metrics and limits, beside a passing pre-promotion one): a version that fails once it has the traffic is switched back while the old one is warm")
         func blueGreenPostPromotionAnalysis() async throws {
             let previewPort = try DeployKit.freePort()
             let project = try DeployProject(strategy: """
@@ -415,7 +415,7 @@ extension EndToEnd {
                             - { name: smoke, source: command, command: "echo 0", max: 0 }
                         post-promotion:
                           interval: 1s
-                          failure-limit: 0
+                          failure-limit: 1
                           inconclusive-limit: 30
                           metrics:
                             - { name: live-errors, source: router, metric: error-rate, max: 5 }
@@ -437,6 +437,8 @@ extension EndToEnd {
             #expect(bad.stdout.contains("smoke: pass"), "the pre-promotion analysis ran its own metric: \(bad)")
             #expect(bad.stdout.contains("traffic: 1.0.0=0% 2.0.0=100%"), "\(bad)")
             #expect(bad.stdout.contains("live-errors: fail"), "the post-promotion analysis ran its own metric: \(bad)")
+            // Its own failure limit (1), not the pre-promotion one (0): the second failure switches back.
+            #expect(bad.stdout.components(separatedBy: "live-errors: fail").count - 1 >= 2, "\(bad)")
             #expect(!bad.stdout.contains("smoke: fail"), "\(bad)")
             #expect(project.sample(10) == ["hello from 1.0.0": 10], "traffic is back on the warm 1.0.0")
             let status = try await project.status()
