@@ -5,12 +5,15 @@ public struct TrafficWindow: Sendable, Equatable, Codable {
     /// Milliseconds, one per request.
     public var latencies: [Double]
     public var seconds: Double
+    /// Mean latency in milliseconds when only an average is known (HAProxy's `rtime`); nil: the samples' mean.
+    public var meanLatency: Double?
 
-    public init(requests: Int, errors: Int, latencies: [Double], seconds: Double) {
+    public init(requests: Int, errors: Int, latencies: [Double], seconds: Double, meanLatency: Double? = nil) {
         self.requests = requests
         self.errors = errors
         self.latencies = latencies
         self.seconds = seconds
+        self.meanLatency = meanLatency
     }
 
     /// Error rate in percent.
@@ -101,6 +104,10 @@ public enum AnalysisJudge {
         case "latency-p50": return percentile(window.latencies, 0.50)
         case "latency-p90": return percentile(window.latencies, 0.90)
         case "latency-p99": return percentile(window.latencies, 0.99)
+        case "latency-mean":
+            if let mean = window.meanLatency { return mean }
+            let finite = window.latencies.filter(\.isFinite)
+            return finite.isEmpty ? nil : finite.reduce(0, +) / Double(finite.count)
         default: return nil
         }
     }

@@ -146,7 +146,7 @@ public struct Analysis: Sendable, Equatable {
 
 public struct MetricCheck: Sendable, Equatable {
     public enum Source: Sendable, Equatable {
-        /// Measured by the built-in router: error-rate, latency-p50/p90/p99, request-rate.
+        /// Measured by the built-in router: error-rate, latency-p50/p90/p99, latency-mean, request-rate.
         case router(metric: String)
         case prometheus(address: String, query: String)
         case http(url: String, jsonPath: String)
@@ -166,7 +166,22 @@ public struct MetricCheck: Sendable, Equatable {
         self.min = min
     }
 
-    public static let routerMetrics = ["error-rate", "latency-p50", "latency-p90", "latency-p99", "request-rate"]
+    public static let routerMetrics = ["error-rate", "latency-p50", "latency-p90", "latency-p99", "latency-mean", "request-rate"]
+
+    /// With `traffic: haproxy` the numbers are HAProxy's per-server counters and its mean response time
+    /// (`rtime`, over each server's last 1024 requests): no per-request latencies, so no percentiles and no
+    /// latency comparison. Nil when `metric` can be measured that way.
+    public static func haproxyProblem(metric: String, compareBaseline: Bool) -> (message: String, hint: String)? {
+        if metric.hasPrefix("latency-p") {
+            return ("HAProxy reports a mean response time, not latency percentiles: '\(metric)' cannot be measured with `traffic: haproxy`",
+                    "use `metric: latency-mean` with `max` (milliseconds), or a prometheus metric")
+        }
+        if metric == "latency-mean", compareBaseline {
+            return ("HAProxy gives no per-request latencies to compare: `compare: baseline` cannot judge latency with `traffic: haproxy`",
+                    "check `latency-mean` against `max` instead, and compare error-rate with the baseline")
+        }
+        return nil
+    }
 }
 
 public struct Protection: Sendable, Equatable {

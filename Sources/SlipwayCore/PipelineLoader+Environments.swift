@@ -31,7 +31,9 @@ extension PipelineLoader {
             guard let target = deployTarget(targetNode, environment: name) else { continue }
             var spec = EnvironmentSpec(name: name, location: location(keyNode), target: target)
             if let traffic = envMap["traffic"] { spec.traffic = trafficProvider(traffic) }
+            if case .haproxy = spec.traffic { analysisByHAProxy = true }
             if let strategy = envMap["strategy"], let parsed = rolloutStrategy(strategy) { spec.strategy = parsed }
+            analysisByHAProxy = false
             if let protectionNode = envMap["protection"] { spec.protection = protection(protectionNode) }
             result.append(spec)
         }
@@ -258,6 +260,9 @@ extension PipelineLoader {
             check.min = m["min"].flatMap { thresholdValue($0, "`min`") }
             if !check.compareBaseline, check.max == nil, check.min == nil {
                 error(metricNode, "metric '\(name)' has nothing to check", hint: "add `max`, `min` or `compare: baseline`")
+            }
+            if analysisByHAProxy, case .router(let metric) = check.source, let problem = MetricCheck.haproxyProblem(metric: metric, compareBaseline: check.compareBaseline) {
+                error(m["metric"] ?? metricNode, problem.message, hint: problem.hint)
             }
             result.metrics.append(check)
         }

@@ -61,6 +61,8 @@ public struct PipelineLoader {
     var visitedNodes = 0
     /// Each job's `needs` node, so graph errors can point at the offending entry.
     var needsNodes: [String: Node] = [:]
+    /// Set while an environment with `traffic: haproxy` is parsed: its analyses get HAProxy's numbers.
+    var analysisByHAProxy = false
 
     init(file: String, text: String) {
         self.file = file

@@ -445,14 +445,21 @@ public struct RolloutController: Sendable {
         guard let spec else { return [] }
         var results: [SlipwayCore.Measurement] = []
         var counted = false
-        // With HAProxy in front, "router" metrics are HAProxy's per-server counters (no latency samples).
+        // With HAProxy in front, "router" metrics are HAProxy's per-server counters and mean response times
+        // (no latency samples).
         var isHAProxy = false
         var haproxyWindows: [String: TrafficWindow] = [:]
         if case .haproxy(let socket, let backend) = environment.traffic {
             isHAProxy = true
             if let stats = try? await HAProxyRuntime(socket).stats(backend: backend) {
                 var now: [String: [Int]] = [:]
-                for server in stats.servers { now[server.name] = [server.counters.requests, server.counters.errors] }
+                var responseTime: [String: Int] = [:]
+                // A version's mean: its servers' `rtime`, weighted by the requests each served in the window.
+                var weightedTime: [String: (sum: Double, requests: Int)] = [:]
+                for server in stats.servers {
+                    now[server.name] = [server.counters.requests, server.counters.errors]
+                    responseTime[server.name] = server.responseTime
+                }
                 if controller.trafficBaseline.isEmpty { controller.trafficBaseline = now }
                 for (host, version) in controller.hostVersions {
                     let name = SSHTargetOperator.address(of: host)
@@ -464,13 +471,23 @@ public struct RolloutController: Sendable {
                     var window = haproxyWindows[version] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: max(0, clock.now() - since))
                     window.requests += requests
                     window.errors += min(errors, requests)
+                    var time = weightedTime[version] ?? (0, 0)
+                    time.sum += Double(responseTime[name] ?? 0) * Double(requests)
+                    time.requests += requests
+                    weightedTime[version] = time
+                    window.meanLatency = time.requests > 0 ? time.sum / Double(time.requests) : nil
                     haproxyWindows[version] = window
                 }
             }
         }
         for check in spec.metrics {
             switch check.source {
-            case .router where isHAProxy:
+            case .router(let metric) where isHAProxy:
+                // Validation refuses these in an environment's strategy; a deploy job's own strategy may still ask.
+                if let problem = MetricCheck.haproxyProblem(metric: metric, compareBaseline: check.compareBaseline) {
+                    results.append(SlipwayCore.Measurement(metric: check.name, outcome: .inconclusive, reason: "\(problem.message) (\(problem.hint))"))
+                    continue
+                }
                 let canary = haproxyWindows[machine.candidate] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: 0)
                 if !counted, AnalysisJudge.canCompare(canary) {
                     counted = true

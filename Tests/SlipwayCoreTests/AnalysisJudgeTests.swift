@@ -30,6 +30,32 @@ struct AnalysisJudgeTests {
         #expect(AnalysisJudge.judge(check, canary: window(requests: 5, errors: 0), baseline: nil).outcome == .inconclusive)
     }
 
+    @Test func latencyMeanComesFromTheSamplesOrFromAReportedAverage() {
+        let check = MetricCheck(name: "mean", source: .router(metric: "latency-mean"), max: 30)
+        // Samples (the built-in router): 0…99 ms, mean 49.5.
+        let sampled = AnalysisJudge.judge(check, canary: window(requests: 200, errors: 0, latency: { Double($0 % 100) }), baseline: nil)
+        #expect(sampled.outcome == .fail)
+        #expect(sampled.value == 49.5)
+        #expect(sampled.reason.contains("latency-mean 49.5 ms > max 30 ms over 200 requests"), "\(sampled.reason)")
+        // An average only (HAProxy's rtime): the average is the value; percentiles stay unmeasured.
+        let reported = TrafficWindow(requests: 120, errors: 0, latencies: [], seconds: 10, meanLatency: 12)
+        let passed = AnalysisJudge.judge(check, canary: reported, baseline: nil)
+        #expect(passed.outcome == .pass, "\(passed.reason)")
+        #expect(passed.value == 12)
+        let p99 = AnalysisJudge.judge(MetricCheck(name: "p99", source: .router(metric: "latency-p99"), max: 30), canary: reported, baseline: nil)
+        #expect(p99.outcome == .inconclusive)
+        // Too little traffic is inconclusive, as for every threshold.
+        #expect(AnalysisJudge.judge(check, canary: TrafficWindow(requests: 3, errors: 0, latencies: [], seconds: 10, meanLatency: 500), baseline: nil).outcome == .inconclusive)
+    }
+
+    @Test func haproxyCannotMeasurePercentilesOrCompareLatency() {
+        #expect(MetricCheck.haproxyProblem(metric: "latency-p99", compareBaseline: false) != nil)
+        #expect(MetricCheck.haproxyProblem(metric: "latency-mean", compareBaseline: true) != nil)
+        #expect(MetricCheck.haproxyProblem(metric: "latency-mean", compareBaseline: false) == nil)
+        #expect(MetricCheck.haproxyProblem(metric: "error-rate", compareBaseline: true) == nil)
+        #expect(MetricCheck.haproxyProblem(metric: "request-rate", compareBaseline: false) == nil)
+    }
+
     @Test func latencyComparedWithBaselineFlagsASlowerCanary() {
         let check = MetricCheck(name: "latency", source: .router(metric: "latency-p50"), compareBaseline: true)
         let slower = AnalysisJudge.judge(check, canary: window(requests: 300, errors: 0, latency: { 40 + Double($0 % 17) }), baseline: window(requests: 300, errors: 0, latency: { 20 + Double($0 % 17) }))

@@ -146,7 +146,13 @@ extension EndToEnd {
                         traffic: { haproxy: { socket: "\(socket)", backend: app } }
                         strategy:
                           canary:
-                            steps: [ { weight: 50 }, { pause: 3s }, { weight: 100 } ]
+                            steps: [ { weight: 50 }, { pause: 5s }, { weight: 100 } ]
+                            analysis:
+                              interval: 1s
+                              inconclusive-limit: 60
+                              metrics:
+                                - { name: errors, source: router, metric: error-rate, max: 5 }
+                                - { name: mean, source: router, metric: latency-mean, max: 5000ms }
                     """)
                 let box = try Sandbox(pipeline, files: ["site/index.html": "hello from 1.0.0\n", "site/healthz": "ok\n"])
                 defer { Task { _ = try? await box.slipway("down", timeout: 60) } }
@@ -158,14 +164,17 @@ extension EndToEnd {
                 try box.commit("v2")
                 let run = try box.launch(["run", "--plain", "--env", "VERSION=2.0.0"] + box.outEnv)
                 try await DeployKit.waitUntil("the canary step", timeout: 90) {
-                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 3s")
+                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 5s")
                 }
                 var seen: [String: Int] = [:]
-                for _ in 0..<40 { seen[DeployKit.get(port: frontend, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
+                for _ in 0..<100 { seen[DeployKit.get(port: frontend, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
                 #expect(seen["hello from 1.0.0", default: 0] > 5 && seen["hello from 2.0.0", default: 0] > 5, "HAProxy splits by the weights Slipway set: \(seen)")
                 let second = try await run.wait(timeout: 120)
                 #expect(second.status == 0, "\(second)")
                 for _ in 0..<10 { #expect(DeployKit.get(port: frontend, "/")?.body.contains("hello from 2.0.0") == true) }
+                // Judged by HAProxy's numbers: its per-server counters and its mean response time (`rtime`).
+                #expect(second.stdout.contains("errors: pass — error-rate 0 % ≤ max 5 % over"), "\(second)")
+                #expect(second.stdout.contains("mean: pass — latency-mean "), "\(second)")
             }
         }
     }
