@@ -30,7 +30,14 @@ extension PipelineLoader {
             }
             guard let target = deployTarget(targetNode, environment: name) else { continue }
             var spec = EnvironmentSpec(name: name, location: location(keyNode), target: target)
-            if let traffic = envMap["traffic"] { spec.traffic = trafficProvider(traffic) }
+            if let traffic = envMap["traffic"] {
+                spec.traffic = trafficProvider(traffic)
+                if case .haproxy = spec.traffic, case .local = target {
+                    // The agent's instances listen on ports it picks; HAProxy's servers are the hosts of an ssh target.
+                    error(traffic, "`traffic: haproxy` needs an `ssh` target: its servers are the target's hosts",
+                          hint: "a `local` target is served by the built-in router on `listen`; remove `traffic`, or deploy to `ssh` hosts behind the HAProxy")
+                }
+            }
             if case .haproxy = spec.traffic { analysisByHAProxy = true }
             if let strategy = envMap["strategy"], let parsed = rolloutStrategy(strategy) { spec.strategy = parsed }
             analysisByHAProxy = false
