@@ -263,6 +263,11 @@ struct DownCommand: AsyncParsableCommand {
             return
         }
         _ = try await agent.call(.down(environment: environment))
+        // With no environment left the agent exits; return once it has, so nothing of Slipway's outlives `down`.
+        if environment == nil, await !agent.waitUntilStopped() {
+            Terminal.print("stopped every environment; the agent is still exiting (see \(agent.paths.log))")
+            return
+        }
         Terminal.print("stopped \(environment ?? "every environment")")
     }
 }

@@ -54,6 +54,22 @@ public struct AgentClient: Sendable {
         }
     }
 
+    /// Waits, at most `timeout`, until no agent holds the data directory's lock. After `down` of the last
+    /// environment the agent exits; waiting for it means no Slipway process is left when `down` returns.
+    public func waitUntilStopped(timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let fd = open(paths.lock, O_RDWR | O_CLOEXEC)
+            if fd < 0 { return true }
+            // Taken (and released by close) only for an instant: the agent holds it exclusively while it runs.
+            let free = flock(fd, LOCK_EX | LOCK_NB) == 0
+            close(fd)
+            if free { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
     /// True when an agent answers.
     public func isRunning() async -> Bool {
         if case .pong = try? await send(.ping, timeout: .seconds(2)) { return true }

@@ -526,9 +526,13 @@ extension EndToEnd {
             let agent = try #require(try await project.status()["agent"] as? [String: Any])
             let pids = (agent["instances"] as? [[String: Any]] ?? []).compactMap { $0["pid"] as? Int32 ?? ($0["pid"] as? Int).map(Int32.init) }
             #expect(pids.count == 2)
+            let pgrep = try await ReleaseKit.tool(["pgrep", "-f", "slipway agent --data-dir \(project.box.dataDirectory)"], in: "/")
+            let agentPid = try #require(Int32(pgrep.stdout.split(separator: "\n").first ?? ""), "\(pgrep)")
             let down = try await project.box.slipway("down", timeout: 60)
             #expect(down.status == 0, "\(down)")
-            try await DeployKit.waitUntil("every instance has exited", timeout: 10) { pids.allSatisfy { !DeployKit.processExists($0) } }
+            // When `down` returns, nothing is left: no instance, no router, no agent.
+            #expect(pids.allSatisfy { !DeployKit.processExists($0) }, "every instance has exited")
+            #expect(!DeployKit.processExists(agentPid), "the agent has exited")
             #expect(project.get() == nil, "the router is closed")
         }
     }
