@@ -258,14 +258,14 @@ struct DownCommand: AsyncParsableCommand {
     func run() async throws {
         let project = ProjectContext(options)
         let agent = AgentClient(dataDirectory: project.layout.root)
-        guard await agent.isRunning() else {
+        guard let pid = await agent.runningPID() else {
             Terminal.print("nothing is running")
             return
         }
         _ = try await agent.call(.down(environment: environment))
         // With no environment left the agent exits; return once it has, so nothing of Slipway's outlives `down`.
-        if environment == nil, await !agent.waitUntilStopped() {
-            Terminal.print("stopped every environment; the agent is still exiting (see \(agent.paths.log))")
+        if environment == nil, await !AgentClient.waitUntilExited(pid: pid) {
+            Terminal.print("stopped every environment; the agent (pid \(pid)) is still running (see \(agent.paths.log))")
             return
         }
         Terminal.print("stopped \(environment ?? "every environment")")

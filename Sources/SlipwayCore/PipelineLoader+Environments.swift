@@ -159,7 +159,15 @@ extension PipelineLoader {
                 if let a = b["auto-promote"] { spec.autoPromote = bool(a, "`auto-promote`") ?? true }
                 if let d = b["scale-down-delay"], let v = duration(d, "`scale-down-delay`", allowZero: true) { spec.scaleDownDelay = v }
                 if let a = b["pre-promotion"] { spec.prePromotion = analysis(a) }
-                if let a = b["post-promotion"] { spec.postPromotion = analysis(a) }
+                if let a = b["post-promotion"] {
+                    spec.postPromotion = analysis(a)
+                    // It measures only while the old version is kept warm: a shorter delay would end it unmeasured.
+                    if let post = spec.postPromotion, spec.scaleDownDelay < post.initialDelay + post.interval {
+                        let needed = post.initialDelay + post.interval
+                        error(b["scale-down-delay"] ?? a, "the post-promotion analysis would never measure: its first measurement comes \(DurationParser.format(needed)) after the switch, but `scale-down-delay` ends the rollout after \(DurationParser.format(spec.scaleDownDelay))",
+                              hint: "set `scale-down-delay` to at least \(DurationParser.format(needed)) (a few intervals more to let it judge), or shorten the analysis's `initial-delay`/`interval`")
+                    }
+                }
             }
             return .blueGreen(spec)
         }
@@ -194,6 +202,10 @@ extension PipelineLoader {
             var spec = Canary(steps: steps)
             if let a = c["analysis"] { spec.analysis = analysis(a) }
             if let sticky = c["sticky"] { spec.sticky = bool(sticky, "`sticky`") ?? false }
+            if analysisByHAProxy, let node = c["match"] ?? (spec.sticky ? c["sticky"] : nil) {
+                error(node, "`match` and `sticky` need the built-in router: HAProxy's runtime API sets server weights only",
+                      hint: "remove them, or put the header or cookie rule in HAProxy's own configuration")
+            }
             if let match = c["match"], let sequence = match.sequence {
                 for entry in sequence {
                     guard let m = mapping(entry, "a `match` entry"), let (key, value) = m.first, let kindName = key.scalar?.string,

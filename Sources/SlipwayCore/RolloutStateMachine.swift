@@ -144,7 +144,15 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             case .paused, .heldForHuman, .stepping:
                 note("promoted by a human")
                 pauseUntil = nil
-                if case .blueGreen = plan, weights[candidate] != 100 { return switchToCandidate(now) }
+                if case .blueGreen = plan {
+                    if weights[candidate] != 100 { return switchToCandidate(now) }
+                    // Traffic has switched (the post-promotion analysis held or was paused): the human accepts the
+                    // version, so no more analysis; the old version stays warm until the scale-down delay ends.
+                    phase = .promoting
+                    nextAnalysisAt = nil
+                    awaitingAnalysisGate = false
+                    return [.record("post-promotion analysis ended by a human; \(stable ?? "the old version") stops when the scale-down delay ends")]
+                }
                 if phase == .heldForHuman || phase == .paused { phase = .stepping }
                 if case .canary = plan, stepIndex < canarySteps.count, case .pause = canarySteps[stepIndex] { stepIndex += 1 }
                 return advance(now)
@@ -330,7 +338,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
 
     mutating func tick(_ now: Double) -> [Action] {
         var actions: [Action] = []
-        if let at = scaleDownAt, now >= at, let stable, stableInstances > 0 {
+        // Only a promotion in progress scales down: paused or held for a human, the old version stays warm.
+        if phase == .promoting, let at = scaleDownAt, now >= at, let stable, stableInstances > 0 {
             scaleDownAt = nil
             let count = stableInstances
             stableInstances = 0
@@ -443,6 +452,8 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
 
     /// Traffic back to stable at once; candidate instances stop (the controller drains them first).
     mutating func rollBack(reason: String, final: Phase, now: Double) -> [Action] {
+        // Traffic goes back to the old version: it must not be scaled down later.
+        scaleDownAt = nil
         guard let stable, stableInstances > 0 else {
             phase = final
             var actions: [Action] = []

@@ -54,17 +54,19 @@ public struct AgentClient: Sendable {
         }
     }
 
-    /// Waits, at most `timeout`, until no agent holds the data directory's lock. After `down` of the last
-    /// environment the agent exits; waiting for it means no Slipway process is left when `down` returns.
-    public func waitUntilStopped(timeout: Duration = .seconds(10)) async -> Bool {
+    /// The running agent's process id, nil when no agent answers.
+    public func runningPID() async -> Int32? {
+        if case .pong(let pid, _) = try? await send(.ping, timeout: .seconds(2)) { return pid }
+        return nil
+    }
+
+    /// Waits, at most `timeout`, until process `pid` has exited. After `down` of the last environment the
+    /// agent exits; waiting for it means no Slipway process is left when `down` returns. Only looks at the
+    /// process (never at the agent's lock, which an agent starting meanwhile must be able to take).
+    public static func waitUntilExited(pid: Int32, timeout: Duration = .seconds(10)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let fd = open(paths.lock, O_RDWR | O_CLOEXEC)
-            if fd < 0 { return true }
-            // Taken (and released by close) only for an instant: the agent holds it exclusively while it runs.
-            let free = flock(fd, LOCK_EX | LOCK_NB) == 0
-            close(fd)
-            if free { return true }
+            if !ProcessLauncher.isAlive(pid) { return true }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return false

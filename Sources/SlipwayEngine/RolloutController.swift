@@ -39,6 +39,11 @@ struct RolloutControllerState: Codable, Sendable, Equatable {
     /// haproxy traffic: per-server (requests, errors) counters at the start of the analysis window.
     var trafficBaseline: [String: [Int]] = [:]
     var baselineWindow: Double?
+    /// haproxy traffic: `rtime` averages a server's last 1024 requests, so it speaks for a version only once
+    /// that many were served since the server began serving it: the version counted and the server's request
+    /// counter at that moment. Optional: states written before these fields existed still decode.
+    var responseTimeVersion: [String: String]?
+    var responseTimeFrom: [String: Int]?
 }
 
 public struct RolloutOutcome: Sendable {
@@ -441,6 +446,9 @@ public struct RolloutController: Sendable {
 
     // MARK: Analysis
 
+    /// HAProxy's `rtime` is a mean over this many of a server's last requests.
+    static let haproxyResponseTimeRequests = 1024
+
     func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?, looks: inout Int, controller: inout RolloutControllerState) async -> [SlipwayCore.Measurement] {
         guard let spec else { return [] }
         var results: [SlipwayCore.Measurement] = []
@@ -449,6 +457,7 @@ public struct RolloutController: Sendable {
         // (no latency samples).
         var isHAProxy = false
         var haproxyWindows: [String: TrafficWindow] = [:]
+        var responseTimeServed: [String: Int] = [:]
         if case .haproxy(let socket, let backend) = environment.traffic {
             isHAProxy = true
             if let stats = try? await HAProxyRuntime(socket).stats(backend: backend) {
@@ -456,6 +465,8 @@ public struct RolloutController: Sendable {
                 var responseTime: [String: Int] = [:]
                 // A version's mean: its servers' `rtime`, weighted by the requests each served in the window.
                 var weightedTime: [String: (sum: Double, requests: Int)] = [:]
+                var countedVersions = controller.responseTimeVersion ?? [:]
+                var countedFrom = controller.responseTimeFrom ?? [:]
                 for server in stats.servers {
                     now[server.name] = [server.counters.requests, server.counters.errors]
                     responseTime[server.name] = server.responseTime
@@ -471,13 +482,27 @@ public struct RolloutController: Sendable {
                     var window = haproxyWindows[version] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: max(0, clock.now() - since))
                     window.requests += requests
                     window.errors += min(errors, requests)
-                    var time = weightedTime[version] ?? (0, 0)
-                    time.sum += Double(responseTime[name] ?? 0) * Double(requests)
-                    time.requests += requests
-                    weightedTime[version] = time
-                    window.meanLatency = time.requests > 0 ? time.sum / Double(time.requests) : nil
+                    if countedVersions[name] != version || (countedFrom[name] ?? .max) > current[0] {
+                        // First seen: the host already ran this version when the window began (it was switched,
+                        // then found healthy, then weighed), so its requests since then are this version's.
+                        // A version change seen later counts from now.
+                        let windowStart = countedVersions[name] == nil ? controller.trafficBaseline[name]?.first : nil
+                        countedVersions[name] = version
+                        countedFrom[name] = min(windowStart ?? current[0], current[0])
+                    }
+                    let served = current[0] - (countedFrom[name] ?? current[0])
+                    responseTimeServed[version] = max(responseTimeServed[version] ?? 0, served)
+                    if served >= Self.haproxyResponseTimeRequests, let time = responseTime[name] {
+                        var sum = weightedTime[version] ?? (0, 0)
+                        sum.sum += Double(time) * Double(requests)
+                        sum.requests += requests
+                        weightedTime[version] = sum
+                        window.meanLatency = sum.requests > 0 ? sum.sum / Double(sum.requests) : nil
+                    }
                     haproxyWindows[version] = window
                 }
+                controller.responseTimeVersion = countedVersions
+                controller.responseTimeFrom = countedFrom
             }
         }
         for check in spec.metrics {
@@ -489,6 +514,12 @@ public struct RolloutController: Sendable {
                     continue
                 }
                 let canary = haproxyWindows[machine.candidate] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: 0)
+                if metric == "latency-mean", canary.meanLatency == nil, canary.requests >= AnalysisJudge.minimumRequests {
+                    let served = responseTimeServed[machine.candidate] ?? 0
+                    results.append(SlipwayCore.Measurement(metric: check.name, outcome: .inconclusive,
+                        reason: "HAProxy's mean response time covers each server's last \(Self.haproxyResponseTimeRequests) requests; \(machine.candidate)'s servers have served \(served) of them so far, so it still includes the previous version"))
+                    continue
+                }
                 if !counted, AnalysisJudge.canCompare(canary) {
                     counted = true
                     looks += 1

@@ -180,6 +180,55 @@ struct RolloutStateMachineTests {
         #expect(old.activeAnalysis?.interval == 5)
     }
 
+    @Test func promotingAHeldPostPromotionAnalysisEndsTheAnalysisAndKeepsTheOldVersionWarm() {
+        let plan = M.Plan.blueGreen(autoPromote: true, scaleDownDelay: 60, preAnalysis: true, postAnalysis: true)
+        let pass = Measurement(metric: "smoke", outcome: .pass, reason: "exit 0")
+        let unsure = Measurement(metric: "live", outcome: .inconclusive, reason: "too little traffic")
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: plan, analysis: .init(interval: 5, inconclusiveLimit: 5),
+                  postPromotionAnalysis: .init(interval: 5, inconclusiveLimit: 0))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        _ = m.handle(.tick(now: 6))
+        #expect(Self.weights(m.handle(.measured([pass], now: 6))) == ["v2": 100, "v1": 0])
+        #expect(m.handle(.tick(now: 11)).contains(.analyze(since: 6)))
+        let held = m.handle(.measured([unsure], now: 11))
+        #expect(m.phase == .heldForHuman)
+        #expect(held.contains { if case .askHuman = $0 { true } else { false } })
+        // The human accepts v2: no more analysis (neither policy), and v1 stays warm for the rest of the delay.
+        let promoted = m.handle(.promote(now: 12))
+        #expect(m.phase == .promoting)
+        #expect(Self.weights(promoted) == nil, "traffic is already on v2")
+        #expect(!m.handle(.tick(now: 30)).contains { if case .analyze = $0 { true } else { false } })
+        #expect(m.handle(.tick(now: 40)).isEmpty)
+        let end = m.handle(.tick(now: 66))
+        #expect(end.contains(.stopInstances(version: "v1", count: 1)))
+        #expect(Self.finished(end) == .promoted)
+    }
+
+    @Test func anIrreversibleReleaseHeldOnTheOldVersionNeverScalesTheOldVersionDown() {
+        let plan = M.Plan.blueGreen(autoPromote: true, scaleDownDelay: 30, preAnalysis: false, postAnalysis: true)
+        let bad = Measurement(metric: "errors", outcome: .fail, reason: "5.0% > 1%")
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: plan, analysis: .init(interval: 5, failureLimit: 0), reversible: false)
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 2, now: 1))
+        _ = m.handle(.tick(now: 6))
+        let held = m.handle(.measured([bad], now: 6))
+        #expect(Self.weights(held) == ["v1": 100, "v2": 0], "traffic is held on the old version")
+        #expect(m.phase == .heldForHuman)
+        // The scale-down delay passes while a human decides: v1 serves all traffic and must keep running.
+        let later = m.handle(.tick(now: 100))
+        #expect(!later.contains(.stopInstances(version: "v1", count: 2)), "\(later)")
+        #expect(m.phase == .heldForHuman)
+        // Paused after the switch: the old version also stays warm until the rollout resumes.
+        var p = M(stable: "v1", candidate: "v2", instances: 1, plan: plan, analysis: .init(interval: 5))
+        _ = p.handle(.start(now: 0))
+        _ = p.handle(.healthy(version: "v2", count: 1, now: 1))
+        _ = p.handle(.pause(now: 2))
+        #expect(p.handle(.tick(now: 40)).isEmpty)
+        _ = p.handle(.resume(now: 41))
+        #expect(Self.finished(p.handle(.tick(now: 42))) == .promoted)
+    }
+
     @Test func blueGreenWithoutAutoPromoteWaitsForAHuman() {
         var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: false, scaleDownDelay: 0, preAnalysis: false, postAnalysis: false))
         _ = m.handle(.start(now: 0))

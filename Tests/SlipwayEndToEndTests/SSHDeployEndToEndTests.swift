@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import SlipwayTestSupport
 import Testing
 
@@ -146,7 +147,7 @@ extension EndToEnd {
                         traffic: { haproxy: { socket: "\(socket)", backend: app } }
                         strategy:
                           canary:
-                            steps: [ { weight: 50 }, { pause: 5s }, { weight: 100 } ]
+                            steps: [ { weight: 50 }, { pause: 12s }, { weight: 100 } ]
                             analysis:
                               interval: 1s
                               inconclusive-limit: 60
@@ -164,10 +165,17 @@ extension EndToEnd {
                 try box.commit("v2")
                 let run = try box.launch(["run", "--plain", "--env", "VERSION=2.0.0"] + box.outEnv)
                 try await DeployKit.waitUntil("the canary step", timeout: 90) {
-                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 5s")
+                    ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 12s")
                 }
-                var seen: [String: Int] = [:]
-                for _ in 0..<100 { seen[DeployKit.get(port: frontend, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
+                // Enough traffic for HAProxy's mean response time to speak for the canary: `rtime` averages a
+                // server's last 1024 requests, so the canary's host must serve that many after switching version.
+                let counts = Mutex<[String: Int]>([:])
+                DispatchQueue.concurrentPerform(iterations: 4) { _ in
+                    var local: [String: Int] = [:]
+                    for _ in 0..<700 { local[DeployKit.get(port: frontend, "/")?.body.trimmingCharacters(in: .whitespacesAndNewlines) ?? "none", default: 0] += 1 }
+                    counts.withLock { all in all.merge(local, uniquingKeysWith: +) }
+                }
+                let seen = counts.withLock { $0 }
                 #expect(seen["hello from 1.0.0", default: 0] > 5 && seen["hello from 2.0.0", default: 0] > 5, "HAProxy splits by the weights Slipway set: \(seen)")
                 let second = try await run.wait(timeout: 120)
                 #expect(second.status == 0, "\(second)")
@@ -175,6 +183,7 @@ extension EndToEnd {
                 // Judged by HAProxy's numbers: its per-server counters and its mean response time (`rtime`).
                 #expect(second.stdout.contains("errors: pass — error-rate 0 % ≤ max 5 % over"), "\(second)")
                 #expect(second.stdout.contains("mean: pass — latency-mean "), "\(second)")
+                #expect(!second.stdout.contains("mean: fail"), "\(second)")
             }
         }
     }
