@@ -264,7 +264,10 @@ struct DownCommand: AsyncParsableCommand {
         }
         _ = try await agent.call(.down(environment: environment))
         // With no environment left the agent exits; return once it has, so nothing of Slipway's outlives `down`.
-        if environment == nil, await !AgentClient.waitUntilExited(pid: pid) {
+        // (An agent that no longer answers is on its way out too.)
+        var last = environment == nil
+        if !last { last = (try? await agent.status())?.isEmpty ?? true }
+        if last, await !AgentClient.waitUntilExited(pid: pid) {
             Terminal.print("stopped every environment; the agent (pid \(pid)) is still running (see \(agent.paths.log))")
             return
         }

@@ -308,7 +308,7 @@ extension EndToEnd {
             #expect(after == before, "adopted, not restarted: \(before) → \(after)")
         }
 
-        @Test("an instance that crashes is restarted with backoff and gets traffic again")
+        @Test("an instance that crashes is restarted with backoff and gets traffic again; `down` of the last environment leaves no agent")
         func crashRestart() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)
             defer { project.downNow() }
@@ -321,6 +321,13 @@ extension EndToEnd {
                 return (instance?["restarts"] as? Int ?? 0) >= 1 && instance?["state"] as? String == "healthy"
             }
             #expect(project.get()?.body.contains("hello from 1.0.0") == true)
+            // `down` of the only environment by name: the agent has nothing left and has exited when it returns.
+            let pgrep = try await ReleaseKit.tool(["pgrep", "-f", "slipway agent --data-dir \(project.box.dataDirectory)"], in: "/")
+            let agentPid = try #require(Int32(pgrep.stdout.split(separator: "\n").first ?? ""), "\(pgrep)")
+            let down = try await project.box.slipway("down", "production", timeout: 60)
+            #expect(down.status == 0 && down.stdout.contains("stopped production"), "\(down)")
+            #expect(!DeployKit.processExists(agentPid), "the agent has exited")
+            #expect(project.get() == nil, "the router is closed")
         }
 
         @Test("rolling: a healthy version replaces instances one by one; one that never becomes healthy fails the deploy and traffic stays on the stable version")
