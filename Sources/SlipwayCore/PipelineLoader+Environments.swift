@@ -38,7 +38,10 @@ extension PipelineLoader {
                           hint: "a `local` target is served by the built-in router on `listen`; remove `traffic`, or deploy to `ssh` hosts behind the HAProxy")
                 }
             }
-            if case .haproxy = spec.traffic { analysisByHAProxy = true }
+            if case .haproxy = spec.traffic {
+                analysisByHAProxy = true
+                haproxyEnvironments.insert(name)
+            }
             if let strategy = envMap["strategy"], let parsed = rolloutStrategy(strategy) { spec.strategy = parsed }
             analysisByHAProxy = false
             if let protectionNode = envMap["protection"] { spec.protection = protection(protectionNode) }
@@ -336,7 +339,11 @@ extension PipelineLoader {
             spec.artifact = scalarString(artifact, "`artifact`")
             if let value = spec.artifact { checkTemplate(artifact, value, context: "`deploy.artifact`") }
         }
-        if let strategy = map["strategy"] { spec.strategy = rolloutStrategy(strategy) }
+        if let strategy = map["strategy"] {
+            analysisByHAProxy = haproxyEnvironments.contains(environment)
+            spec.strategy = rolloutStrategy(strategy)
+            analysisByHAProxy = false
+        }
         if let reversible = map["reversible"] { spec.reversible = bool(reversible, "`reversible`") ?? true }
         return spec
     }

@@ -63,6 +63,8 @@ public struct PipelineLoader {
     var needsNodes: [String: Node] = [:]
     /// Set while an environment with `traffic: haproxy` is parsed: its analyses get HAProxy's numbers.
     var analysisByHAProxy = false
+    /// Environments with `traffic: haproxy` (parsed before jobs), for deploy jobs' own strategies.
+    var haproxyEnvironments: Set<String> = []
 
     init(file: String, text: String) {
         self.file = file

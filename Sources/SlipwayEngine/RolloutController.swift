@@ -508,7 +508,7 @@ public struct RolloutController: Sendable {
         for check in spec.metrics {
             switch check.source {
             case .router(let metric) where isHAProxy:
-                // Validation refuses these in an environment's strategy; a deploy job's own strategy may still ask.
+                // Validation refuses these; kept for a pipeline validated before an environment moved behind HAProxy.
                 if let problem = MetricCheck.haproxyProblem(metric: metric, compareBaseline: check.compareBaseline) {
                     results.append(SlipwayCore.Measurement(metric: check.name, outcome: .inconclusive, reason: "\(problem.message) (\(problem.hint))"))
                     continue
