@@ -106,6 +106,19 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     var awaitingAnalysisGate = false
     var phaseBeforePause: Phase?
     var scaleDownAt: Double?
+    // Optional so that states saved before they existed still decode.
+    /// The most candidate instances asked for: a rollback stops them all, healthy or not.
+    var candidateRequested: Int?
+    /// Rolling back while the old version is being started again: how the rollout ends once it is healthy.
+    var rollbackFinal: Phase?
+    var rollbackReason: String?
+    /// A `healthy` event that came while paused, handled on resume.
+    var healthyWhilePaused: HealthyReport?
+
+    struct HealthyReport: Sendable, Equatable, Codable {
+        var version: String
+        var count: Int
+    }
 
     public init(stable: String?, candidate: String, instances: Int, plan: Plan, analysis: AnalysisPolicy? = nil,
                 postPromotionAnalysis: AnalysisPolicy? = nil, reversible: Bool = true, maxUnavailable: Int = 0) {
@@ -129,10 +142,22 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         case .start(let now):
             return begin(now)
         case .healthy(let version, let count, let now):
+            if phase == .paused {
+                // Handled on resume: dropping it would leave the rollout waiting for an event already past.
+                healthyWhilePaused = HealthyReport(version: version, count: count)
+                return []
+            }
+            if phase == .rollingBack, version == stable { return finishRollback(count: count) }
             guard version == candidate, phase == .waitingHealthy || phase == .stepping || phase == .promoting else { return [] }
             candidateInstances = count
             return afterHealthy(now)
         case .unhealthy(let version, let reason, let now):
+            if phase == .rollingBack, version == stable {
+                // The old version cannot come back: the candidate keeps the traffic it has, and a human decides.
+                phase = .failed
+                note("rollback failed: \(version) did not become healthy: \(reason)")
+                return [.finished(.failed, "\(rollbackReason ?? "rolling back"); but \(version) did not become healthy again (\(reason)), so \(candidate) keeps serving")]
+            }
             guard version == candidate else { return [] }
             return fail("\(version) did not become healthy: \(reason)", now: now)
         case .tick(let now):
@@ -142,6 +167,9 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         case .promote(let now):
             switch phase {
             case .paused, .heldForHuman, .stepping:
+                if case .blueGreen = plan, weights[candidate] != 100, candidateInstances < instances {
+                    return [.record("not promoted: \(candidateInstances)/\(instances) × \(candidate) healthy; traffic switches only to a healthy version")]
+                }
                 note("promoted by a human")
                 pauseUntil = nil
                 if case .blueGreen = plan {
@@ -171,6 +199,10 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             guard phase == .paused else { return [] }
             phase = phaseBeforePause ?? .stepping
             note("resumed")
+            if let report = healthyWhilePaused {
+                healthyWhilePaused = nil
+                return handle(.healthy(version: report.version, count: report.count, now: now))
+            }
             return advance(now)
         }
     }
@@ -190,6 +222,11 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
 
     mutating func note(_ text: String) { history.append(text) }
 
+    mutating func startCandidate(_ count: Int) -> Action {
+        candidateRequested = max(candidateRequested ?? 0, count)
+        return .startInstances(version: candidate, count: count)
+    }
+
     mutating func begin(_ now: Double) -> [Action] {
         phase = .waitingHealthy
         switch plan {
@@ -201,24 +238,24 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
                 stableInstances = 0
             }
             note("recreate: stopped \(stable ?? "nothing"), starting \(instances) × \(candidate)")
-            return actions + [.startInstances(version: candidate, count: instances)]
+            return actions + [startCandidate(instances)]
         case .rolling(let batch):
             let first = stable == nil ? instances : min(batch, instances)
             note("rolling: starting \(first) × \(candidate)")
-            return makeRoom() + [.startInstances(version: candidate, count: first)]
+            return makeRoom() + [startCandidate(first)]
         case .blueGreen:
             note("blue-green: starting \(instances) × \(candidate) beside \(stable ?? "nothing")")
-            return [.startInstances(version: candidate, count: instances)]
+            return [startCandidate(instances)]
         case .canary:
             guard stable != nil else {
                 // Nothing to compare with: the first release goes straight to full size.
                 note("canary: no stable version yet, so \(candidate) starts at full size")
-                return [.startInstances(version: candidate, count: instances)]
+                return [startCandidate(instances)]
             }
             let firstWeight = canarySteps.compactMap { if case .weight(let w) = $0 { w } else { nil } }.first ?? 100
             let count = canaryInstances(forWeight: firstWeight)
             note("canary: starting \(count) × \(candidate)")
-            return [.startInstances(version: candidate, count: count)]
+            return [startCandidate(count)]
         }
     }
 
@@ -242,23 +279,25 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         case .rolling(let batch):
             guard let stable else { return promoteFully(now, reason: "first release: all instances healthy") }
             // Replace as many stable instances as candidates are healthy, then start the next batch.
-            var actions: [Action] = []
+            var stops: [Action] = []
             let stop = min(stableInstances, max(0, candidateInstances - (instances - stableInstances)))
             if stop > 0 {
                 stableInstances -= stop
-                actions.append(.stopInstances(version: stable, count: stop))
+                stops.append(.stopInstances(version: stable, count: stop))
             }
+            let done = stableInstances == 0 && candidateInstances >= instances
+            // Made before the weights are set, so no weight is left on stable instances it stops.
+            let room = done ? [] : makeRoom()
             let total = candidateInstances + stableInstances
             weights = stableInstances == 0 ? [candidate: 100] : [candidate: Int((Double(candidateInstances) / Double(total) * 100).rounded()), stable: 0]
             if stableInstances > 0 { weights[stable] = 100 - weights[candidate]! }
-            actions.insert(.setWeights(weights), at: 0)
             note("rolling: \(candidateInstances) × \(candidate), \(stableInstances) × \(stable)")
-            if stableInstances == 0, candidateInstances >= instances {
+            if done {
                 phase = .promoted
-                return actions + [.finished(.promoted, "all \(instances) instances run \(candidate)")]
+                return [.setWeights(weights)] + stops + [.finished(.promoted, "all \(instances) instances run \(candidate)")]
             }
             phase = .waitingHealthy
-            return actions + makeRoom() + [.startInstances(version: candidate, count: min(instances, candidateInstances + batch))]
+            return [.setWeights(weights)] + stops + room + [startCandidate(min(instances, candidateInstances + batch))]
         case .blueGreen(let autoPromote, _, let preAnalysis, _):
             guard stable != nil else { return promoteFully(now, reason: "first release") }
             phase = .stepping
@@ -297,7 +336,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
                 let needed = canaryInstances(forWeight: weight)
                 if needed > candidateInstances {
                     phase = .waitingHealthy
-                    return actions + [.startInstances(version: candidate, count: needed)]
+                    return actions + [startCandidate(needed)]
                 }
                 weights = [stable: 100 - weight, candidate: weight]
                 note("step \(stepIndex + 1): \(weight)% to \(candidate)")
@@ -347,20 +386,23 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             phase = .promoted
             return actions + [.finished(.promoted, "\(candidate) serves all traffic; \(stable) stopped")]
         }
+        // A pause that ends first: a gate it opens starts a new window, which no earlier measurement may pass.
+        if phase == .stepping, let until = pauseUntil, now >= until {
+            actions += advance(now)
+        }
         if phase == .stepping || phase == .promoting, let next = nextAnalysisAt, now >= next, let policy = activeAnalysis {
             nextAnalysisAt = now + policy.interval
             // Cumulative since the window started: each measurement sees all the canary's traffic so far, so a
             // small error increase becomes significant as requests accumulate instead of staying inconclusive.
             actions.append(.analyze(since: analysisWindowStart ?? now - policy.interval))
         }
-        if phase == .stepping, let until = pauseUntil, now >= until {
-            actions += advance(now)
-        }
         return actions
     }
 
     mutating func judge(_ measurements: [Measurement], now: Double) -> [Action] {
         guard let policy = activeAnalysis, !phase.isFinal else { return [] }
+        // Nothing measured proves nothing: it must not pass a gate.
+        let measurements = measurements.isEmpty ? [Measurement(metric: "analysis", outcome: .inconclusive, reason: "no metric was measured")] : measurements
         var actions: [Action] = []
         let failed = measurements.filter { $0.outcome == .fail }
         let inconclusive = measurements.filter { $0.outcome == .inconclusive }
@@ -406,7 +448,9 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         phase = .promoting
         scaleDownAt = now + delay
         note("blue-green: traffic switched to \(candidate); \(stable) kept warm for \(Int(delay))s")
-        if postAnalysis, let policy = activeAnalysis {
+        if !postAnalysis {
+            nextAnalysisAt = nil  // the pre-promotion analysis is over; production traffic is not its to judge
+        } else if let policy = activeAnalysis {
             // A new analysis: its own window, delay and limits; the pre-promotion one's counts do not carry over.
             analysisWindowStart = now
             nextAnalysisAt = now + policy.initialDelay + policy.interval
@@ -421,7 +465,7 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         if candidateInstances < instances {
             phase = .promoting
             // Scale the candidate to full size first; stable stops once it is healthy.
-            return [.startInstances(version: candidate, count: instances)]
+            return [startCandidate(instances)]
         }
         actions.append(.setWeights([candidate: 100]))
         weights = [candidate: 100]
@@ -454,26 +498,61 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     mutating func rollBack(reason: String, final: Phase, now: Double) -> [Action] {
         // Traffic goes back to the old version: it must not be scaled down later.
         scaleDownAt = nil
-        guard let stable, stableInstances > 0 else {
+        let candidateCount = max(candidateInstances, candidateRequested ?? 0)
+        guard let stable else {
             phase = final
             var actions: [Action] = []
-            if candidateInstances > 0 { actions.append(.stopInstances(version: candidate, count: candidateInstances)) }
+            if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
             candidateInstances = 0
             return actions + [.finished(final, reason + " (no previous version to return to)")]
         }
-        if !reversible, final == .rolledBack {
+        if !reversible, final != .aborted {
             // Irreversible release: keep the safest state (no new traffic to the candidate) and ask.
+            guard stableInstances > 0 else {
+                phase = .heldForHuman
+                note("not rolled back automatically: the release is marked reversible: false")
+                return [.askHuman("\(reason). The release is irreversible and \(stable) has no instances left, so \(candidate) keeps serving: `slipway abort` or `slipway promote`")]
+            }
             weights = [stable: 100, candidate: 0]
             phase = .heldForHuman
             note("not rolled back automatically: the release is marked reversible: false")
             return [.setWeights(weights), .askHuman("\(reason). The release is irreversible, so traffic is held on \(stable) with \(candidate) still running: `slipway abort` or `slipway promote`")]
         }
+        if stableInstances == 0 {
+            // Rolling replaced every old instance: start them again first; the candidate serves until they are healthy.
+            phase = .rollingBack
+            rollbackFinal = final
+            rollbackReason = reason
+            stableInstances = instances
+            note("rolling back: starting \(instances) × \(stable) before \(candidate) stops: \(reason)")
+            return [.startInstances(version: stable, count: instances), .record("rolling back: \(stable) starts again; \(candidate) serves until it is healthy")]
+        }
         weights = [stable: 100]
         var actions: [Action] = [.setWeights(weights)]
-        if candidateInstances > 0 { actions.append(.stopInstances(version: candidate, count: candidateInstances)) }
+        if stableInstances < instances {
+            // Old instances that rolling already replaced start again (traffic goes to the healthy ones meanwhile).
+            actions.append(.startInstances(version: stable, count: instances))
+            stableInstances = instances
+        }
+        if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
         candidateInstances = 0
         phase = final
         note("rolled back to \(stable): \(reason)")
+        return actions + [.finished(final, reason)]
+    }
+
+    /// The old version is healthy again: traffic back to it, the candidate stops, the rollback ends.
+    mutating func finishRollback(count: Int) -> [Action] {
+        guard let stable else { return [] }
+        let final = rollbackFinal ?? .rolledBack
+        let reason = rollbackReason ?? "rolled back"
+        weights = [stable: 100]
+        var actions: [Action] = [.setWeights(weights)]
+        let candidateCount = max(candidateInstances, candidateRequested ?? 0)
+        if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
+        candidateInstances = 0
+        phase = final
+        note("rolled back to \(stable) (\(count) healthy again): \(reason)")
         return actions + [.finished(final, reason)]
     }
 }

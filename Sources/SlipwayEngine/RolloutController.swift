@@ -247,7 +247,8 @@ public struct RolloutController: Sendable {
         record.ownerPID = getpid()
         try store.updateRollout(record)
         try await agent.ensureRunning(executable: agentExecutable)
-        if starting {
+        // A rollout that never got past `.starting` (a crash or an error right after it was recorded) starts now.
+        if starting || machine.phase == .starting {
             try await handle(.start(now: clock.now()), &machine, &controller, &record)
         } else {
             // Re-assert what the rollout had decided (the agent may have restarted), then go on from there.
@@ -324,8 +325,10 @@ public struct RolloutController: Sendable {
     /// One event: the machine decides, the decision is persisted, then performed.
     func handle(_ event: RolloutStateMachine.Event, _ machine: inout RolloutStateMachine, _ controller: inout RolloutControllerState, _ record: inout RolloutRecord,
                 echoes: Set<String> = []) async throws {
+        let before = machine
         let actions = machine.handle(event)
-        guard !actions.isEmpty else { return }
+        // A change without actions (a resume, a timer set) is persisted too: after a crash it must not be lost.
+        guard !actions.isEmpty || machine != before else { return }
         let now = clock.now()
         var finished: (RolloutStateMachine.Phase, String)?
         var lines: [(String, String)] = []

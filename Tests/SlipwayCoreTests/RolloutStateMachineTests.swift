@@ -229,6 +229,108 @@ struct RolloutStateMachineTests {
         #expect(Self.finished(p.handle(.tick(now: 42))) == .promoted)
     }
 
+    // MARK: Safety: traffic never goes to nothing, rollbacks leave nothing behind, no event is lost
+
+    @Test func rollingBackAfterEveryOldInstanceWasReplacedStartsThemBeforeStoppingTheCandidate() {
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .rolling(batch: 1), maxUnavailable: 1)
+        _ = m.handle(.start(now: 0))
+        let next = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        #expect(Self.weights(next) == ["v2": 100], "max-unavailable stopped the last v1 before the weights were set")
+        let abort = m.handle(.abort(reason: "by alice", now: 2))
+        #expect(m.phase == .rollingBack)
+        #expect(abort.contains(.startInstances(version: "v1", count: 2)))
+        #expect(!abort.contains { if case .stopInstances(let v, _) = $0 { v == "v2" } else { false } }, "v2 serves until v1 is back: \(abort)")
+        #expect(Self.weights(abort) == nil)
+        let back = m.handle(.healthy(version: "v1", count: 2, now: 10))
+        #expect(Self.weights(back) == ["v1": 100])
+        #expect(back.contains(.stopInstances(version: "v2", count: 2)), "every v2 asked for, healthy or not")
+        #expect(Self.finished(back) == .aborted)
+
+        // If v1 cannot come back, v2 keeps the traffic and the rollout fails instead of going dark.
+        var n = M(stable: "v1", candidate: "v2", instances: 2, plan: .rolling(batch: 1), maxUnavailable: 1)
+        _ = n.handle(.start(now: 0))
+        _ = n.handle(.healthy(version: "v2", count: 1, now: 1))
+        _ = n.handle(.unhealthy(version: "v2", reason: "timeout", now: 60))
+        let failed = n.handle(.unhealthy(version: "v1", reason: "exit 1", now: 120))
+        #expect(Self.finished(failed) == .failed)
+        #expect(Self.weights(failed) == nil && n.weights == ["v2": 100])
+    }
+
+    @Test func aRollbackStopsEveryCandidateInstanceAskedFor() {
+        let steps: [M.CanaryStep] = [.weight(10), .pause(30), .weight(100)]
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .canary(steps: steps, backgroundAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 5))
+        #expect(Self.started(m.handle(.tick(now: 36))) == 2)
+        let aborted = m.handle(.abort(reason: "by bob", now: 37))
+        #expect(aborted.contains(.stopInstances(version: "v2", count: 2)), "the one still starting too: \(aborted)")
+        #expect(Self.weights(aborted) == ["v1": 100])
+    }
+
+    @Test func anIrreversibleReleaseThatGoesUnhealthyIsHeldNotRolledBack() {
+        let steps: [M.CanaryStep] = [.weight(10), .pause(30), .weight(100)]
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .canary(steps: steps, backgroundAnalysis: false), reversible: false)
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 5))
+        _ = m.handle(.tick(now: 36))
+        let held = m.handle(.unhealthy(version: "v2", reason: "timeout", now: 96))
+        #expect(m.phase == .heldForHuman)
+        #expect(Self.weights(held) == ["v1": 100, "v2": 0])
+        #expect(!held.contains { if case .stopInstances = $0 { true } else { false } }, "\(held)")
+        #expect(Self.finished(held) == nil)
+    }
+
+    @Test func aHealthyReportThatArrivesWhilePausedIsHandledOnResume() {
+        var m = M(stable: "v1", candidate: "v2", instances: 4, plan: .canary(steps: canarySteps, backgroundAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 5))
+        #expect(Self.started(m.handle(.tick(now: 36))) == 2)
+        _ = m.handle(.pause(now: 37))
+        #expect(m.handle(.healthy(version: "v2", count: 2, now: 40)).isEmpty)
+        #expect(Self.weights(m.handle(.resume(now: 41))) == ["v1": 50, "v2": 50], "the rollout goes on instead of waiting forever")
+    }
+
+    @Test func blueGreenIsNotSwitchedToACandidateThatIsNotHealthy() {
+        var m = M(stable: "v1", candidate: "v2", instances: 2, plan: .blueGreen(autoPromote: false, scaleDownDelay: 10, preAnalysis: false, postAnalysis: false))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.pause(now: 1))
+        let refused = m.handle(.promote(now: 2))
+        #expect(Self.weights(refused) == nil, "\(refused)")
+        #expect(m.weights == ["v1": 100])
+        #expect(Self.finished(m.handle(.tick(now: 30))) == nil)
+    }
+
+    @Test func aGateIsJudgedOnlyByMeasurementsOfItsOwnWindow() {
+        let steps: [M.CanaryStep] = [.weight(10), .pause(30), .weight(50), .analysis, .weight(100)]
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .canary(steps: steps, backgroundAnalysis: true), analysis: .init(interval: 10))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 0))
+        #expect(m.handle(.tick(now: 10)).contains(.analyze(since: 0)))
+        _ = m.handle(.measured([Measurement(metric: "e", outcome: .pass, reason: "ok")], now: 10))
+        _ = m.handle(.tick(now: 20))
+        _ = m.handle(.measured([Measurement(metric: "e", outcome: .pass, reason: "ok")], now: 20))
+        // The pause ends and the gate opens in the same tick as a background look would be due.
+        let opened = m.handle(.tick(now: 30))
+        #expect(Self.weights(opened) == ["v1": 50, "v2": 50])
+        #expect(!opened.contains { if case .analyze = $0 { true } else { false } }, "no look over the old window: \(opened)")
+        #expect(m.handle(.tick(now: 40)).contains(.analyze(since: 30)))
+        // And a look that measured nothing is inconclusive: it passes no gate.
+        _ = m.handle(.measured([], now: 40))
+        #expect(m.inconclusives == 1)
+        #expect(m.weights == ["v1": 50, "v2": 50])
+    }
+
+    @Test func blueGreenWithOnlyAPrePromotionAnalysisStopsMeasuringWhenTrafficSwitches() {
+        var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: true, scaleDownDelay: 60, preAnalysis: true, postAnalysis: false),
+                  analysis: .init(interval: 5))
+        _ = m.handle(.start(now: 0))
+        _ = m.handle(.healthy(version: "v2", count: 1, now: 1))
+        _ = m.handle(.tick(now: 6))
+        #expect(Self.weights(m.handle(.measured([Measurement(metric: "smoke", outcome: .pass, reason: "ok")], now: 6))) == ["v2": 100, "v1": 0])
+        #expect(!m.handle(.tick(now: 20)).contains { if case .analyze = $0 { true } else { false } })
+        #expect(Self.finished(m.handle(.tick(now: 70))) == .promoted)
+    }
+
     @Test func blueGreenWithoutAutoPromoteWaitsForAHuman() {
         var m = M(stable: "v1", candidate: "v2", instances: 1, plan: .blueGreen(autoPromote: false, scaleDownDelay: 0, preAnalysis: false, postAnalysis: false))
         _ = m.handle(.start(now: 0))
