@@ -38,7 +38,9 @@ struct EnvironmentContext {
         guard let active = try store.activeRollout(environment: environment.name) else { return }
         if let pid = active.ownerPID, pid != getpid(), ProcessLauncher.isAlive(pid) { return }
         Terminal.print(Terminal.dim("no process drives rollout #\(active.id) any more; continuing it here"))
-        let outcome = try await controller(returnWhenWaiting: true).drive(active)
+        // With the strategy it started with: a deploy job's own strategy, when it has one (job key "deploy (a, b)").
+        let job = active.job.flatMap { key in pipeline.jobs.first { key == $0.id || key.hasPrefix($0.id + " (") } }
+        let outcome = try await controller(returnWhenWaiting: true).drive(active, strategy: job?.deploy?.strategy)
         report(outcome)
     }
 

@@ -270,6 +270,40 @@ extension EndToEnd {
             #expect(project.sample(10) == ["hello from 2.0.0": 10])
         }
 
+        @Test("a rollout whose driver was killed is taken over by `slipway resume` with the deploy job's own strategy and its analysis, not the environment's")
+        func takeOverKeepsTheJobStrategy() async throws {
+            let project = try DeployProject(strategy: "          recreate")
+            defer { project.downNow() }
+            // The deploy job overrides the environment's `recreate` with a canary judged by a command metric.
+            let path = project.box.repo + "/slipway.yml"
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            try #require(text.contains("deploy: { environment: production }"))
+            try project.box.write("slipway.yml", text.replacingOccurrences(of: "deploy: { environment: production }", with: """
+                deploy:
+                      environment: production
+                      strategy:
+                        canary:
+                          steps: [ { weight: 50 }, { pause: 6s }, { weight: 100 } ]
+                          analysis:
+                            interval: 1s
+                            metrics: [ { name: smoke, source: command, command: "echo 0", max: 0 } ]
+                """))
+            let first = try await project.ship("1.0.0")
+            try #require(first.status == 0, "\(first)")
+            let run = try project.launchShip("2.0.0")
+            try await DeployKit.waitUntil("the canary's pause") {
+                ((try? String(contentsOfFile: run.stdoutPath, encoding: .utf8)) ?? "").contains("paused for 6s")
+            }
+            run.signal(SIGKILL)
+            _ = try await run.wait(timeout: 10)
+            let resumed = try await project.box.slipway("resume", "production", timeout: 60)
+            #expect(resumed.stdout.contains("continuing it here"), "\(resumed)")
+            #expect(resumed.stdout.contains("smoke: pass"), "the job's analysis runs after the take-over: \(resumed)")
+            #expect(!resumed.stdout.contains("no metric was measured"), "\(resumed)")
+            #expect(resumed.stdout.contains("promoted"), "\(resumed)")
+            #expect(project.sample(10) == ["hello from 2.0.0": 10])
+        }
+
         @Test("`slipway run | cat` ends when the run ends: the agent it starts holds none of the run's pipes")
         func agentHoldsNoPipes() async throws {
             let project = try DeployProject(strategy: "          recreate", instances: 1)
