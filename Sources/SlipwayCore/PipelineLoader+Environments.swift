@@ -177,6 +177,7 @@ extension PipelineLoader {
         if let canary = map["canary"], let c = mapping(canary, "`canary`") {
             checkKeys(c, allowed: Self.canaryKeys, context: "`canary`")
             var steps: [Canary.Step] = []
+            var gates: [(node: Node, analysis: Analysis?)] = []
             if let stepsNode = c["steps"], let sequence = stepsNode.sequence {
                 for stepNode in sequence {
                     guard let s = mapping(stepNode, "a canary step"), s.count == 1, let (key, value) = s.first, let kind = key.scalar?.string else {
@@ -193,7 +194,9 @@ extension PipelineLoader {
                         if value.mapping != nil || isNull(value) { steps.append(.pause(nil)) }
                         else if let d = duration(value, "`pause`") { steps.append(.pause(d)) }
                     case "analysis":
-                        steps.append(.analysis(value.mapping.map { _ in analysis(value) } ?? nil))
+                        let gate = value.mapping.map { _ in analysis(value) } ?? nil
+                        steps.append(.analysis(gate))
+                        gates.append((key, gate))
                     default:
                         let suggestion = Suggestion.nearest(to: kind, in: ["weight", "pause", "analysis"])
                         error(key, "unknown canary step '\(kind)'", hint: suggestion.map { "did you mean '\($0)'?" } ?? "use weight, pause or analysis")
@@ -204,6 +207,19 @@ extension PipelineLoader {
             }
             var spec = Canary(steps: steps)
             if let a = c["analysis"] { spec.analysis = analysis(a) }
+            // A rollout is judged by one analysis: the canary-level one, else the gates' (the same in each).
+            let judged = spec.analysis ?? gates.compactMap(\.analysis).first
+            for gate in gates {
+                if judged == nil {
+                    error(gate.node, "this analysis gate has no metrics, and the canary has no `analysis` to judge it by",
+                          hint: "give the gate its metrics (`- analysis: { metrics: [ … ] }`) or the canary an `analysis:`")
+                } else if let own = gate.analysis, own != judged {
+                    error(gate.node, spec.analysis != nil
+                          ? "this gate's own analysis would be ignored: the canary-level `analysis` judges every gate"
+                          : "this gate's analysis differs from the first gate's, which judges every gate",
+                          hint: "write the gate as `- analysis:` (no metrics) and keep one analysis, at the canary level or the same in each gate")
+                }
+            }
             if let sticky = c["sticky"] { spec.sticky = bool(sticky, "`sticky`") ?? false }
             if analysisByHAProxy, let node = c["match"] ?? (spec.sticky ? c["sticky"] : nil) {
                 error(node, "`match` and `sticky` need the built-in router: HAProxy's runtime API sets server weights only",
