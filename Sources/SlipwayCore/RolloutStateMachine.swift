@@ -207,12 +207,16 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
         }
     }
 
-    /// The policy of the analysis running now: blue-green's post-promotion one once traffic has switched
-    /// (also while a human has paused that phase), otherwise the rollout's.
+    /// Blue-green after the traffic switch (also while a human has paused that phase): the post-promotion
+    /// analysis, with its own metrics and policy, is the one that runs.
+    public var inPostPromotion: Bool {
+        guard case .blueGreen = plan else { return false }
+        return (phase == .paused ? phaseBeforePause ?? phase : phase) == .promoting
+    }
+
+    /// The policy of the analysis running now: the post-promotion one when it has its own, else the rollout's.
     public var activeAnalysis: AnalysisPolicy? {
-        let current = phase == .paused ? phaseBeforePause ?? phase : phase
-        if current == .promoting, case .blueGreen = plan, let post = postPromotionAnalysis { return post }
-        return analysis
+        inPostPromotion ? postPromotionAnalysis ?? analysis : analysis
     }
 
     var canarySteps: [CanaryStep] {
@@ -498,24 +502,18 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
     mutating func rollBack(reason: String, final: Phase, now: Double) -> [Action] {
         // Traffic goes back to the old version: it must not be scaled down later.
         scaleDownAt = nil
-        let candidateCount = max(candidateInstances, candidateRequested ?? 0)
         guard let stable else {
             phase = final
-            var actions: [Action] = []
-            if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
-            candidateInstances = 0
-            return actions + [.finished(final, reason + " (no previous version to return to)")]
+            return stopEveryCandidate() + [.finished(final, reason + " (no previous version to return to)")]
         }
         if !reversible, final != .aborted {
             // Irreversible release: keep the safest state (no new traffic to the candidate) and ask.
+            phase = .heldForHuman
+            note("not rolled back automatically: the release is marked reversible: false")
             guard stableInstances > 0 else {
-                phase = .heldForHuman
-                note("not rolled back automatically: the release is marked reversible: false")
                 return [.askHuman("\(reason). The release is irreversible and \(stable) has no instances left, so \(candidate) keeps serving: `slipway abort` or `slipway promote`")]
             }
             weights = [stable: 100, candidate: 0]
-            phase = .heldForHuman
-            note("not rolled back automatically: the release is marked reversible: false")
             return [.setWeights(weights), .askHuman("\(reason). The release is irreversible, so traffic is held on \(stable) with \(candidate) still running: `slipway abort` or `slipway promote`")]
         }
         if stableInstances == 0 {
@@ -527,32 +525,35 @@ public struct RolloutStateMachine: Sendable, Equatable, Codable {
             note("rolling back: starting \(instances) × \(stable) before \(candidate) stops: \(reason)")
             return [.startInstances(version: stable, count: instances), .record("rolling back: \(stable) starts again; \(candidate) serves until it is healthy")]
         }
-        weights = [stable: 100]
-        var actions: [Action] = [.setWeights(weights)]
+        var restart: [Action] = []
         if stableInstances < instances {
             // Old instances that rolling already replaced start again (traffic goes to the healthy ones meanwhile).
-            actions.append(.startInstances(version: stable, count: instances))
+            restart.append(.startInstances(version: stable, count: instances))
             stableInstances = instances
         }
-        if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
-        candidateInstances = 0
-        phase = final
         note("rolled back to \(stable): \(reason)")
-        return actions + [.finished(final, reason)]
+        return returnTraffic(to: stable, then: restart, final: final, reason: reason)
     }
 
-    /// The old version is healthy again: traffic back to it, the candidate stops, the rollback ends.
+    /// The old version is healthy again: the rollback that waited for it ends.
     mutating func finishRollback(count: Int) -> [Action] {
         guard let stable else { return [] }
-        let final = rollbackFinal ?? .rolledBack
         let reason = rollbackReason ?? "rolled back"
-        weights = [stable: 100]
-        var actions: [Action] = [.setWeights(weights)]
-        let candidateCount = max(candidateInstances, candidateRequested ?? 0)
-        if candidateCount > 0 { actions.append(.stopInstances(version: candidate, count: candidateCount)) }
-        candidateInstances = 0
-        phase = final
         note("rolled back to \(stable) (\(count) healthy again): \(reason)")
-        return actions + [.finished(final, reason)]
+        return returnTraffic(to: stable, then: [], final: rollbackFinal ?? .rolledBack, reason: reason)
+    }
+
+    /// All traffic to `stable`, every candidate instance asked for stops, and the rollout ends as `final`.
+    mutating func returnTraffic(to stable: String, then extra: [Action], final: Phase, reason: String) -> [Action] {
+        weights = [stable: 100]
+        phase = final
+        return [.setWeights(weights)] + extra + stopEveryCandidate() + [.finished(final, reason)]
+    }
+
+    /// Stops every candidate instance asked for, healthy or still starting.
+    mutating func stopEveryCandidate() -> [Action] {
+        let count = max(candidateInstances, candidateRequested ?? 0)
+        candidateInstances = 0
+        return count > 0 ? [.stopInstances(version: candidate, count: count)] : []
     }
 }

@@ -74,8 +74,7 @@ public struct AgentClient: Sendable {
 
     /// True when an agent answers.
     public func isRunning() async -> Bool {
-        if case .pong = try? await send(.ping, timeout: .seconds(2)) { return true }
-        return false
+        await runningPID() != nil
     }
 
     /// Starts `executable agent --data-dir …` detached unless an agent answers; waits until it does.

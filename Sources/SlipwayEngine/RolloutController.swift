@@ -296,7 +296,7 @@ public struct RolloutController: Sendable {
                     controller.dataLooks = 0
                 }
                 var looks = controller.dataLooks
-                let spec = machine.phase == .promoting ? postPromotionSpec ?? analysisSpec : analysisSpec
+                let spec = machine.inPostPromotion ? postPromotionSpec ?? analysisSpec : analysisSpec
                 let measurements = await analyze(since: since, machine: machine, spec: spec, looks: &looks, controller: &controller)
                 controller.dataLooks = looks
                 controller.pendingAnalysis = nil
@@ -452,6 +452,53 @@ public struct RolloutController: Sendable {
     /// HAProxy's `rtime` is a mean over this many of a server's last requests.
     static let haproxyResponseTimeRequests = 1024
 
+    /// haproxy traffic: each version's window from its hosts' counters since the analysis window began, with
+    /// their `rtime` weighted by requests once they count; and, per version, the most requests one of its hosts
+    /// served since it began serving that version.
+    func haproxyTraffic(socket: String, backend: String, since: Double, controller: inout RolloutControllerState) async
+        -> (windows: [String: TrafficWindow], served: [String: Int]) {
+        guard let stats = try? await HAProxyRuntime(socket).stats(backend: backend) else { return ([:], [:]) }
+        let servers = Dictionary(stats.servers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        if controller.trafficBaseline.isEmpty { controller.trafficBaseline = servers.mapValues { [$0.counters.requests, $0.counters.errors] } }
+        var windows: [String: TrafficWindow] = [:]
+        var served: [String: Int] = [:]
+        var weightedTime: [String: (sum: Double, requests: Int)] = [:]
+        var countedVersions = controller.responseTimeVersion ?? [:]
+        var countedFrom = controller.responseTimeFrom ?? [:]
+        for (host, version) in controller.hostVersions {
+            let name = SSHTargetOperator.address(of: host)
+            guard let server = servers[name] else { continue }
+            let current = server.counters.requests
+            let base = controller.trafficBaseline[name] ?? [0, 0]
+            // A counter that went backwards (HAProxy reloaded) counts from zero.
+            let requests = current >= base[0] ? current - base[0] : current
+            let errors = server.counters.errors >= base[1] ? server.counters.errors - base[1] : server.counters.errors
+            var window = windows[version] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: max(0, clock.now() - since))
+            window.requests += requests
+            window.errors += min(errors, requests)
+            if countedVersions[name] != version || (countedFrom[name] ?? .max) > current {
+                // First seen: the host already ran this version when the window began (it was switched, then found
+                // healthy, then weighed), so its requests since then are this version's. A change seen later counts from now.
+                let windowStart = countedVersions[name] == nil ? controller.trafficBaseline[name]?.first : nil
+                countedVersions[name] = version
+                countedFrom[name] = min(windowStart ?? current, current)
+            }
+            let servedByVersion = current - (countedFrom[name] ?? current)
+            served[version] = max(served[version] ?? 0, servedByVersion)
+            if servedByVersion >= Self.haproxyResponseTimeRequests {
+                var sum = weightedTime[version] ?? (0, 0)
+                sum.sum += Double(server.responseTime) * Double(requests)
+                sum.requests += requests
+                weightedTime[version] = sum
+                window.meanLatency = sum.requests > 0 ? sum.sum / Double(sum.requests) : nil
+            }
+            windows[version] = window
+        }
+        controller.responseTimeVersion = countedVersions
+        controller.responseTimeFrom = countedFrom
+        return (windows, served)
+    }
+
     func analyze(since: Double, machine: RolloutStateMachine, spec: Analysis?, looks: inout Int, controller: inout RolloutControllerState) async -> [SlipwayCore.Measurement] {
         guard let spec else { return [] }
         var results: [SlipwayCore.Measurement] = []
@@ -463,50 +510,7 @@ public struct RolloutController: Sendable {
         var responseTimeServed: [String: Int] = [:]
         if case .haproxy(let socket, let backend) = environment.traffic {
             isHAProxy = true
-            if let stats = try? await HAProxyRuntime(socket).stats(backend: backend) {
-                var now: [String: [Int]] = [:]
-                var responseTime: [String: Int] = [:]
-                // A version's mean: its servers' `rtime`, weighted by the requests each served in the window.
-                var weightedTime: [String: (sum: Double, requests: Int)] = [:]
-                var countedVersions = controller.responseTimeVersion ?? [:]
-                var countedFrom = controller.responseTimeFrom ?? [:]
-                for server in stats.servers {
-                    now[server.name] = [server.counters.requests, server.counters.errors]
-                    responseTime[server.name] = server.responseTime
-                }
-                if controller.trafficBaseline.isEmpty { controller.trafficBaseline = now }
-                for (host, version) in controller.hostVersions {
-                    let name = SSHTargetOperator.address(of: host)
-                    guard let current = now[name] else { continue }
-                    let base = controller.trafficBaseline[name] ?? [0, 0]
-                    // A counter that went backwards (HAProxy reloaded) counts from zero.
-                    let requests = current[0] >= base[0] ? current[0] - base[0] : current[0]
-                    let errors = current[1] >= base[1] ? current[1] - base[1] : current[1]
-                    var window = haproxyWindows[version] ?? TrafficWindow(requests: 0, errors: 0, latencies: [], seconds: max(0, clock.now() - since))
-                    window.requests += requests
-                    window.errors += min(errors, requests)
-                    if countedVersions[name] != version || (countedFrom[name] ?? .max) > current[0] {
-                        // First seen: the host already ran this version when the window began (it was switched,
-                        // then found healthy, then weighed), so its requests since then are this version's.
-                        // A version change seen later counts from now.
-                        let windowStart = countedVersions[name] == nil ? controller.trafficBaseline[name]?.first : nil
-                        countedVersions[name] = version
-                        countedFrom[name] = min(windowStart ?? current[0], current[0])
-                    }
-                    let served = current[0] - (countedFrom[name] ?? current[0])
-                    responseTimeServed[version] = max(responseTimeServed[version] ?? 0, served)
-                    if served >= Self.haproxyResponseTimeRequests, let time = responseTime[name] {
-                        var sum = weightedTime[version] ?? (0, 0)
-                        sum.sum += Double(time) * Double(requests)
-                        sum.requests += requests
-                        weightedTime[version] = sum
-                        window.meanLatency = sum.requests > 0 ? sum.sum / Double(sum.requests) : nil
-                    }
-                    haproxyWindows[version] = window
-                }
-                controller.responseTimeVersion = countedVersions
-                controller.responseTimeFrom = countedFrom
-            }
+            (haproxyWindows, responseTimeServed) = await haproxyTraffic(socket: socket, backend: backend, since: since, controller: &controller)
         }
         for check in spec.metrics {
             switch check.source {
