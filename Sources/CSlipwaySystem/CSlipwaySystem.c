@@ -21,3 +21,75 @@ int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
     return -1;
 #endif
 }
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/wait.h>
+
+/* What the child writes before it execs or gives up; shared with the parent, which vfork suspends. */
+struct slipway_child_report { volatile int error; volatile int stage; };
+
+/* The child's side: only async-signal-safe calls on the parent's memory, never a return. */
+static __attribute__((noinline, noreturn)) void slipway_child(const char *path, char *const argv[], char *const envp[],
+                                                             const char *dir, int out_fd, int err_fd,
+                                                             struct slipway_child_report *report) {
+    /* Dispositions are the child's own (no CLONE_SIGHAND); execve resets caught signals by itself, ignored
+       ones must be reset here, and caught asynchronous ones too, in case one arrives before execve. */
+    static const int defaults[] = { SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH };
+    struct sigaction action;
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        action = (struct sigaction){ .sa_handler = SIG_DFL };
+        sigemptyset(&action.sa_mask);
+        sigaction(defaults[i], &action, NULL);
+    }
+    report->stage = 1;
+    if (setpgid(0, 0) != 0) goto fail;
+    report->stage = 2;
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0) goto fail;
+    if (null != 0) {
+        if (dup2(null, 0) < 0) goto fail;
+        close(null);
+    }
+    report->stage = 3;
+    if (dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
+    report->stage = 4;
+    if (dir != NULL && chdir(dir) != 0) goto fail;
+    report->stage = 5;
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) goto fail;
+    report->stage = 6;
+    execve(path, argv, envp);
+fail:
+    report->error = errno;
+    _exit(127);
+}
+
+pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
+                    int out_fd, int err_fd, int *error, int *stage) {
+    struct slipway_child_report report = { 0, 0 };
+    sigset_t all, old;
+    sigfillset(&all);
+    /* No handler of this process may run in the child while it shares our memory. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = vfork();
+    if (pid == 0) slipway_child(path, argv, envp, dir, out_fd, err_fd, &report);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        *error = saved;
+        *stage = 0;
+        return -1;
+    }
+    if (report.error != 0) {
+        /* The child never exec'd: it has exited (vfork returned), reap it. */
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        *error = report.error;
+        *stage = report.stage;
+        return -1;
+    }
+    return pid;
+}

@@ -141,9 +141,16 @@ public enum StepProcess {
         var cancelled = false
         var termSentAt: ContinuousClock.Instant?
 
+        var grown = [false, false]
         func readOnce(_ index: Int) -> Bool {
             let n = read(fds[index].fd, buffer.baseAddress, bufferSize)
             if n > 0 {
+                // A read that emptied a full default pipe (64 KiB): a chatty step. A 1 MiB pipe lets it
+                // run ahead while its output is written to the log; quiet steps never pay for one.
+                if n >= 65536, !grown[index] {
+                    grown[index] = true
+                    _ = fcntl(fds[index].fd, 1031 /* F_SETPIPE_SZ */, 1 << 20)
+                }
                 sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 return true
             }
@@ -227,44 +234,26 @@ public enum StepProcess {
             close(outPipe[0]); close(outPipe[1])
             throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
-        // A 1 MiB pipe lets a chatty step run ahead while its output is written to the log.
-        let F_SETPIPE_SZ: Int32 = 1031
-        _ = fcntl(outPipe[0], F_SETPIPE_SZ, 1 << 20)
-        _ = fcntl(errPipe[0], F_SETPIPE_SZ, 1 << 20)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        slipway_spawn_addchdir(&actions, configuration.workingDirectory)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-
         let argv = ([configuration.executable] + configuration.arguments).map { strdup($0) } + [nil]
         let envp = configuration.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }
         }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, configuration.executable, &actions, &attributes, argv, envp)
+        var error: Int32 = 0
+        var stage: Int32 = 0
+        let pid = slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage)
         close(outPipe[1])
         close(errPipe[1])
-        guard result == 0 else {
+        guard pid > 0 else {
             close(outPipe[0]); close(errPipe[0])
-            throw StepProcessError(description: "cannot start \(configuration.executable): \(String(cString: strerror(result)))")
+            let what = switch stage {
+            case 2: "cannot open /dev/null for \(configuration.executable)"
+            case 4: "cannot change to the working directory \(configuration.workingDirectory)"
+            case 6: "cannot start \(configuration.executable)"
+            default: "cannot start \(configuration.executable) (setting up its process)"
+            }
+            throw StepProcessError(description: "\(what): \(String(cString: strerror(error)))")
         }
         return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
     }

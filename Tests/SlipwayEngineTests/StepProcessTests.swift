@@ -103,6 +103,52 @@ func processExists(withMarker marker: String) -> Bool {
             _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
         }
     }
+
+    @Test func aMissingWorkingDirectoryIsNamedInTheError() async {
+        var configuration = bash("true")
+        configuration.workingDirectory = "/nonexistent/slipway-wd"
+        do {
+            _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
+            Issue.record("a step in a missing directory started")
+        } catch {
+            #expect(error.description.contains("/nonexistent/slipway-wd"))
+            #expect(error.description.contains("No such file or directory"))
+        }
+    }
+
+    /// The step starts as a new process group of its own, stdin at EOF, every signal unblocked and at its
+    /// default: this process ignores SIGINT/SIGTERM/SIGPIPE (Ctrl-C handling, sockets) and blocks all
+    /// signals around the spawn, and none of that may reach a step.
+    @Test func theStepStartsWithDefaultSignalsItsOwnGroupAndNoInput() async throws {
+        let previous = (signal(SIGPIPE, SIG_IGN), signal(SIGINT, SIG_IGN), signal(SIGUSR1, SIG_IGN))
+        defer {
+            signal(SIGPIPE, previous.0)
+            signal(SIGINT, previous.1)
+            signal(SIGUSR1, previous.2)
+        }
+        // The signal state as the started program itself has it (bash would block SIGCHLD of its own).
+        let statusSink = CollectingSink()
+        var grep = bash("")
+        grep.executable = "/bin/grep"
+        grep.arguments = ["-E", "^(SigBlk|SigIgn):", "/proc/self/status"]
+        #expect(try await StepProcess.run(grep, control: ProcessControl(), sink: statusSink) == .exited(0))
+        let status = String(decoding: statusSink.stdout, as: UTF8.self)
+        #expect(status.contains("SigBlk:\t0000000000000000"), "\(status)")
+        let ignored = status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.map { UInt64($0.dropFirst(8), radix: 16) ?? 0 }
+        // The standard signals (1-31); glibc reserves the first real-time ones for itself.
+        #expect(ignored.map { $0 & 0x7fff_ffff } == 0, "signals ignored in the step: \(status)")
+
+        let sink = CollectingSink()
+        let script = """
+            read -r _ _ _ _ pgrp _ < /proc/$$/stat; echo "pgrp=$pgrp pid=$$"
+            if read -r line; then echo "stdin: $line"; else echo "stdin: eof"; fi
+            """
+        #expect(try await StepProcess.run(bash(script), control: ProcessControl(), sink: sink) == .exited(0))
+        let text = String(decoding: sink.stdout, as: UTF8.self)
+        let ids = text.split(separator: "\n").first { $0.hasPrefix("pgrp=") }?.split(separator: " ").map { $0.split(separator: "=").last.map(String.init) ?? "" }
+        #expect(ids?.count == 2 && ids?[0] == ids?[1], "the step is not the leader of its own group: \(text)")
+        #expect(text.contains("stdin: eof"))
+    }
 }
 
 struct StepLogTests {

@@ -1,6 +1,7 @@
 #ifndef CSLIPWAY_SYSTEM_H
 #define CSLIPWAY_SYSTEM_H
 #include <spawn.h>
+#include <sys/types.h>
 
 /// pipe2(O_CLOEXEC): both ends close-on-exec, so concurrently spawned steps never inherit each other's pipes.
 int slipway_pipe_cloexec(int fds[2]);
@@ -11,4 +12,11 @@ int slipway_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path
 int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 /// Makes this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER).
 int slipway_set_child_subreaper(void);
+/// Starts PATH in a new process group with stdin from /dev/null, stdout/stderr on OUT_FD/ERR_FD and DIR as
+/// its working directory, by vfork+execve: the caller's thread waits only until the exec, no stack is mapped
+/// for the child and no signal is queried (posix_spawn asks about all 64). Returns the pid, or -1 with
+/// *error set to the errno and *stage to the step that failed (0 vfork, 1 setpgid, 2 stdin, 3 dup2,
+/// 4 chdir, 5 signal mask, 6 execve).
+pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
+                    int out_fd, int err_fd, int *error, int *stage);
 #endif
