@@ -35,6 +35,12 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
     /// Renders every template of `instance` in `context`. Job env sees pipeline env; step env sees both.
     public static func resolve(_ instance: JobInstance, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
         guard let job = pipeline.job(instance.jobID) else { throw CoreError("unknown job '\(instance.jobID)'") }
+        return try resolve(instance, job: job, in: pipeline, context: context)
+    }
+
+    /// The same, for a caller that has already found the instance's job (a run looks jobs up by id once,
+    /// not through `Pipeline.job`'s scan for each of a thousand jobs).
+    public static func resolve(_ instance: JobInstance, job: Job, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
         var context = context
         var env: [String: String] = [:]
         func render(_ text: String, _ what: String) throws(CoreError) -> String {

@@ -236,6 +236,7 @@ public final class RunEngine: Sendable {
             if let index = overrides.env.firstIndex(where: { $0.name == name }) { overrides.env[index].value = value } else { overrides.env.append(EnvironmentVariable(name: name, value: value)) }
         }
         let pipeline = overrides
+        let jobsByID = Dictionary(pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
         let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
                                    deployments: DeployContext(environments: Dictionary(pipeline.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
@@ -275,7 +276,8 @@ public final class RunEngine: Sendable {
                         let context = machine.context(for: instance)
                         var resolved: ResolvedJob
                         do {
-                            resolved = try ResolvedJob.resolve(instance, in: pipeline, context: context)
+                            guard let job = jobsByID[instance.jobID] else { throw CoreError("unknown job '\(instance.jobID)'") }
+                            resolved = try ResolvedJob.resolve(instance, job: job, in: pipeline, context: context)
                             // Step names come from commands, which may hold rendered secrets.
                             for index in resolved.steps.indices { resolved.steps[index].name = masker.mask(resolved.steps[index].name) }
                         } catch {
@@ -345,14 +347,15 @@ public final class RunEngine: Sendable {
                         let started = nextStarted.next() ?? nil
                         let attemptRecord = started?.attempt
                         observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
-                        let upstream = (pipeline.job(instance.jobID)?.needs ?? []).flatMap { need in
+                        let needs = jobsByID[instance.jobID]?.needs ?? []
+                        let upstream = needs.flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
                         }
                         let attemptContext = AttemptContext(run: run, instance: instance, jobRowID: row.id, attempt: attempt, attemptRecord: attemptRecord, firstStep: started?.firstStep, resolved: resolved, context: context, upstreamArtifacts: upstream)
                         let useCache = options.useCache && resolved.cacheInputs != nil
                         // Decided once, with the writes: step 0's row is written only for a local attempt.
                         let remoteAttempt = remotely ? remoteAttempt(for: attemptContext, pipeline: pipeline, plan: plan) : nil
-                        let needOutputs = Dictionary(uniqueKeysWithValues: (pipeline.job(instance.jobID)?.needs ?? []).map { need in
+                        let needOutputs = Dictionary(uniqueKeysWithValues: needs.map { need in
                             (need, plan.instances.filter { $0.jobID == need }.map { machine.outputs[$0.key] ?? [:] })
                         })
                         group.addTask {

@@ -99,38 +99,49 @@ public enum StepProcess {
     /// these blocking reads would starve.
     static func readerQueue() -> DispatchQueue { DispatchQueue(label: "slipway.step-output") }
 
-    /// Starts the process and returns once it has ended and its output is drained. `onStart` gets the
-    /// process group id before any output is read, so the caller can persist it.
+    /// Starts the process and returns once it has ended and its output is drained. The start happens on the
+    /// reader's thread too: vfork holds its caller until the child has exec'd, which must not hold one of
+    /// the concurrency pool's few threads.
     public static func run(
         _ configuration: Configuration,
         control: ProcessControl,
-        sink: ProcessOutputSink,
-        onStart: (pid_t) -> Void = { _ in }
+        sink: ProcessOutputSink
     ) async throws(StepProcessError) -> ProcessTermination {
-        let spawned = try spawn(configuration)
-        control.state.withLock { $0.processGroup = spawned.pid }
-        onStart(spawned.pid)
         let transfer = SinkTransfer(sink: sink)
-        let timeout = configuration.timeout
-        let grace = configuration.gracePeriod
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>) in
                 readerQueue().async {
-                    let result = readUntilExit(spawned, timeout: timeout, grace: grace, control: control, sink: transfer.sink)
-                    continuation.resume(returning: result)
+                    let spawned: Spawned
+                    do throws(StepProcessError) {
+                        spawned = try spawn(configuration)
+                    } catch {
+                        continuation.resume(returning: .failure(error))
+                        return
+                    }
+                    // A cancel that came before the group existed could not signal it: it does now.
+                    let flags = control.state.withLock { state in
+                        state.processGroup = spawned.pid
+                        return (state.cancelRequested, state.killNow)
+                    }
+                    if flags.0 { _ = Glibc.kill(-spawned.pid, flags.1 ? SIGKILL : SIGTERM) }
+                    let result = readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink)
+                    continuation.resume(returning: .success(result))
                 }
             }
         } onCancel: {
             control.cancel()
         }
+        return try result.get()
     }
 
     static func readUntilExit(_ process: Spawned, timeout: Duration?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) -> ProcessTermination {
         let clock = ContinuousClock()
         let started = clock.now
         let deadline = timeout.map { started + $0 }
-        let bufferSize = 256 * 1024
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+        // Quiet steps read into a small buffer; one that fills it gets a large one (a 256 KiB buffer per
+        // step was mapped and unmapped by malloc each time: page faults and TLB shoot-downs per step).
+        var bufferSize = 16 * 1024
+        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         defer { buffer.deallocate() }
         var fds = [pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: process.stderr, events: Int16(POLLIN), revents: 0)]
@@ -145,13 +156,20 @@ public enum StepProcess {
         func readOnce(_ index: Int) -> Bool {
             let n = read(fds[index].fd, buffer.baseAddress, bufferSize)
             if n > 0 {
-                // A read that emptied a full default pipe (64 KiB): a chatty step. A 1 MiB pipe lets it
-                // run ahead while its output is written to the log; quiet steps never pay for one.
-                if n >= 65536, !grown[index] {
-                    grown[index] = true
-                    _ = fcntl(fds[index].fd, 1031 /* F_SETPIPE_SZ */, 1 << 20)
-                }
                 sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                // A read that filled the buffer: a chatty step. A large buffer, and a 1 MiB pipe that lets
+                // it run ahead while its output is written to the log; quiet steps pay for neither.
+                if n == bufferSize {
+                    if !grown[index] {
+                        grown[index] = true
+                        _ = fcntl(fds[index].fd, 1031 /* F_SETPIPE_SZ */, 1 << 20)
+                    }
+                    if bufferSize < 256 * 1024 {
+                        bufferSize = 256 * 1024
+                        buffer.deallocate()
+                        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+                    }
+                }
                 return true
             }
             if n < 0, errno == EINTR { return true }

@@ -41,6 +41,20 @@ func processExists(withMarker marker: String) -> Bool {
         #expect(sink.finished)
     }
 
+    /// Output read first through the small buffer, then the large one it grows into, on both streams:
+    /// every byte arrives, in order.
+    @Test func aChattyStepsOutputIsCapturedWholeAcrossTheBuffersGrowth() async throws {
+        let sink = CollectingSink()
+        let script = "for i in $(seq 1 40000); do printf '%07d abcdefghijklmnopqrstuvwxyz\\n' $i; done; seq 1 100000 >&2"
+        let result = try await StepProcess.run(bash(script), control: ProcessControl(), sink: sink)
+        #expect(result == .exited(0))
+        let lines = String(decoding: sink.stdout, as: UTF8.self).split(separator: "\n")
+        #expect(lines.count == 40000)
+        #expect(lines.enumerated().allSatisfy { $0.element == String(format: "%07d abcdefghijklmnopqrstuvwxyz", $0.offset + 1) })
+        let numbers = String(decoding: sink.stderr, as: UTF8.self).split(separator: "\n")
+        #expect(numbers.count == 100000 && numbers.enumerated().allSatisfy { Int($0.element) == $0.offset + 1 })
+    }
+
     @Test func pipefailFailsOnFirstCommandOfAPipe() async throws {
         let result = try await StepProcess.run(bash("false | cat"), control: ProcessControl(), sink: CollectingSink())
         #expect(result == .exited(1))

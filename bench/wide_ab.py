@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Wide-DAG A/B: slipway binaries against `make -j2`, interleaved round by round.
+
+The machines here drift by ±15 % within minutes, so each round runs every binary and make back to back
+and the figure is the median of the per-round ratios (binary ÷ make), which drift cancels out of.
+
+    python3 bench/wide_ab.py [--rounds 15] [--jobs 1000] BIN [BIN ...]
+"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binaries", nargs="+")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--jobs", type=int, default=1000)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="slipway-wide-ab.")
+    try:
+        repo = os.path.join(work, "repo")
+        os.makedirs(repo)
+        with open(os.path.join(repo, "slipway.yml"), "w") as f:
+            f.write("name: bench-wide\njobs:\n")
+            for i in range(1, args.jobs + 1):
+                f.write(f"  j{i}: {{ steps: [ {{ run: /bin/true }} ] }}\n")
+        names = " ".join(f"t{i}" for i in range(1, args.jobs + 1))
+        with open(os.path.join(work, "wide.mk"), "w") as f:
+            f.write(f".PHONY: all {names}\nall: {names}\n")
+            for i in range(1, args.jobs + 1):
+                f.write(f"t{i}:\n\t/bin/true\n")
+        git = ["git", "-C", repo]
+        subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"], check=True)
+
+        def timed(command):
+            shutil.rmtree(os.path.join(repo, ".slipway"), ignore_errors=True)
+            started = time.perf_counter()
+            subprocess.run(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            return time.perf_counter() - started
+
+        make = ["make", "-s", "-j2", "-f", os.path.join(work, "wide.mk")]
+        commands = [[os.path.realpath(b), "run", "--plain", "--jobs", "2"] for b in args.binaries]
+        for command in commands:  # warm-up
+            timed(command)
+        timed(make)
+        times = {i: [] for i in range(len(commands))}
+        ratios = {i: [] for i in range(len(commands))}
+        make_times = []
+        for round_ in range(args.rounds):
+            order = list(range(len(commands)))
+            if round_ % 2: order.reverse()
+            m = timed(make)
+            make_times.append(m)
+            for i in order:
+                t = timed(commands[i])
+                times[i].append(t)
+                ratios[i].append(t / m)
+        print(f"{args.rounds} rounds, {args.jobs} jobs; make -j2 median {statistics.median(make_times) * 1000:.0f} ms")
+        for i, b in enumerate(args.binaries):
+            print(f"{b}: median {statistics.median(times[i]) * 1000:.0f} ms, "
+                  f"median ratio to make {statistics.median(ratios[i]):.2f}x "
+                  f"(quartiles {statistics.quantiles(ratios[i], n=4)[0]:.2f}-{statistics.quantiles(ratios[i], n=4)[2]:.2f})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
