@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "SlipwayStore",
             dependencies: [
-                "SlipwayCore",
+                "SlipwayCore", "CSlipwaySQLite",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -65,6 +65,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CSlipwaySystem"),
+        // The store's hot-path statements, bound and stepped in C on GRDB's own prepared statements.
+        .target(name: "CSlipwaySQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
         .target(
             name: "SlipwayRunner",
             dependencies: ["SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayDeploy"],

@@ -438,3 +438,59 @@ import Testing
         #expect(try store.approvals(runID: 3, job: "deploy").isEmpty)
     }
 }
+
+/// Statements bound and stepped in C on GRDB's prepared statements (the store's write path on SQLite):
+/// every kind of value round-trips exactly, and mistakes are errors that name the statement.
+@Suite struct SQLiteWritePathTests {
+    func database() throws -> SQLiteDatabase {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-sqlite-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let database = try SQLiteDatabase(path: directory + "/test.db")
+        _ = try database.write { (db) throws(StoreError) in
+            try db.execute("CREATE TABLE value (id INTEGER PRIMARY KEY, t TEXT, i INTEGER, r DOUBLE, b BLOB, n TEXT)", [])
+        }
+        return database
+    }
+
+    @Test func valuesOfEveryKindRoundTrip() throws {
+        let database = try database()
+        let texts = ["", "plain", "naïve – ünïcödé ✓ 🚀", String(repeating: "long ", count: 20_000)]
+        for (index, text) in texts.enumerated() {
+            let blob = Data((0..<(index * 300)).map { UInt8(truncatingIfNeeded: $0 * 7) })
+            let id = try database.write { (db) throws(StoreError) in
+                try db.insert("INSERT INTO value (t, i, r, b, n) VALUES (?, ?, ?, ?, ?)",
+                              [text, Int64.min + Int64(index), Double(index) + 0.25, blob, Optional<String>.none])
+            }
+            let row = try #require(try database.read { (db) throws(StoreError) in try db.queryOne("SELECT * FROM value WHERE id = ?", [id]) })
+            #expect(try row.get("t") as String == text)
+            #expect(try row.get("i") as Int64 == Int64.min + Int64(index))
+            #expect(try row.get("r") as Double == Double(index) + 0.25)
+            #expect((row["b"] as Data?) ?? Data() == blob)
+            #expect(row["n"] as String? == nil)
+        }
+        let changed = try database.write { (db) throws(StoreError) in try db.execute("UPDATE value SET i = ? WHERE i < ?", [7, Int64.min + 3]) }
+        #expect(changed == 3)
+    }
+
+    @Test func aWrongArgumentCountOrAConstraintIsAnErrorNamingTheStatement() throws {
+        let database = try database()
+        #expect {
+            try database.write { (db) throws(StoreError) in try db.execute("INSERT INTO value (t, i) VALUES (?, ?)", ["only one"]) }
+        } throws: { error in
+            "\(error)".contains("INSERT INTO value (t, i) VALUES (?, ?)")
+        }
+        _ = try database.write { (db) throws(StoreError) in try db.execute("INSERT INTO value (id, t) VALUES (?, ?)", [1, "a"]) }
+        #expect {
+            try database.write { (db) throws(StoreError) in
+                try db.execute("INSERT INTO value (id, t) VALUES (?, ?)", [2, "b"])
+                try db.execute("INSERT INTO value (id, t) VALUES (?, ?)", [1, "again"])
+            }
+        } throws: { error in
+            "\(error)".contains("UNIQUE constraint failed")
+        }
+        // The failed transaction left nothing behind, and the statement it failed in still works.
+        let count = try database.read { (db) throws(StoreError) in try db.queryOne("SELECT COUNT(*) AS n FROM value")?.get("n") as Int64? }
+        #expect(count == 1)
+        _ = try database.write { (db) throws(StoreError) in try db.execute("INSERT INTO value (id, t) VALUES (?, ?)", [3, "c"]) }
+    }
+}

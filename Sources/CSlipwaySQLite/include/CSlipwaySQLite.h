@@ -1,0 +1,21 @@
+#ifndef CSLIPWAY_SQLITE_H
+#define CSLIPWAY_SQLITE_H
+#include <stdint.h>
+
+/// One statement parameter: kind 0 NULL, 1 integer, 2 real, 3 text (UTF-8), 4 blob.
+typedef struct {
+    int32_t kind;
+    int32_t length;
+    int64_t integer;
+    double real;
+    const void *bytes;
+} slipway_sql_value;
+
+/// Binds `values` to a prepared statement (a `sqlite3_stmt *`) without copying them, steps it to the end,
+/// then resets it and clears its bindings, so nothing points at the caller's memory afterwards. Returns
+/// SQLITE_OK, SQLITE_RANGE when `count` is not the statement's parameter count, or SQLite's error code.
+int slipway_sqlite_execute(void *statement, const slipway_sql_value *values, int32_t count);
+
+/// The error message of the statement's connection (valid until its next call).
+const char *slipway_sqlite_errmsg(void *statement);
+#endif
