@@ -73,10 +73,39 @@ public enum FileTree {
         }
     }
 
+    /// The directory part of a path, as `NSString.deletingLastPathComponent` gives it for the absolute,
+    /// normalised paths Slipway builds, without Foundation's bridging (it showed in profiles of wide runs).
+    static func parent(_ path: String) -> String {
+        let bytes = path.utf8
+        var end = bytes.endIndex
+        func trimSlashes() { while end > bytes.startIndex, bytes[bytes.index(before: end)] == UInt8(ascii: "/") { end = bytes.index(before: end) } }
+        trimSlashes()
+        guard let slash = bytes[..<end].lastIndex(of: UInt8(ascii: "/")) else { return path.hasPrefix("/") ? "/" : "" }
+        end = slash
+        trimSlashes()
+        return end == bytes.startIndex ? "/" : String(path[..<end])
+    }
+
+    /// The whole file, or nil when it does not exist or cannot be read (Foundation's `contents(atPath:)`
+    /// builds and throws an error for a missing file, which most jobs' output file is).
+    static func contentsIfPresent(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]); continue }
+            if n < 0, errno == EINTR { continue }
+            return n == 0 ? bytes : nil
+        }
+    }
+
     static func makeDirectories(_ path: String) throws {
         if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
         guard errno == ENOENT else { throw EngineError("cannot create \(path): \(String(cString: strerror(errno)))") }
-        try makeDirectories((path as NSString).deletingLastPathComponent)
+        try makeDirectories(parent(path))
         guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw EngineError("cannot create \(path): \(String(cString: strerror(errno)))") }
     }
 

@@ -104,7 +104,7 @@ struct JobExecutor: Sendable {
                 try FileTree.copyContents(of: directory, into: workspace)
             }
             // The output file itself is created by the first step that writes to it: one file less per job.
-            try FileTree.makeDirectories((outputFile as NSString).deletingLastPathComponent)
+            try FileTree.makeDirectories(FileTree.parent(outputFile))
             unlink(outputFile)
         } catch {
             failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
@@ -262,7 +262,7 @@ struct JobExecutor: Sendable {
         }
 
         // Outputs: only the declared ones when the job declares any; masked before they are stored.
-        if let data = FileManager.default.contents(atPath: outputFile) {
+        if let data = FileTree.contentsIfPresent(outputFile) {
             let parsed = KeyValueFile.parse(String(decoding: data, as: UTF8.self))
             let declared = Set(a.resolved.outputs)
             for (name, value) in parsed.values where declared.isEmpty || declared.contains(name) {
@@ -315,7 +315,7 @@ struct JobExecutor: Sendable {
     }
 
     static func resolve(_ program: String, path: String?, directory: String) -> String? {
-        if program.contains("/") {
+        if program.utf8.contains(UInt8(ascii: "/")) {
             let full = program.hasPrefix("/") ? program : directory + "/" + program
             return access(full, X_OK) == 0 ? full : nil
         }

@@ -29,7 +29,7 @@ public final class StepLog: ProcessOutputSink {
     let livePrefix: [UInt8]
 
     public init(path: String, jobKey: String, masker: SecretMasker, live: LiveOutput?) throws(EngineError) {
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = FileTree.parent(path)
         try? FileTree.makeDirectories(directory)
         guard access(directory, W_OK) == 0 else { throw EngineError("cannot write logs into \(directory): \(String(cString: strerror(errno)))") }
         self.path = path

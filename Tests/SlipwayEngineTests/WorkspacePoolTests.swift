@@ -108,3 +108,26 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: a.path + "/out"))
     }
 }
+
+@Suite struct FileTreePathTests {
+    /// What `NSString.deletingLastPathComponent` gives for each (read off a release build: the debug
+    /// build of Foundation traps on some of them).
+    @Test func parentAgreesWithFoundation() {
+        let expected = ["/a/b/c.log": "/a/b", "/a/b/": "/a", "/a": "/", "/": "/", "relative/x": "relative", "x": "", "/a//b": "/a",
+                        "/runs/1/logs/job.1-1.log": "/runs/1/logs", "/ü/ñ/✓.txt": "/ü/ñ"]
+        for (path, parent) in expected {
+            #expect(FileTree.parent(path) == parent, "\(path)")
+        }
+    }
+
+    @Test func contentsIfPresentReadsWholeFilesAndNothingElse() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-ft-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        #expect(FileTree.contentsIfPresent(directory + "/missing") == nil)
+        let bytes = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try Data(bytes).write(to: URL(fileURLWithPath: directory + "/data"))
+        #expect(FileTree.contentsIfPresent(directory + "/data") == bytes)
+        try Data().write(to: URL(fileURLWithPath: directory + "/empty"))
+        #expect(FileTree.contentsIfPresent(directory + "/empty") == [])
+    }
+}
