@@ -124,13 +124,6 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
         let (seconds, attoseconds) = d.components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
-
-    /// Canonical JSON (sorted keys) so equal definitions give equal digests.
-    public func canonicalJSON() -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return (try? encoder.encode(self)) ?? Data()
-    }
 }
 
 /// The job cache key: SHA-256 over named components, so `explain` can say which one changed.
