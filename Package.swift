@@ -111,7 +111,7 @@ let package = Package(
             "SlipwayServer", "SlipwayStore", "SlipwayCore", "SlipwayEngine",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: strict),
-        .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore"], swiftSettings: strict),
+        .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore", "CSlipwaySystem"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
         .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),
     ]

@@ -26,6 +26,10 @@ int slipway_sqlite_execute(void *statement, const slipway_sql_value *values, int
     return code;
 }
 
+int32_t slipway_sqlite_parameter_count(void *statement) {
+    return sqlite3_bind_parameter_count((sqlite3_stmt *)statement);
+}
+
 const char *slipway_sqlite_errmsg(void *statement) {
     return sqlite3_errmsg(sqlite3_db_handle((sqlite3_stmt *)statement));
 }

@@ -27,21 +27,40 @@ int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
 #include <stdint.h>
 #include <sys/wait.h>
 
+#include <pthread.h>
+
 /* What the child writes before it execs or gives up; shared with the parent, which vfork suspends. */
 struct slipway_child_report { volatile int error; volatile int stage; };
+
+/* Signals the child sets back to their default before it unblocks signals: those this process may ignore or
+   catch itself (Ctrl-C handling, ignored SIGPIPE), the synchronous ones the Swift runtime's backtracer
+   catches, and every other signal that was not at its default when the first step started. A handler of
+   this process must not run in the child, which shares its memory until execve; execve would reset caught
+   signals by itself, but ignored ones it keeps. */
+static sigset_t slipway_reset_signals;
+static pthread_once_t slipway_reset_signals_once = PTHREAD_ONCE_INIT;
+
+static void slipway_collect_reset_signals(void) {
+    static const int always[] = { SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH,
+                                  SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGSYS };
+    sigemptyset(&slipway_reset_signals);
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) sigaddset(&slipway_reset_signals, always[i]);
+    for (int signal_number = 1; signal_number < 32; signal_number++) {
+        struct sigaction current;
+        if (signal_number == SIGKILL || signal_number == SIGSTOP) continue;
+        if (sigaction(signal_number, NULL, &current) == 0 && current.sa_handler != SIG_DFL) sigaddset(&slipway_reset_signals, signal_number);
+    }
+}
 
 /* The child's side: only async-signal-safe calls on the parent's memory, never a return. */
 static __attribute__((noinline, noreturn)) void slipway_child(const char *path, char *const argv[], char *const envp[],
                                                              const char *dir, int out_fd, int err_fd,
                                                              struct slipway_child_report *report) {
-    /* Dispositions are the child's own (no CLONE_SIGHAND); execve resets caught signals by itself, ignored
-       ones must be reset here, and caught asynchronous ones too, in case one arrives before execve. */
-    static const int defaults[] = { SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH };
-    struct sigaction action;
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
-        action = (struct sigaction){ .sa_handler = SIG_DFL };
-        sigemptyset(&action.sa_mask);
-        sigaction(defaults[i], &action, NULL);
+    /* Dispositions are the child's own (no CLONE_SIGHAND). */
+    struct sigaction action = { .sa_handler = SIG_DFL };
+    sigemptyset(&action.sa_mask);
+    for (int signal_number = 1; signal_number < 32; signal_number++) {
+        if (sigismember(&slipway_reset_signals, signal_number) == 1) sigaction(signal_number, &action, NULL);
     }
     report->stage = 1;
     if (setpgid(0, 0) != 0) goto fail;
@@ -53,6 +72,7 @@ static __attribute__((noinline, noreturn)) void slipway_child(const char *path, 
         close(null);
     }
     report->stage = 3;
+    /* Both are 3 or above (slipway_spawn moved them), so neither is overwritten before it is copied. */
     if (dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
     report->stage = 4;
     if (dir != NULL && chdir(dir) != 0) goto fail;
@@ -70,6 +90,20 @@ fail:
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
                     int out_fd, int err_fd, int *error, int *stage) {
     struct slipway_child_report report = { 0, 0 };
+    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
+    /* A pipe end that got fd 0, 1 or 2 (this process started with one of them closed) would be overwritten, or
+       keep its close-on-exec flag through a dup2 onto itself: the child gets copies numbered 3 and above. */
+    int moved_out = -1, moved_err = -1;
+    if (out_fd < 3) {
+        moved_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 3);
+        if (moved_out < 0) { *error = errno; *stage = 3; return -1; }
+        out_fd = moved_out;
+    }
+    if (err_fd < 3) {
+        moved_err = fcntl(err_fd, F_DUPFD_CLOEXEC, 3);
+        if (moved_err < 0) { *error = errno; *stage = 3; if (moved_out >= 0) close(moved_out); return -1; }
+        err_fd = moved_err;
+    }
     sigset_t all, old;
     sigfillset(&all);
     /* No handler of this process may run in the child while it shares our memory. */
@@ -78,6 +112,8 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
     if (pid == 0) slipway_child(path, argv, envp, dir, out_fd, err_fd, &report);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (moved_out >= 0) close(moved_out);
+    if (moved_err >= 0) close(moved_err);
     if (pid < 0) {
         *error = saved;
         *stage = 0;

@@ -18,6 +18,15 @@ public struct SlipwayCommand: AsyncParsableCommand {
 
     /// Runs the command line, mapping errors to the documented exit codes.
     public static func start() async {
+        // Started with stdin, stdout or stderr closed (a daemon's child, `cmd <&- 2>&-`), the next file this
+        // process opens would take that number: SQLite's database as fd 2 would receive error messages.
+        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 && errno == EBADF {
+            let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
+            if null >= 0, null != fd {
+                dup2(null, fd)
+                close(null)
+            }
+        }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

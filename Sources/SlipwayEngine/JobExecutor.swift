@@ -222,7 +222,8 @@ struct JobExecutor: Sendable {
                 continue
             }
             control.unregister(registration)
-            processGroups.append(processControl.processGroup)
+            // No group when the step was cancelled before it started: kill(-0) would signal Slipway's own group.
+            if processControl.processGroup > 0 { processGroups.append(processControl.processGroup) }
             var status: WorkStatus = .success
             var exitCode: Int32?
             var stepFailure: AttemptFailure?
@@ -243,7 +244,7 @@ struct JobExecutor: Sendable {
                 if !step.continueOnError { failure = stepFailure }
             }
             if var record = stepRecord {
-                record.processGroup = processControl.processGroup
+                record.processGroup = processControl.processGroup > 0 ? processControl.processGroup : nil
                 record.status = status
                 record.exitCode = exitCode ?? (termination == .exited(0) ? 0 : nil)
                 record.failure = stepFailure?.description

@@ -111,6 +111,12 @@ public enum StepProcess {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>) in
                 readerQueue().async {
+                    // Cancelled before it started (fail-fast, Ctrl-C): it never starts.
+                    if control.flags.cancelled {
+                        transfer.sink.finish()
+                        continuation.resume(returning: .success(.cancelled))
+                        return
+                    }
                     let spawned: Spawned
                     do throws(StepProcessError) {
                         spawned = try spawn(configuration)

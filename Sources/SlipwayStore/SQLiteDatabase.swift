@@ -79,9 +79,15 @@ struct GRDBConnection: SQLConnection {
         } catch {
             throw StoreError("database statement failed: \(error)")
         }
+        let handle = UnsafeMutableRawPointer(statement.sqliteStatement)
         let code = Self.run(statement.sqliteStatement, arguments)
         guard code == 0 else {
-            let message = String(cString: slipway_sqlite_errmsg(UnsafeMutableRawPointer(statement.sqliteStatement)))
+            // Extended result codes are on (GRDB turns them on): 2067 is a UNIQUE constraint, 19 in basic codes.
+            let message = switch code {
+            case 25: "the statement takes \(slipway_sqlite_parameter_count(handle)) arguments, not \(arguments.count)"
+            case 18: "a value is larger than SQLite takes (2 GiB)"
+            default: String(cString: slipway_sqlite_errmsg(handle))
+            }
             throw StoreError("database statement failed: SQLite error \(code): \(message) - while executing `\(sql)`")
         }
         return db.changesCount
@@ -106,14 +112,16 @@ struct GRDBConnection: SQLConnection {
                 values[index].kind = 3
                 spans.append((index, bytes.count))
                 bytes.append(contentsOf: text.utf8)
-                values[index].length = Int32(bytes.count - spans[spans.count - 1].offset)
+                values[index].length = Int32(clamping: bytes.count - spans[spans.count - 1].offset)
             case .blob(let data):
                 values[index].kind = 4
                 spans.append((index, bytes.count))
                 bytes.append(contentsOf: data)
-                values[index].length = Int32(bytes.count - spans[spans.count - 1].offset)
+                values[index].length = Int32(clamping: bytes.count - spans[spans.count - 1].offset)
             }
         }
+        // SQLite takes at most 2 GiB per value (SQLITE_TOOBIG).
+        guard bytes.count <= Int(Int32.max) else { return 18 }
         return bytes.withUnsafeBufferPointer { buffer in
             if let base = buffer.baseAddress {
                 for span in spans { values[span.index].bytes = UnsafeRawPointer(base + span.offset) }

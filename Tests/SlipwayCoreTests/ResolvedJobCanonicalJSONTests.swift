@@ -6,7 +6,7 @@ import Testing
 /// `.sortedKeys` writes: cache keys of existing caches and `explain`'s comparisons are made of it.
 @Suite struct ResolvedJobCanonicalJSONTests {
     static let pieces: [String] = [
-        "a", "Z", "_", "-", "0", "9", "10", " ", "\"", "\\", "/", "\n", "\r", "\t", "\u{8}", "\u{c}", "\u{1}", "\u{1f}", "\u{7f}",
+        "a", "Z", "_", "-", "0", "9", "10", " ", "\"", "\\", "/", "\n", "\r", "\t", "\u{8}", "\u{c}", "\u{0}", "\u{1}", "\u{1f}", "\u{7f}",
         "é", "e\u{301}", "É", "ß", "İ", "ñ", "✓", "😀", "\u{2028}", "${{ x }}", "&&", "|", "'", "%", "=",
     ]
 

@@ -70,6 +70,34 @@ extension EndToEnd {
             #expect(box.lines("ran").firstIndex(of: "a")! < box.lines("ran").firstIndex(of: "b")!)
         }
 
+        /// With fds 0 and 2 closed, the next files opened take those numbers: the database must not become
+        /// stderr, and a step's pipe end numbered 0-2 must still reach the step as its stdout/stderr.
+        @Test("started with stdin and stderr closed, a run still captures its steps' output and keeps its database")
+        func closedStandardDescriptors() async throws {
+            let box = try Sandbox("""
+                name: closed
+                jobs:
+                  speak:
+                    steps:
+                      - run: echo to-stdout; echo to-stderr >&2
+                      - run: echo second-step
+                """)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "exec 0<&- 2>&-; exec \"$0\" run --plain", try SlipwayBinary.require()]
+            process.currentDirectoryURL = URL(fileURLWithPath: box.repo)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            let logs = box.logFiles(run: 1).values.joined(separator: "\n")
+            #expect(logs.contains(" o to-stdout"), "\(logs)")
+            #expect(logs.contains(" e to-stderr"), "\(logs)")
+            #expect(logs.contains(" o second-step"), "\(logs)")
+            let history = try await box.slipway("history")
+            #expect(history.status == 0 && history.stdout.contains("#1     success"), "\(history)")
+        }
+
         @Test("a failing step exits 1 and its dependents do not run")
         func failure() async throws {
             let box = try Sandbox("""

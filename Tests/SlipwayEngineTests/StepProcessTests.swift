@@ -1,3 +1,4 @@
+import CSlipwaySystem
 import Foundation
 import Testing
 @testable import SlipwayCore
@@ -116,6 +117,61 @@ func processExists(withMarker marker: String) -> Bool {
         await #expect(throws: StepProcessError.self) {
             _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
         }
+    }
+
+    /// A process started with fd 0, 1 or 2 closed gets pipe ends with those numbers: the child must not
+    /// overwrite one with /dev/null or with the other before copying it into place.
+    @Test func pipeEndsNumberedBelowThreeStillReachTheStep() throws {
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
+        #expect(pipe(&out) == 0 && pipe(&err) == 0)
+        // This process's stdin becomes the stdout pipe's write end, close-on-exec like slipway_pipe_cloexec's.
+        let savedStdin = dup(0)
+        dup2(out[1], 0)
+        close(out[1])
+        _ = fcntl(0, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(err[1], F_SETFD, FD_CLOEXEC)
+        let arguments: [String] = ["/bin/sh", "-c", "echo to-stdout; echo to-stderr >&2"]
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
+        var error: Int32 = 0
+        var stage: Int32 = 0
+        let pid = slipway_spawn("/bin/sh", argv, envp, "/", 0, err[1], &error, &stage)
+        dup2(savedStdin, 0)
+        close(savedStdin)
+        close(err[1])
+        for pointer in argv + envp { free(pointer) }
+        #expect(pid > 0, "error \(error) at stage \(stage)")
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        func drain(_ fd: Int32) -> String {
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                bytes += chunk[0..<n]
+            }
+            close(fd)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        #expect(drain(out[0]) == "to-stdout\n")
+        #expect(drain(err[0]) == "to-stderr\n")
+    }
+
+    /// Cancelled (fail-fast, Ctrl-C) before it started: the process never starts, and there is no process
+    /// group for anyone to signal (a group of 0 would be Slipway's own).
+    @Test func aStepCancelledBeforeItStartsNeverStarts() async throws {
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-never-\(UUID().uuidString)").path
+        let control = ProcessControl()
+        control.cancel()
+        let sink = CollectingSink()
+        let termination = try await StepProcess.run(bash("touch \(marker)"), control: control, sink: sink)
+        #expect(termination == .cancelled)
+        #expect(control.processGroup == 0)
+        #expect(sink.finished)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!FileManager.default.fileExists(atPath: marker))
     }
 
     @Test func aMissingWorkingDirectoryIsNamedInTheError() async {

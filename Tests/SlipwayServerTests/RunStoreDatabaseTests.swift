@@ -477,7 +477,7 @@ import Testing
         #expect {
             try database.write { (db) throws(StoreError) in try db.execute("INSERT INTO value (t, i) VALUES (?, ?)", ["only one"]) }
         } throws: { error in
-            "\(error)".contains("INSERT INTO value (t, i) VALUES (?, ?)")
+            "\(error)".contains("INSERT INTO value (t, i) VALUES (?, ?)") && "\(error)".contains("takes 2 arguments, not 1")
         }
         _ = try database.write { (db) throws(StoreError) in try db.execute("INSERT INTO value (id, t) VALUES (?, ?)", [1, "a"]) }
         #expect {

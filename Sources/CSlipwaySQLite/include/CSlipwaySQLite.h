@@ -16,6 +16,9 @@ typedef struct {
 /// SQLITE_OK, SQLITE_RANGE when `count` is not the statement's parameter count, or SQLite's error code.
 int slipway_sqlite_execute(void *statement, const slipway_sql_value *values, int32_t count);
 
+/// How many parameters the statement takes.
+int32_t slipway_sqlite_parameter_count(void *statement);
+
 /// The error message of the statement's connection (valid until its next call).
 const char *slipway_sqlite_errmsg(void *statement);
 #endif

@@ -14,7 +14,8 @@ int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 int slipway_set_child_subreaper(void);
 /// Starts PATH in a new process group with stdin from /dev/null, stdout/stderr on OUT_FD/ERR_FD and DIR as
 /// its working directory, by vfork+execve: the caller's thread waits only until the exec, no stack is mapped
-/// for the child and no signal is queried (posix_spawn asks about all 64). Returns the pid, or -1 with
+/// for the child, and the signals to set back to default are read once per process, not per step (posix_spawn
+/// asks about all 64 each time). Pipe ends numbered 0-2 are moved up first. Returns the pid, or -1 with
 /// *error set to the errno and *stage to the step that failed (0 vfork, 1 setpgid, 2 stdin, 3 dup2,
 /// 4 chdir, 5 signal mask, 6 execve).
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
