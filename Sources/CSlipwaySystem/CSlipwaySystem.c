@@ -1,8 +1,12 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include "CSlipwaySystem.h"
 
 int slipway_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
@@ -21,13 +25,6 @@ int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
     return -1;
 #endif
 }
-
-#include <errno.h>
-#include <signal.h>
-#include <stdint.h>
-#include <sys/wait.h>
-
-#include <pthread.h>
 
 /* What the child writes before it execs or gives up; shared with the parent, which vfork suspends. */
 struct slipway_child_report { volatile int error; volatile int stage; };

@@ -223,7 +223,8 @@ struct JobExecutor: Sendable {
             }
             control.unregister(registration)
             // No group when the step was cancelled before it started: kill(-0) would signal Slipway's own group.
-            if processControl.processGroup > 0 { processGroups.append(processControl.processGroup) }
+            let processGroup = processControl.processGroup > 0 ? processControl.processGroup : nil
+            if let processGroup { processGroups.append(processGroup) }
             var status: WorkStatus = .success
             var exitCode: Int32?
             var stepFailure: AttemptFailure?
@@ -244,7 +245,7 @@ struct JobExecutor: Sendable {
                 if !step.continueOnError { failure = stepFailure }
             }
             if var record = stepRecord {
-                record.processGroup = processControl.processGroup > 0 ? processControl.processGroup : nil
+                record.processGroup = processGroup
                 record.status = status
                 record.exitCode = exitCode ?? (termination == .exited(0) ? 0 : nil)
                 record.failure = stepFailure?.description

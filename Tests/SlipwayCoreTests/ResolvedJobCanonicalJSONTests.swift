@@ -2,6 +2,15 @@ import Foundation
 import Testing
 @testable import SlipwayCore
 
+extension ResolvedJob {
+    /// What `canonicalJSON` must equal: Foundation's encoding, which wrote the cache keys of existing caches.
+    func foundationCanonicalJSON() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)) ?? Data()
+    }
+}
+
 /// The hand-written canonical JSON of a job's definition must be byte for byte what `JSONEncoder` with
 /// `.sortedKeys` writes: cache keys of existing caches and `explain`'s comparisons are made of it.
 @Suite struct ResolvedJobCanonicalJSONTests {
