@@ -35,6 +35,8 @@ command -v hyperfine >/dev/null || need_packages+=(hyperfine)
 command -v ninja >/dev/null || need_packages+=(ninja-build)
 command -v make >/dev/null || need_packages+=(make)
 command -v git >/dev/null || need_packages+=(git)
+command -v cc >/dev/null || need_packages+=(gcc)
+[[ -e /usr/include/sqlite3.h ]] || need_packages+=(libsqlite3-dev)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         log "installing ${need_packages[*]}"
@@ -153,12 +155,20 @@ commit_repo "$repo"
     echo "build all: phony $(seq -f 't%g' -s ' ' 1 $WIDE)"
     echo "default all"
 } >"$peers/build.ninja"
-(cd "$repo" && "${HF[@]}" --runs "$RUNS_B" --prepare "rm -rf .slipway $peers/logs && mkdir $peers/logs" \
+# The durable floor (bench/floor.c): the least any engine keeping issue 2's rules can do per job, in C.
+floor=()
+if cc -O2 -o "$peers/floor" "$ROOT/bench/floor.c" -lsqlite3 2>/dev/null; then
+    floor=(-n floor-journal "$peers/floor $peers/floor.db $peers/logs $WIDE 2 journal"
+           -n floor-tables "$peers/floor $peers/floor.db $peers/logs $WIDE 2 tables")
+else
+    echo "(b) bench/floor.c not built (needs cc and libsqlite3-dev): no floor peers" >&2
+fi
+(cd "$repo" && "${HF[@]}" --runs "$RUNS_B" --prepare "rm -rf .slipway $peers/logs $peers/floor.db* && mkdir $peers/logs" \
     --export-json "$OUT/b-wide.json" \
     -n slipway "$SW run --plain --jobs 2" \
     -n make "make -s -j2 -f $peers/wide.mk" \
     -n make-logged "make -s -j2 -f $peers/wide-logged.mk" \
-    -n ninja "ninja -j2 -C $peers" >&2)
+    -n ninja "ninja -j2 -C $peers" "${floor[@]}" >&2)
 (cd "$repo" && rm -rf .slipway && "$SLIPWAY_BIN" run --plain --jobs 2 >/dev/null)
 jobs_done=$(succeeded_steps "$repo")
 [[ $jobs_done == "$WIDE" ]] || { echo "(b) expected $WIDE successful steps, found $jobs_done" >&2; exit 1; }

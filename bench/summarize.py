@@ -69,7 +69,7 @@ def main():
 
     b = load(out, "b-wide.json")
     if b:
-        for name in ("slipway", "make", "make-logged", "ninja"):
+        for name in ("slipway", "make", "make-logged", "ninja", "floor-journal", "floor-tables"):
             if name in b:
                 per_job = ms(b[name]["mean"]) / WIDE
                 rows.append((f"(b) {WIDE}-job wide DAG, 2 at a time", name, fmt_time(b[name]), f"{per_job:.2f} ms/job"))
@@ -81,6 +81,10 @@ def main():
         if "slipway" in b and "make-logged" in b:
             ratio = b["slipway"]["mean"] / b["make-logged"]["mean"]
             targets.append(("(info) wide DAG slipway / make -j2 with a log file per job", f"{ratio:.1f}×", "—"))
+        for floor in ("floor-journal", "floor-tables"):
+            if floor in b and "make" in b:
+                ratio = b[floor]["mean"] / b["make"]["mean"]
+                targets.append((f"(info) durable floor in C ({floor}) / make -j2", f"{ratio:.2f}×", "—"))
 
     c = load(out, "c-output.json")
     if c:

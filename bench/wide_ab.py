@@ -4,7 +4,10 @@
 The machines here drift by ±15 % within minutes, so each round runs every binary and make back to back
 and the figure is the median of the per-round ratios (binary ÷ make), which drift cancels out of.
 
-    python3 bench/wide_ab.py [--rounds 15] [--jobs 1000] BIN [BIN ...]
+    python3 bench/wide_ab.py [--rounds 15] [--jobs 1000] [--floor] BIN [BIN ...]
+
+--floor also runs bench/floor.c (built with cc; needs libsqlite3-dev) in both modes: the durable floor, the
+least any engine keeping issue 2's rules can do per job.
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -13,6 +16,7 @@ def main():
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="slipway-wide-ab.")
     try:
@@ -34,12 +38,21 @@ def main():
 
         def timed(command):
             shutil.rmtree(os.path.join(repo, ".slipway"), ignore_errors=True)
+            shutil.rmtree(os.path.join(work, "floor"), ignore_errors=True)
+            os.makedirs(os.path.join(work, "floor", "logs"))
             started = time.perf_counter()
             subprocess.run(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             return time.perf_counter() - started
 
         make = ["make", "-s", "-j2", "-f", os.path.join(work, "wide.mk")]
         commands = [[os.path.realpath(b), "run", "--plain", "--jobs", "2"] for b in args.binaries]
+        if args.floor:
+            floor = os.path.join(work, "floor-bin")
+            here = os.path.dirname(os.path.abspath(__file__))
+            subprocess.run(["cc", "-O2", "-o", floor, os.path.join(here, "floor.c"), "-lsqlite3"], check=True)
+            for mode in ("journal", "tables"):
+                commands.append([floor, os.path.join(work, "floor", "db"), os.path.join(work, "floor", "logs"), str(args.jobs), "2", mode])
+                args.binaries.append(f"floor ({mode})")
         for command in commands:  # warm-up
             timed(command)
         timed(make)

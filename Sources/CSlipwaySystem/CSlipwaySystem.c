@@ -5,7 +5,11 @@
 #include <signal.h>
 #include <spawn.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include "CSlipwaySystem.h"
 
@@ -126,3 +130,33 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
     }
     return pid;
 }
+
+int slipway_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int slipway_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int slipway_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int slipway_epoll_add(int epoll, int fd, uint64_t token) {
+    struct epoll_event event = { .events = EPOLLIN, .data.u64 = token };
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int slipway_epoll_remove(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }
+
+int slipway_epoll_wait(int epoll, uint64_t *tokens, int max, int timeout_ms) {
+    struct epoll_event events[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epoll, events, max, timeout_ms);
+    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
+    return n;
+}
+
+void slipway_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

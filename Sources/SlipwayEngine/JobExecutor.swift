@@ -100,8 +100,13 @@ struct JobExecutor: Sendable {
             let checkedOut = try workspaces.checkOut(name: FileTree.safeName(key))
             lease = checkedOut
             workspace = checkedOut.path
-            for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
-                try FileTree.copyContents(of: directory, into: workspace)
+            if !a.upstreamArtifacts.isEmpty {
+                let workspace = workspace
+                try await EngineLoop.offloaded { () throws -> Void in
+                    for directory in a.upstreamArtifacts where FileManager.default.fileExists(atPath: directory) {
+                        try FileTree.copyContents(of: directory, into: workspace)
+                    }
+                }
             }
             // The output file itself is created by the first step that writes to it: one file less per job.
             try FileTree.makeDirectories(FileTree.parent(outputFile))
@@ -183,7 +188,7 @@ struct JobExecutor: Sendable {
             observer?.progress(.stepStarted(key: key, index: index, name: stepName))
             if let builtin = step.uses {
                 var record = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, logPath: logPath))
-                let outcome = await builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key)
+                let outcome = await EngineLoop.offloaded { await builtins.run(builtin, with: step.with ?? [:], workspace: directory, runID: a.run.id, jobKey: key) }
                 for line in outcome.lines { log.write(line) }
                 if let releaseStore = builtins.releaseStore, !outcome.findings.isEmpty { try? releaseStore.insertFindings(outcome.findings) }
                 if let problem = outcome.failure {
@@ -279,15 +284,23 @@ struct JobExecutor: Sendable {
             deferred = []
         }
         if failure == nil, !cancelled, let environment = a.resolved.deployEnvironment {
-            if let problem = await deploy(environment: environment, a, attemptID: attemptRecord.id) { failure = .error(problem) }
+            if let problem = await EngineLoop.offloaded({ await deploy(environment: environment, a, attemptID: attemptRecord.id) }) { failure = .error(problem) }
         }
         if failure == nil, !cancelled, let spec = a.resolved.release {
-            if let problem = release(spec, a, workspace: workspace, attemptID: attemptRecord.id, outputs: &outputs) { failure = .error(problem) }
+            let workspace = workspace
+            var released = outputs
+            let problem = await EngineLoop.offloaded { release(spec, a, workspace: workspace, attemptID: attemptRecord.id, outputs: &released) }
+            outputs = released
+            if let problem { failure = .error(problem) }
         }
         if failure == nil, !cancelled {
-            if let problem = saveArtifacts(a, workspace: workspace) { failure = .error(problem) }
+            let workspace = workspace
+            if !a.resolved.artifacts.isEmpty, let problem = await EngineLoop.offloaded({ saveArtifacts(a, workspace: workspace) }) { failure = .error(problem) }
         }
-        collectTestReports(a, workspace: workspace)
+        if !a.resolved.junitReports.isEmpty {
+            let workspace = workspace
+            await EngineLoop.offloaded { collectTestReports(a, workspace: workspace) }
+        }
 
         var finished = attemptRecord
         finished.finishedAt = Date()

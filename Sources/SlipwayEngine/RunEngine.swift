@@ -261,7 +261,8 @@ public final class RunEngine: Sendable {
             case finished(RunProgress)
         }
 
-        await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?, [RunWrite]).self) { group in
+        // The run's tasks and their step processes on one thread of their own (see EngineLoop).
+        await EngineLoop.run { await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?, [RunWrite]).self) { group in
             var actions = machine.handle(.start)
             // Attempts' ends (and their last steps'), committed with the first write their outcome leads to.
             var deferred: [RunWrite] = []
@@ -361,9 +362,13 @@ public final class RunEngine: Sendable {
                         group.addTask {
                             var cacheKey: CacheKey?
                             if useCache {
-                                let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: snapshotIndex)
+                                // Hashing inputs and copying artifacts block: off the run's loop.
+                                let (computed, restored) = await EngineLoop.offloaded {
+                                    let computed = cacheStore.key(for: attemptContext, needOutputs: needOutputs, snapshot: snapshotIndex)
+                                    return (computed, cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)))
+                                }
                                 cacheKey = computed
-                                if let outputs = cacheStore.restore(key: computed, into: self.layout.artifacts(run.number, job: key)) {
+                                if let outputs = restored {
                                     var finished: [RunWrite] = []
                                     if var record = attemptRecord {
                                         record.status = .success
@@ -379,7 +384,9 @@ public final class RunEngine: Sendable {
                                 await executor.runAttempt(attemptContext)
                             }
                             if let cacheKey, case .succeeded(let outputs) = end.outcome {
-                                cacheStore.save(key: cacheKey, jobKey: key, outputs: outputs, artifacts: self.layout.artifacts(run.number, job: key), runID: run.id)
+                                await EngineLoop.offloaded {
+                                    cacheStore.save(key: cacheKey, jobKey: key, outputs: outputs, artifacts: self.layout.artifacts(run.number, job: key), runID: run.id)
+                                }
                             }
                             return (key, attempt, end.outcome, cacheKey, end.deferred)
                         }
@@ -404,7 +411,7 @@ public final class RunEngine: Sendable {
                 }
                 actions += machine.handle(.attemptFinished(key: key, attempt: attempt, outcome: outcome))
             }
-        }
+        } }
         // Workspaces and the snapshot are only needed while a run can still resume; logs, outputs and
         // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging.
         if ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1" {

@@ -107,6 +107,10 @@ public enum StepProcess {
         control: ProcessControl,
         sink: ProcessOutputSink
     ) async throws(StepProcessError) -> ProcessTermination {
+        // A run's engine loop supervises the processes its tasks start on its thread.
+        if let loop = EngineLoop.current, loop.isCurrentThread {
+            return try await loop.run(configuration, control: control, sink: sink)
+        }
         let transfer = SinkTransfer(sink: sink)
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>) in
@@ -138,6 +142,30 @@ public enum StepProcess {
             control.cancel()
         }
         return try result.get()
+    }
+
+    /// Waits for a process already started, on a reader thread of its own.
+    static func supervise(_ spawned: Spawned, configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink) async -> ProcessTermination {
+        let transfer = SinkTransfer(sink: sink)
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
+                readerQueue().async {
+                    continuation.resume(returning: readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink))
+                }
+            }
+        } onCancel: {
+            control.cancel()
+        }
+    }
+
+    /// How a process ended, from its wait status and what the supervisor did to it.
+    static func termination(status: Int32, timedOut: Bool, cancelled: Bool, control: ProcessControl) -> ProcessTermination {
+        if timedOut { return .timedOut }
+        if cancelled { return .cancelled }
+        // `cancel()` sends SIGTERM itself: the process may die of it before the supervisor saw the request.
+        if control.flags.cancelled, !(status & 0x7f == 0 && (status >> 8) & 0xff == 0) { return .cancelled }
+        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
+        return .signalled(status & 0x7f)
     }
 
     static func readUntilExit(_ process: Spawned, timeout: Duration?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) -> ProcessTermination {
@@ -229,12 +257,7 @@ public enum StepProcess {
             }
         }
         sink.finish()
-        if timedOut { return .timedOut }
-        if cancelled { return .cancelled }
-        // `cancel()` sends SIGTERM itself: the process may die of it before this loop saw the request.
-        if control.flags.cancelled, !(status & 0x7f == 0 && (status >> 8) & 0xff == 0) { return .cancelled }
-        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
-        return .signalled(status & 0x7f)
+        return termination(status: status, timedOut: timedOut, cancelled: cancelled, control: control)
     }
 
     /// Descriptors Slipway inherited from its parent (a test harness's status pipe, a CI agent's socket)

@@ -32,10 +32,38 @@ func processExists(withMarker marker: String) -> Bool {
     return false
 }
 
+/// Who supervises a step's process: a reader thread of its own (tasks on the shared pool), or the engine
+/// loop of a run (tasks on the loop's thread).
+enum Supervisor: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case readerThread, engineLoop
+    var testDescription: String { rawValue }
+}
+
+func runStep(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink, on supervisor: Supervisor) async throws(StepProcessError) -> ProcessTermination {
+    switch supervisor {
+    case .readerThread:
+        #expect(EngineLoop.current == nil)
+        return try await StepProcess.run(configuration, control: control, sink: sink)
+    case .engineLoop:
+        let transfer = SinkBox(sink: sink)
+        let result: Result<ProcessTermination, StepProcessError> = await EngineLoop.run {
+            #expect(EngineLoop.current?.isCurrentThread == true, "not on the loop's thread")
+            do throws(StepProcessError) {
+                return .success(try await StepProcess.run(configuration, control: control, sink: transfer.sink))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+}
+
+struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
+
 @Suite(.serialized) struct StepProcessTests {
-    @Test func capturesBothStreamsAndExitCode() async throws {
+    @Test(arguments: Supervisor.allCases) func capturesBothStreamsAndExitCode(supervisor: Supervisor) async throws {
         let sink = CollectingSink()
-        let result = try await StepProcess.run(bash("echo out; echo err >&2; exit 7"), control: ProcessControl(), sink: sink)
+        let result = try await runStep(bash("echo out; echo err >&2; exit 7"), control: ProcessControl(), sink: sink, on: supervisor)
         #expect(result == .exited(7))
         #expect(String(decoding: sink.stdout, as: UTF8.self) == "out\n")
         #expect(String(decoding: sink.stderr, as: UTF8.self) == "err\n")
@@ -44,10 +72,10 @@ func processExists(withMarker marker: String) -> Bool {
 
     /// Output read first through the small buffer, then the large one it grows into, on both streams:
     /// every byte arrives, in order.
-    @Test func aChattyStepsOutputIsCapturedWholeAcrossTheBuffersGrowth() async throws {
+    @Test(arguments: Supervisor.allCases) func aChattyStepsOutputIsCapturedWholeAcrossTheBuffersGrowth(supervisor: Supervisor) async throws {
         let sink = CollectingSink()
         let script = "for i in $(seq 1 40000); do printf '%07d abcdefghijklmnopqrstuvwxyz\\n' $i; done; seq 1 100000 >&2"
-        let result = try await StepProcess.run(bash(script), control: ProcessControl(), sink: sink)
+        let result = try await runStep(bash(script), control: ProcessControl(), sink: sink, on: supervisor)
         #expect(result == .exited(0))
         let lines = String(decoding: sink.stdout, as: UTF8.self).split(separator: "\n")
         #expect(lines.count == 40000)
@@ -56,33 +84,33 @@ func processExists(withMarker marker: String) -> Bool {
         #expect(numbers.count == 100000 && numbers.enumerated().allSatisfy { Int($0.element) == $0.offset + 1 })
     }
 
-    @Test func pipefailFailsOnFirstCommandOfAPipe() async throws {
-        let result = try await StepProcess.run(bash("false | cat"), control: ProcessControl(), sink: CollectingSink())
+    @Test(arguments: Supervisor.allCases) func pipefailFailsOnFirstCommandOfAPipe(supervisor: Supervisor) async throws {
+        let result = try await runStep(bash("false | cat"), control: ProcessControl(), sink: CollectingSink(), on: supervisor)
         #expect(result == .exited(1))
     }
 
-    @Test func timeoutKillsTheWholeProcessTree() async throws {
+    @Test(arguments: Supervisor.allCases) func timeoutKillsTheWholeProcessTree(supervisor: Supervisor) async throws {
         let marker = "sleep 311.\(Int.random(in: 100...999))"
         let script = "\(marker) & bash -c '\(marker) & wait' & wait"
         let started = ContinuousClock.now
-        let result = try await StepProcess.run(bash(script, timeout: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink())
+        let result = try await runStep(bash(script, timeout: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink(), on: supervisor)
         #expect(result == .timedOut)
         #expect(ContinuousClock.now - started < .seconds(5))
         try await Task.sleep(for: .milliseconds(200))
         #expect(!processExists(withMarker: marker))
     }
 
-    @Test func graceExpiresForAProcessThatIgnoresSIGTERM() async throws {
+    @Test(arguments: Supervisor.allCases) func graceExpiresForAProcessThatIgnoresSIGTERM(supervisor: Supervisor) async throws {
         let started = ContinuousClock.now
-        let result = try await StepProcess.run(bash("trap '' TERM; sleep 30 & wait; sleep 30", timeout: .milliseconds(200), grace: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink())
+        let result = try await runStep(bash("trap '' TERM; sleep 30 & wait; sleep 30", timeout: .milliseconds(200), grace: .milliseconds(300)), control: ProcessControl(), sink: CollectingSink(), on: supervisor)
         #expect(result == .timedOut)
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 
-    @Test func cancellationStopsTheGroup() async throws {
+    @Test(arguments: Supervisor.allCases) func cancellationStopsTheGroup(supervisor: Supervisor) async throws {
         let control = ProcessControl()
         let marker = "sleep 312.\(Int.random(in: 100...999))"
-        async let result = StepProcess.run(bash("\(marker) & wait"), control: control, sink: CollectingSink())
+        async let result = runStep(bash("\(marker) & wait"), control: control, sink: CollectingSink(), on: supervisor)
         try await Task.sleep(for: .milliseconds(300))
         control.cancel()
         #expect(try await result == .cancelled)
@@ -90,32 +118,32 @@ func processExists(withMarker marker: String) -> Bool {
         #expect(!processExists(withMarker: marker))
     }
 
-    @Test func backgroundChildHoldingThePipeDoesNotBlockCompletion() async throws {
+    @Test(arguments: Supervisor.allCases) func backgroundChildHoldingThePipeDoesNotBlockCompletion(supervisor: Supervisor) async throws {
         let control = ProcessControl()
         let started = ContinuousClock.now
-        let result = try await StepProcess.run(bash("sleep 5 & echo done"), control: control, sink: CollectingSink())
+        let result = try await runStep(bash("sleep 5 & echo done"), control: control, sink: CollectingSink(), on: supervisor)
         #expect(result == .exited(0))
         #expect(ContinuousClock.now - started < .seconds(3))
         kill(-control.processGroup, SIGKILL)
     }
 
-    @Test func environmentAndWorkingDirectoryAreApplied() async throws {
+    @Test(arguments: Supervisor.allCases) func environmentAndWorkingDirectoryAreApplied(supervisor: Supervisor) async throws {
         let sink = CollectingSink()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-wd-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var configuration = bash("echo \"$GREETING\"; pwd", env: ["GREETING": "hello"])
         configuration.workingDirectory = directory
-        _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: sink)
+        _ = try await runStep(configuration, control: ProcessControl(), sink: sink, on: supervisor)
         let lines = String(decoding: sink.stdout, as: UTF8.self).split(separator: "\n")
         #expect(lines.first == "hello")
         #expect(lines.last.map(String.init) == directory)
     }
 
-    @Test func missingExecutableIsAnError() async {
+    @Test(arguments: Supervisor.allCases) func missingExecutableIsAnError(supervisor: Supervisor) async {
         var configuration = bash("true")
         configuration.executable = "/nonexistent/bash"
         await #expect(throws: StepProcessError.self) {
-            _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
+            _ = try await runStep(configuration, control: ProcessControl(), sink: CollectingSink(), on: supervisor)
         }
     }
 
@@ -161,12 +189,12 @@ func processExists(withMarker marker: String) -> Bool {
 
     /// Cancelled (fail-fast, Ctrl-C) before it started: the process never starts, and there is no process
     /// group for anyone to signal (a group of 0 would be Slipway's own).
-    @Test func aStepCancelledBeforeItStartsNeverStarts() async throws {
+    @Test(arguments: Supervisor.allCases) func aStepCancelledBeforeItStartsNeverStarts(supervisor: Supervisor) async throws {
         let marker = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-never-\(UUID().uuidString)").path
         let control = ProcessControl()
         control.cancel()
         let sink = CollectingSink()
-        let termination = try await StepProcess.run(bash("touch \(marker)"), control: control, sink: sink)
+        let termination = try await runStep(bash("touch \(marker)"), control: control, sink: sink, on: supervisor)
         #expect(termination == .cancelled)
         #expect(control.processGroup == 0)
         #expect(sink.finished)
@@ -174,11 +202,11 @@ func processExists(withMarker marker: String) -> Bool {
         #expect(!FileManager.default.fileExists(atPath: marker))
     }
 
-    @Test func aMissingWorkingDirectoryIsNamedInTheError() async {
+    @Test(arguments: Supervisor.allCases) func aMissingWorkingDirectoryIsNamedInTheError(supervisor: Supervisor) async {
         var configuration = bash("true")
         configuration.workingDirectory = "/nonexistent/slipway-wd"
         do {
-            _ = try await StepProcess.run(configuration, control: ProcessControl(), sink: CollectingSink())
+            _ = try await runStep(configuration, control: ProcessControl(), sink: CollectingSink(), on: supervisor)
             Issue.record("a step in a missing directory started")
         } catch {
             #expect(error.description.contains("/nonexistent/slipway-wd"))
@@ -189,7 +217,7 @@ func processExists(withMarker marker: String) -> Bool {
     /// The step starts as a new process group of its own, stdin at EOF, every signal unblocked and at its
     /// default: this process ignores SIGINT/SIGTERM/SIGPIPE (Ctrl-C handling, sockets) and blocks all
     /// signals around the spawn, and none of that may reach a step.
-    @Test func theStepStartsWithDefaultSignalsItsOwnGroupAndNoInput() async throws {
+    @Test(arguments: Supervisor.allCases) func theStepStartsWithDefaultSignalsItsOwnGroupAndNoInput(supervisor: Supervisor) async throws {
         let previous = (signal(SIGPIPE, SIG_IGN), signal(SIGINT, SIG_IGN), signal(SIGUSR1, SIG_IGN))
         defer {
             signal(SIGPIPE, previous.0)
@@ -201,7 +229,7 @@ func processExists(withMarker marker: String) -> Bool {
         var grep = bash("")
         grep.executable = "/bin/grep"
         grep.arguments = ["-E", "^(SigBlk|SigIgn):", "/proc/self/status"]
-        #expect(try await StepProcess.run(grep, control: ProcessControl(), sink: statusSink) == .exited(0))
+        #expect(try await runStep(grep, control: ProcessControl(), sink: statusSink, on: supervisor) == .exited(0))
         let status = String(decoding: statusSink.stdout, as: UTF8.self)
         #expect(status.contains("SigBlk:\t0000000000000000"), "\(status)")
         let ignored = status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.map { UInt64($0.dropFirst(8), radix: 16) ?? 0 }
@@ -213,11 +241,77 @@ func processExists(withMarker marker: String) -> Bool {
             read -r _ _ _ _ pgrp _ < /proc/$$/stat; echo "pgrp=$pgrp pid=$$"
             if read -r line; then echo "stdin: $line"; else echo "stdin: eof"; fi
             """
-        #expect(try await StepProcess.run(bash(script), control: ProcessControl(), sink: sink) == .exited(0))
+        #expect(try await runStep(bash(script), control: ProcessControl(), sink: sink, on: supervisor) == .exited(0))
         let text = String(decoding: sink.stdout, as: UTF8.self)
         let ids = text.split(separator: "\n").first { $0.hasPrefix("pgrp=") }?.split(separator: " ").map { $0.split(separator: "=").last.map(String.init) ?? "" }
         #expect(ids?.count == 2 && ids?[0] == ids?[1], "the step is not the leader of its own group: \(text)")
         #expect(text.contains("stdin: eof"))
+    }
+}
+
+/// The engine loop: one thread runs a run's tasks and supervises all their processes at once.
+@Suite(.serialized) struct EngineLoopTests {
+    @Test(arguments: Supervisor.allCases) func aStepThatClosesItsOutputButRunsOnIsWaitedFor(supervisor: Supervisor) async throws {
+        let started = ContinuousClock.now
+        let sink = CollectingSink()
+        let result = try await runStep(bash("echo before; exec >&- 2>&-; sleep 0.5; exit 3"), control: ProcessControl(), sink: sink, on: supervisor)
+        #expect(result == .exited(3))
+        #expect(ContinuousClock.now - started >= .milliseconds(450))
+        #expect(String(decoding: sink.stdout, as: UTF8.self) == "before\n")
+    }
+
+    @Test(arguments: Supervisor.allCases) func cancellingTheTaskStopsTheStep(supervisor: Supervisor) async throws {
+        let marker = "sleep 313.\(Int.random(in: 100...999))"
+        let started = ContinuousClock.now
+        let task = Task { try await runStep(bash("\(marker) & wait"), control: ProcessControl(), sink: CollectingSink(), on: supervisor) }
+        try await Task.sleep(for: .milliseconds(300))
+        task.cancel()
+        #expect(try await task.value == .cancelled)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!processExists(withMarker: marker))
+    }
+
+    /// Six steps at once on one loop: each gets its own output and exit code, and they overlap in time.
+    @Test func manyStepsRunAtOnceOnOneLoop() async throws {
+        let started = ContinuousClock.now
+        let results: [(Int, ProcessTermination, String)] = await EngineLoop.run {
+            await withTaskGroup(of: (Int, ProcessTermination, String).self) { group in
+                for index in 0..<6 {
+                    group.addTask {
+                        let sink = CollectingSink()
+                        let script = "for i in $(seq 1 2000); do echo \"step-\(index) line $i\"; done; sleep 0.4; echo end-\(index) >&2; exit \(index)"
+                        let termination = (try? await StepProcess.run(bash(script), control: ProcessControl(), sink: sink)) ?? .exited(-1)
+                        let lines = String(decoding: sink.stdout, as: UTF8.self).split(separator: "\n")
+                        let ordered = lines.count == 2000 && lines.enumerated().allSatisfy { $0.element == "step-\(index) line \($0.offset + 1)" }
+                        return (index, termination, ordered ? String(decoding: sink.stderr, as: UTF8.self) : "garbled")
+                    }
+                }
+                var all: [(Int, ProcessTermination, String)] = []
+                for await result in group { all.append(result) }
+                return all.sorted { $0.0 < $1.0 }
+            }
+        }
+        #expect(results.map(\.0) == Array(0..<6))
+        for (index, termination, stderr) in results {
+            #expect(termination == .exited(Int32(index)))
+            #expect(stderr == "end-\(index)\n")
+        }
+        // Six steps of 0.4 s each, one after another, would take 2.4 s.
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+
+    /// Work that blocks runs on the shared pool, then the task is back on the loop.
+    @Test func offloadedWorkLeavesTheLoopsThreadAndComesBack() async {
+        let (before, inside, after, stillCurrent): (Bool, Bool, Bool, Bool) = await EngineLoop.run {
+            let before = EngineLoop.current?.isCurrentThread == true
+            let inside = await EngineLoop.offloaded { EngineLoop.current?.isCurrentThread == true }
+            let stillCurrent = EngineLoop.current != nil
+            return (before, inside, EngineLoop.current?.isCurrentThread == true, stillCurrent)
+        }
+        #expect(before && !inside && after && stillCurrent)
+        // Outside a loop it runs where it is.
+        #expect(await EngineLoop.offloaded { EngineLoop.current == nil })
     }
 }
 

@@ -1,6 +1,7 @@
 #ifndef CSLIPWAY_SYSTEM_H
 #define CSLIPWAY_SYSTEM_H
 #include <spawn.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /// pipe2(O_CLOEXEC): both ends close-on-exec, so concurrently spawned steps never inherit each other's pipes.
@@ -20,4 +21,16 @@ int slipway_set_child_subreaper(void);
 /// 4 chdir, 5 signal mask, 6 execve).
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
                     int out_fd, int err_fd, int *error, int *stage);
+/// pidfd_open(2): a descriptor that becomes readable when PID exits; -1 with errno (ENOSYS before Linux 5.3).
+int slipway_pidfd_open(pid_t pid);
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
+int slipway_eventfd(void);
+/// epoll without struct epoll_event in Swift (it is packed on x86-64): descriptors are registered for input
+/// with a 64-bit token, and a wait returns the tokens of the ready ones.
+int slipway_epoll_create(void);
+int slipway_epoll_add(int epoll, int fd, uint64_t token);
+int slipway_epoll_remove(int epoll, int fd);
+int slipway_epoll_wait(int epoll, uint64_t *tokens, int max, int timeout_ms);
+/// Names the calling thread (as `ps -L` and profilers show it).
+void slipway_set_thread_name(const char *name);
 #endif

@@ -1,0 +1,291 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSlipwaySystem
+import Foundation
+import Synchronization
+
+/// One thread that runs a run's engine and job tasks and supervises their step processes, as make does:
+/// a step's end wakes this thread only, which reads the step's last output, records its end, starts the next
+/// step and goes back to `epoll_wait`. With tasks on the shared pool and a reader thread per step, each job
+/// took four hand-offs between threads, and on two cores the woken thread often waited for the busy core
+/// while its waker's core went idle (a third of the cores' time in a wide run).
+///
+/// Tasks get here by preference (`run(_:)`); a step process is supervised here when its task runs on this
+/// thread (`StepProcess.run` checks), otherwise on a reader thread of its own as before.
+public final class EngineLoop: TaskExecutor, @unchecked Sendable {
+    @TaskLocal static var current: EngineLoop?
+
+    /// Runs `body` with its tasks, and the child tasks they start, on a new loop's thread, which ends with
+    /// the body. Without epoll (it cannot be set up) the body runs where it would have run anyway.
+    public static func run<T>(_ body: () async -> T) async -> T {
+        guard let loop = start() else { return await body() }
+        defer { loop.shutdown() }
+        return await withTaskExecutorPreference(loop) {
+            await $current.withValue(loop) { await body() }
+        }
+    }
+
+    /// Runs work that may take long without suspending (copying artifacts, hashing cache inputs, building a
+    /// release, a deploy) on the shared pool when called from a loop: on the loop's thread it would hold up
+    /// every other job of the run, their output and their starts.
+    public static func offloaded<T, E: Error>(_ body: () async throws(E) -> T) async throws(E) -> T {
+        guard current != nil else { return try await body() }
+        return try await withTaskExecutorPreference(globalConcurrentExecutor) { () async throws(E) -> T in try await body() }
+    }
+
+    private struct Shared {
+        var jobs: [UnownedJob] = []
+        var sleeping = false
+        var stopped = false
+    }
+    private let shared = Mutex(Shared())
+    private let epoll: Int32
+    private let wakeFD: Int32
+    private let threadID = Atomic<UInt>(0)
+
+    // Owned by the loop's thread.
+    private var supervised: [UInt64: Supervised] = [:]
+    private var nextToken: UInt64 = 1
+    private var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+    private static let wakeToken = UInt64.max
+
+    private init(epoll: Int32, wakeFD: Int32) {
+        self.epoll = epoll
+        self.wakeFD = wakeFD
+    }
+
+    /// A loop with its thread started, or nil when epoll or the eventfd cannot be set up.
+    private static func start() -> EngineLoop? {
+        let epoll = slipway_epoll_create()
+        let wakeFD = slipway_eventfd()
+        guard epoll >= 0, wakeFD >= 0, slipway_epoll_add(epoll, wakeFD, wakeToken) == 0 else {
+            if epoll >= 0 { close(epoll) }
+            if wakeFD >= 0 { close(wakeFD) }
+            return nil
+        }
+        let loop = EngineLoop(epoll: epoll, wakeFD: wakeFD)
+        // The thread holds the loop until it ends.
+        Thread { loop.loop() }.start()
+        return loop
+    }
+
+    deinit {
+        close(epoll)
+        close(wakeFD)
+        buffer.deallocate()
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let wake = shared.withLock { state in
+            state.jobs.append(job)
+            defer { state.sleeping = false }
+            return state.sleeping
+        }
+        if wake { signal() }
+    }
+
+    public func asUnownedTaskExecutor() -> UnownedTaskExecutor { UnownedTaskExecutor(ordinary: self) }
+
+    var isCurrentThread: Bool { threadID.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    private func signal() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Ends the thread once it has run what is queued; a body that returned has no process left.
+    private func shutdown() {
+        shared.withLock { $0.stopped = true }
+        signal()
+    }
+
+    private func loop() {
+        threadID.store(UInt(pthread_self()), ordering: .relaxed)
+        slipway_set_thread_name("slipway-engine")
+        var tokens = [UInt64](repeating: 0, count: 64)
+        var batch: [UnownedJob] = []
+        while true {
+            let (stop, block): (Bool, Bool) = shared.withLock { state in
+                swap(&batch, &state.jobs)
+                if !batch.isEmpty { return (false, false) }
+                if state.stopped && supervised.isEmpty { return (true, false) }
+                state.sleeping = true
+                return (false, true)
+            }
+            if stop { return }
+            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            batch.removeAll(keepingCapacity: true)
+            // Timeouts and cancellations are checked at least every 50 ms while a step runs.
+            let timeout: Int32 = block ? (supervised.isEmpty ? -1 : 50) : 0
+            let ready = tokens.withUnsafeMutableBufferPointer { slipway_epoll_wait(epoll, $0.baseAddress, 64, timeout) }
+            if block { shared.withLock { $0.sleeping = false } }
+            for index in 0..<max(0, Int(ready)) {
+                let token = tokens[index]
+                if token == Self.wakeToken {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                    continue
+                }
+                guard let process = supervised[token >> 2] else { continue }
+                switch token & 3 {
+                case 2: process.reap()
+                default: readOnce(process, stream: Int(token & 3))
+                }
+            }
+            if !supervised.isEmpty { superviseAll() }
+        }
+    }
+
+    // MARK: step processes
+
+    /// A step's process while it runs: its pipes and pidfd are registered with the loop.
+    final class Supervised {
+        let spawned: StepProcess.Spawned
+        let pidfd: Int32
+        var fds: [Int32]
+        var exited = false
+        var status: Int32 = 0
+        let deadline: ContinuousClock.Instant?
+        let grace: Duration
+        var timedOut = false
+        var cancelled = false
+        var termSentAt: ContinuousClock.Instant?
+        let control: ProcessControl
+        let sink: ProcessOutputSink
+        var grown = [false, false]
+        var continuation: CheckedContinuation<ProcessTermination, Never>?
+
+        init(spawned: StepProcess.Spawned, pidfd: Int32, deadline: ContinuousClock.Instant?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) {
+            self.spawned = spawned
+            self.pidfd = pidfd
+            self.fds = [spawned.stdout, spawned.stderr]
+            self.deadline = deadline
+            self.grace = grace
+            self.control = control
+            self.sink = sink
+        }
+
+        func reap() {
+            guard !exited else { return }
+            while true {
+                let waited = waitpid(spawned.pid, &status, WNOHANG)
+                if waited == spawned.pid { exited = true; return }
+                if waited < 0, errno == EINTR { continue }
+                if waited < 0 { exited = true; status = 0x7f00; return }  // not ours to wait for: treat as exit 127
+                return
+            }
+        }
+    }
+
+    /// Starts a step's process on this thread and returns when it has ended and its output is drained.
+    func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
+        if control.flags.cancelled {
+            sink.finish()
+            return .cancelled
+        }
+        let spawned = try StepProcess.spawn(configuration)
+        let flags = control.state.withLock { state in
+            state.processGroup = spawned.pid
+            return (state.cancelRequested, state.killNow)
+        }
+        if flags.0 { _ = Glibc.kill(-spawned.pid, flags.1 ? SIGKILL : SIGTERM) }
+        let pidfd = slipway_pidfd_open(spawned.pid)
+        guard pidfd >= 0 else {
+            // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
+            return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
+        }
+        let token = nextToken
+        nextToken += 1
+        let process = Supervised(spawned: spawned, pidfd: pidfd, deadline: configuration.timeout.map { ContinuousClock.now + $0 },
+                                 grace: configuration.gracePeriod, control: control, sink: sink)
+        _ = slipway_epoll_add(epoll, spawned.stdout, token << 2)
+        _ = slipway_epoll_add(epoll, spawned.stderr, token << 2 | 1)
+        _ = slipway_epoll_add(epoll, pidfd, token << 2 | 2)
+        supervised[token] = process
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                process.continuation = continuation
+            }
+        } onCancel: {
+            control.cancel()
+        }
+    }
+
+    private func readOnce(_ process: Supervised, stream index: Int) {
+        let fd = process.fds[index]
+        guard fd >= 0 else { return }
+        let n = read(fd, buffer.baseAddress, buffer.count)
+        if n > 0 {
+            process.sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            // A chatty step: a 1 MiB pipe lets it run ahead while its output is written to the log.
+            if n >= 16 * 1024, !process.grown[index] {
+                process.grown[index] = true
+                _ = fcntl(fd, 1031 /* F_SETPIPE_SZ */, 1 << 20)
+            }
+            return
+        }
+        if n < 0, errno == EINTR || errno == EAGAIN { return }
+        closePipe(process, index)
+    }
+
+    private func closePipe(_ process: Supervised, _ index: Int) {
+        let fd = process.fds[index]
+        guard fd >= 0 else { return }
+        _ = slipway_epoll_remove(epoll, fd)
+        close(fd)
+        process.fds[index] = -1
+    }
+
+    /// Timeouts, cancellations and ends of every supervised process.
+    private func superviseAll() {
+        let now = ContinuousClock.now
+        for (token, process) in supervised {
+            if process.exited {
+                // The main process is gone; children that kept the pipes open are not waited for.
+                for index in 0..<2 where process.fds[index] >= 0 {
+                    let fd = process.fds[index]
+                    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                    while process.fds[index] >= 0 {
+                        let n = read(fd, buffer.baseAddress, buffer.count)
+                        if n > 0 {
+                            process.sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                        } else if n < 0, errno == EINTR {
+                            continue
+                        } else {
+                            closePipe(process, index)
+                        }
+                    }
+                }
+                finish(token, process)
+                continue
+            }
+            let flags = process.control.flags
+            if process.termSentAt == nil {
+                if let deadline = process.deadline, now >= deadline {
+                    process.timedOut = true
+                    process.termSentAt = now
+                    _ = Glibc.kill(-process.spawned.pid, SIGTERM)
+                } else if flags.cancelled {
+                    process.cancelled = true
+                    process.termSentAt = now
+                    _ = Glibc.kill(-process.spawned.pid, SIGTERM)
+                }
+            }
+            if let sent = process.termSentAt, now - sent >= process.grace || flags.killNow {
+                _ = Glibc.kill(-process.spawned.pid, SIGKILL)
+            }
+        }
+    }
+
+    private func finish(_ token: UInt64, _ process: Supervised) {
+        supervised[token] = nil
+        _ = slipway_epoll_remove(epoll, process.pidfd)
+        close(process.pidfd)
+        process.sink.finish()
+        let termination = StepProcess.termination(status: process.status, timedOut: process.timedOut, cancelled: process.cancelled, control: process.control)
+        process.continuation?.resume(returning: termination)
+        process.continuation = nil
+    }
+}
