@@ -89,15 +89,16 @@ struct JobExecutor: Sendable {
         var workspace = layout.workspace(number, job: key)
         var lease: WorkspacePool.Lease?
         let outputFile = layout.outputFile(number, job: key, attempt: a.attempt)
-        defer {
-            // Background processes a step left behind end with the job; a workspace one of them might
-            // still write to is not handed to another job.
-            var survivors = false
-            for group in processGroups where Glibc.kill(-group, SIGKILL) == 0 { survivors = true }
-            if let lease { workspaces.checkIn(lease, reusable: !survivors) }
-        }
         do {
-            let checkedOut = try workspaces.checkOut(name: FileTree.safeName(key))
+            // A free workspace is taken at once; a new one is a copy of the snapshot, made off the loop.
+            let pool = workspaces
+            let name = FileTree.safeName(key)
+            let checkedOut: WorkspacePool.Lease
+            if let free = pool.takeFree() {
+                checkedOut = free
+            } else {
+                checkedOut = try await EngineLoop.offloaded { () throws -> WorkspacePool.Lease in try pool.checkOut(name: name) }
+            }
             lease = checkedOut
             workspace = checkedOut.path
             if !a.upstreamArtifacts.isEmpty {
@@ -317,6 +318,18 @@ struct JobExecutor: Sendable {
             outcome = .succeeded(outputs: outputs)
         }
         deferred.append(.updateAttempt(finished))
+        // Background processes a step left behind end with the job; a workspace one of them might
+        // still write to is not handed to another job. Resetting a large workspace walks all of it: off the loop.
+        var survivors = false
+        for group in processGroups where Glibc.kill(-group, SIGKILL) == 0 { survivors = true }
+        if let lease {
+            let pool = workspaces
+            if lease.entries > 64 {
+                await EngineLoop.offloaded { pool.checkIn(lease, reusable: !survivors) }
+            } else {
+                pool.checkIn(lease, reusable: !survivors)
+            }
+        }
         return AttemptEnd(outcome: outcome, deferred: deferred)
     }
 

@@ -18,6 +18,8 @@ public final class WorkspacePool: Sendable {
     public struct Lease: Sendable {
         public let path: String
         fileprivate var manifest: [String: Identity]
+        /// How many entries a reset looks at.
+        public var entries: Int { manifest.count }
     }
 
     fileprivate struct Identity: Equatable, Sendable {
@@ -59,7 +61,7 @@ public final class WorkspacePool: Sendable {
     /// A workspace holding the snapshot: a reset one when available, otherwise a new copy.
     /// `name` names a new directory when workspaces are not reused.
     public func checkOut(name: String) throws -> Lease {
-        if reuse, let lease = state.withLock({ $0.free.popLast() }) { return lease }
+        if let lease = takeFree() { return lease }
         let path: String
         if reuse {
             let number = state.withLock { state -> Int in
@@ -77,6 +79,11 @@ public final class WorkspacePool: Sendable {
             throw EngineError("cannot read the new workspace \(path)")
         }
         return Lease(path: path, manifest: manifest)
+    }
+
+    /// A reset workspace when one is free (no copy needed).
+    public func takeFree() -> Lease? {
+        reuse ? state.withLock { $0.free.popLast() } : nil
     }
 
     /// Takes a workspace back. `reusable` is false when something of the job may still be writing to it
