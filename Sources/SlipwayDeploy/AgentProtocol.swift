@@ -21,11 +21,11 @@ public struct ProbeConfig: Sendable, Equatable, Codable {
     var healthCheck: HealthCheck {
         var check = HealthCheck()
         check.path = path
-        check.interval = .milliseconds(Int64(interval * 1000))
-        check.timeout = .milliseconds(Int64(timeout * 1000))
+        check.interval = .clamped(seconds: interval)
+        check.timeout = .clamped(seconds: timeout)
         check.healthyAfter = healthyAfter
         check.unhealthyAfter = unhealthyAfter
-        check.deadline = .milliseconds(Int64(deadline * 1000))
+        check.deadline = .clamped(seconds: deadline)
         return check
     }
 }
@@ -33,6 +33,69 @@ public struct ProbeConfig: Sendable, Equatable, Codable {
 extension Duration {
     public var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+
+    /// `seconds` clamped into `AgentLimits.seconds` (NaN as 0): `Int64(Double)` traps out of range, and a
+    /// saved state is converted again on every restart.
+    static func clamped(seconds: Double) -> Duration {
+        let range = AgentLimits.seconds
+        let value = seconds.isNaN ? 0 : min(max(seconds, range.lowerBound), range.upperBound)
+        return .milliseconds(Int64(value * 1000))
+    }
+}
+
+/// What the agent accepts on its socket. Any local process of the user can write there, and numbers out
+/// of range would trap later (duration conversions, instance counts, weight sums).
+public enum AgentLimits {
+    public static let counts = 0...1000
+    public static let weights = 0...1_000_000
+    /// Seconds; as long as the pipeline loader allows a duration (7 days).
+    public static let seconds = 0.0...(7 * 86_400.0)
+    public static let ports = 1...65535
+}
+
+extension DesiredEnvironment {
+    /// Why the agent refuses this environment, or nil when every number in it is in range.
+    public var problem: String? {
+        let name = "environment '\(config.name)'"
+        // 0: any free port (ssh targets behind HAProxy have no router port of their own).
+        if !(0...AgentLimits.ports.upperBound).contains(config.listen) { return "\(name): `listen` \(config.listen) is not a port (0–65535)" }
+        if let port = config.previewPort, !AgentLimits.ports.contains(port) { return "\(name): the preview port \(port) is not a port (1–65535)" }
+        let durations = [("probe interval", config.probe.interval), ("probe timeout", config.probe.timeout),
+                         ("probe deadline", config.probe.deadline), ("stop grace", config.stopGrace)]
+        for (what, value) in durations where !(value.isFinite && AgentLimits.seconds.contains(value)) {
+            return "\(name): the \(what) of \(value) s is out of range (0–\(Int(AgentLimits.seconds.upperBound)) s)"
+        }
+        for (what, value) in [("healthy-after", config.probe.healthyAfter), ("unhealthy-after", config.probe.unhealthyAfter)] where !AgentLimits.counts.contains(value) {
+            return "\(name): \(what) \(value) is out of range (0–\(AgentLimits.counts.upperBound))"
+        }
+        for (version, deployment) in versions.sorted(by: { $0.key < $1.key }) {
+            if !AgentLimits.counts.contains(deployment.count) {
+                return "\(name): \(deployment.count) instances of \(version) is out of range (0–\(AgentLimits.counts.upperBound))"
+            }
+            let endpoints = deployment.endpoints ?? []
+            if endpoints.count > AgentLimits.counts.upperBound { return "\(name): \(version) has more than \(AgentLimits.counts.upperBound) endpoints" }
+            for endpoint in endpoints {
+                guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]), AgentLimits.ports.contains(port) else {
+                    return "\(name): endpoint '\(endpoint.prefix(200))' of \(version) is not host:port with a port 1–65535"
+                }
+            }
+        }
+        for (version, weight) in weights.sorted(by: { $0.key < $1.key }) where !AgentLimits.weights.contains(weight) {
+            return "\(name): the weight \(weight) of \(version) is out of range (0–\(AgentLimits.weights.upperBound))"
+        }
+        return nil
+    }
+}
+
+extension AgentRequest {
+    /// Why the agent refuses this request before acting on it, or nil.
+    public var problem: String? {
+        switch self {
+        case .apply(let desired): desired.problem
+        case .window(_, _, let since): since.isFinite && since >= 0 ? nil : "`since` must be a unix time in seconds, not \(since)"
+        case .ping, .status, .down: nil
+        }
     }
 }
 

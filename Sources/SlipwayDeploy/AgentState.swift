@@ -56,6 +56,18 @@ struct AgentState: Sendable, Codable, Equatable {
         min(30, 0.5 * Double(1 << min(max(restarts - 1, 0), 6)))
     }
 
+    /// Removes environments that fail `DesiredEnvironment.problem` and returns why; their instances stay
+    /// until the next `reconcile` stops them.
+    mutating func dropInvalidEnvironments() -> [(name: String, problem: String)] {
+        var dropped: [(name: String, problem: String)] = []
+        for (name, desired) in environments.sorted(by: { $0.key < $1.key }) {
+            guard let problem = desired.problem else { continue }
+            environments[name] = nil
+            dropped.append((name, problem))
+        }
+        return dropped
+    }
+
     mutating func apply(_ desired: DesiredEnvironment, now: Double) -> [AgentEffect] {
         environments[desired.config.name] = desired
         return [.persist, .updateRouter(environment: desired.config.name)] + reconcile(now: now)
@@ -99,8 +111,10 @@ struct AgentState: Sendable, Codable, Equatable {
                     continue
                 }
                 let active = instances.values.filter { $0.environment == name && $0.version == version && $0.stopping == nil }
-                if active.count < deployment.count {
-                    for _ in active.count..<deployment.count {
+                // Clamped as well as validated: `Int.min` would overflow the surplus below.
+                let wanted = min(max(deployment.count, 0), AgentLimits.counts.upperBound)
+                if active.count < wanted {
+                    for _ in active.count..<wanted {
                         let key = "\(name)/\(version)"
                         let ordinal = (ordinals[key] ?? 0) + 1
                         ordinals[key] = ordinal
@@ -111,12 +125,12 @@ struct AgentState: Sendable, Codable, Equatable {
                                                         startedAt: now, health: HealthTracker(check: probe.healthCheck, startedAt: now))
                         effects.append(.spawn(id: id))
                     }
-                } else if active.count > deployment.count {
+                } else if active.count > wanted {
                     let ranked = active.sorted { a, b in
                         if a.health.receivesTraffic != b.health.receivesTraffic { return !a.health.receivesTraffic }
                         return a.startedAt > b.startedAt
                     }
-                    stop += ranked.prefix(active.count - deployment.count).map(\.id)
+                    stop += ranked.prefix(active.count - wanted).map(\.id)
                 }
             }
         }

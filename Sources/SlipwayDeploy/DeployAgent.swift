@@ -116,6 +116,8 @@ public final class DeployAgent: Sendable {
     }
 
     func handle(_ request: AgentRequest) async -> AgentResponse {
+        // Refused before anything is applied or saved: a bad number saved would trap on every restart.
+        if let problem = request.problem { return .error(problem) }
         switch request {
         case .ping:
             return .pong(pid: getpid(), dataDirectory: dataDirectory)
@@ -129,7 +131,8 @@ public final class DeployAgent: Sendable {
         case .window(let environment, let version, let since):
             let (main, preview) = routers.withLock { ($0.main[environment], $0.preview[environment]) }
             guard let main else { return .error("environment '\(environment)' is not deployed") }
-            let age = max(0, Self.now() - since)
+            // At most ten years: more would only overflow the conversion, not widen the window.
+            let age = min(max(0, Self.now() - since), 10 * 365 * 86_400)
             let start = ContinuousClock.now - .milliseconds(Int64(age * 1000))
             // Both routers: before a blue-green switch the new version's traffic is the preview port's.
             var window = main.window(version: version, since: start)
@@ -280,7 +283,7 @@ public final class DeployAgent: Sendable {
                     group.addTask {
                         var failure: String?
                         do {
-                            let response = try await self.http.get(probe.url, timeout: .milliseconds(Int64(probe.timeout * 1000)))
+                            let response = try await self.http.get(probe.url, timeout: .clamped(seconds: probe.timeout))
                             if !(200..<400).contains(response.status) { failure = "\(probe.url) answered \(response.status)" }
                         } catch {
                             failure = "\(probe.url): \(error)"
@@ -364,6 +367,9 @@ public final class DeployAgent: Sendable {
     private func restoreState() {
         guard let data = FileManager.default.contents(atPath: paths.state),
               var saved = try? JSONDecoder().decode(AgentState.self, from: data) else { return }
+        // A state saved by an older agent may hold numbers that would trap: those environments are dropped.
+        let dropped = saved.dropInvalidEnvironments()
+        for (name, problem) in dropped { log("dropped environment '\(name)' from the saved state: \(problem)") }
         let now = Self.now()
         for (id, var instance) in saved.instances {
             instance.probing = false
@@ -385,6 +391,8 @@ public final class DeployAgent: Sendable {
             saved.instances[id] = instance
         }
         state.withLock { $0 = saved }
+        // The dropped environments' instances are stopped, as after `down`.
+        if !dropped.isEmpty { perform(state.withLock { $0.reconcile(now: now) }) }
     }
 
     /// Routers come back with the last weights before anything else happens.

@@ -146,7 +146,21 @@ public struct HAProxyCounters: Sendable, Equatable {
 
     /// Failed requests: 5xx answers of the server plus the 503/502/504 HAProxy generated because the server could
     /// not be reached or did not answer. HAProxy counts those only in `econ`/`eresp`, not in the server's `hrsp_5xx`.
-    public var errors: Int { self.responses5xx + self.connectionErrors + self.responseErrors }
+    public var errors: Int { Self.sum(Self.sum(responses5xx, connectionErrors), responseErrors) }
+
+    /// The most a parsed counter holds (2⁵³): HAProxy's are 64-bit, and sums over many servers must not overflow.
+    public static let limit = 1 << 53
+
+    /// Saturating arithmetic: counters come from another process, and an overflow would trap.
+    static func sum(_ a: Int, _ b: Int) -> Int {
+        let (value, overflow) = a.addingReportingOverflow(b)
+        return overflow ? (b > 0 ? .max : .min) : value
+    }
+
+    static func difference(_ a: Int, _ b: Int) -> Int {
+        let (value, overflow) = a.subtractingReportingOverflow(b)
+        return overflow ? (b < 0 ? .max : .min) : value
+    }
 
     private var all: [Int] {
         [sessions, responses1xx, responses2xx, responses3xx, responses4xx, responses5xx, responsesOther,
@@ -157,16 +171,17 @@ public struct HAProxyCounters: Sendable, Equatable {
     /// without keeping its counters) in between, and everything since counts from zero: the result is `self`.
     public func since(_ earlier: HAProxyCounters) -> HAProxyCounters {
         if zip(self.all, earlier.all).contains(where: { $0 < $1 }) { return self }
+        let d = Self.difference
         return HAProxyCounters(
-            sessions: sessions - earlier.sessions,
-            responses1xx: responses1xx - earlier.responses1xx,
-            responses2xx: responses2xx - earlier.responses2xx,
-            responses3xx: responses3xx - earlier.responses3xx,
-            responses4xx: responses4xx - earlier.responses4xx,
-            responses5xx: responses5xx - earlier.responses5xx,
-            responsesOther: responsesOther - earlier.responsesOther,
-            connectionErrors: connectionErrors - earlier.connectionErrors,
-            responseErrors: responseErrors - earlier.responseErrors
+            sessions: d(sessions, earlier.sessions),
+            responses1xx: d(responses1xx, earlier.responses1xx),
+            responses2xx: d(responses2xx, earlier.responses2xx),
+            responses3xx: d(responses3xx, earlier.responses3xx),
+            responses4xx: d(responses4xx, earlier.responses4xx),
+            responses5xx: d(responses5xx, earlier.responses5xx),
+            responsesOther: d(responsesOther, earlier.responsesOther),
+            connectionErrors: d(connectionErrors, earlier.connectionErrors),
+            responseErrors: d(responseErrors, earlier.responseErrors)
         )
     }
 
@@ -181,8 +196,8 @@ public struct HAProxyCounters: Sendable, Equatable {
         for name in Set(servers) {
             guard let now = later[server: name]?.counters else { continue }
             let change = now.since(earlier[server: name]?.counters ?? .zero)
-            requests += change.requests
-            errors += min(change.errors, change.requests)
+            requests = sum(requests, change.requests)
+            errors = sum(errors, min(change.errors, change.requests))
         }
         return (requests, errors)
     }
@@ -288,8 +303,15 @@ struct HAProxyStatTable: Sendable {
             return fields[index]
         }
 
-        func number(_ column: String) -> Int { Int(text(column)) ?? 0 }
-        func optionalNumber(_ column: String) -> Int? { Int(text(column)) }
+        func number(_ column: String) -> Int { optionalNumber(column) ?? 0 }
+        /// Counters and gauges are never negative and at most `HAProxyCounters.limit`, whatever the CSV says.
+        func optionalNumber(_ column: String) -> Int? {
+            let text = text(column)
+            if let value = Int(text) { return min(max(value, 0), HAProxyCounters.limit) }
+            // Too many digits for an Int: as large as a counter gets.
+            if !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { return HAProxyCounters.limit }
+            return nil
+        }
 
         var counters: HAProxyCounters {
             HAProxyCounters(

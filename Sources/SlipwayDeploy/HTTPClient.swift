@@ -78,6 +78,15 @@ public struct HTTPClient: Sendable {
         self.maxBodyBytes = maxBodyBytes
     }
 
+    /// `timeout` in nanoseconds, at least 1 and at most about 31 years: seconds times 10⁹ overflows
+    /// `Int64` past 292 years.
+    static func nanoseconds(_ timeout: Duration) -> Int64 {
+        let (seconds, attoseconds) = timeout.components
+        guard seconds >= 0 else { return 1 }
+        guard seconds < 1_000_000_000 else { return 1_000_000_000 * 1_000_000_000 }
+        return max(1, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
     public func get(_ url: String, headers: [(String, String)] = [], timeout: Duration = .seconds(5)) async throws -> HTTPResponse {
         try await request(method: .GET, url: url, headers: headers, body: nil, timeout: timeout)
     }
@@ -86,7 +95,7 @@ public struct HTTPClient: Sendable {
                         timeout: Duration = .seconds(5)) async throws -> HTTPResponse {
         guard let target = Target(url: url) else { throw HTTPClientError.invalidURL(url) }
         let start = ContinuousClock.now
-        let nanos = max(1, timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        let nanos = Self.nanoseconds(timeout)
         let deadline = NIODeadline.now() + .nanoseconds(nanos)
         let limit = maxBodyBytes
         let channel: any Channel

@@ -519,10 +519,14 @@ struct ChunkedScanner {
                 self.digits = 0
                 self.size = 0
                 index += 1
+            // A bare LF ends a line for lenient peers: accepting it inside trailers would let a request
+            // hidden there (`0\r\n\nGET /x …`) reach the backend as a request of its own.
             case .trailerStart:
+                guard byte != 0x0A else { return nil }
                 self.state = byte == 0x0D ? .finalLF : .trailer
                 index += 1
             case .trailer:
+                guard byte != 0x0A else { return nil }
                 if byte == 0x0D { self.state = .trailerLF }
                 index += 1
             case .trailerLF:

@@ -104,7 +104,8 @@ final class CompiledTable: Sendable {
             byVersion[backend.version, default: []].append(backend)
         }
         self.backendsByVersion = byVersion
-        let weighted = table.weights.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { (version: $0.key, weight: $0.value) }
+        // Clamped so that the sums below cannot overflow, whoever built the table.
+        let weighted = table.weights.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { (version: $0.key, weight: min($0.value, AgentLimits.weights.upperBound)) }
         self.weighted = weighted
         self.totalWeight = weighted.reduce(0) { $0 + $1.weight }
         var unsafe: [String: String] = [:]

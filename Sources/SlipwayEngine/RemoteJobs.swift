@@ -127,6 +127,20 @@ public struct RunnerAttemptResult: Sendable, Codable, Equatable {
         case .cancelled: .cancelled
         }
     }
+
+    /// The outcome with the runner's outputs kept as a local job keeps them: only the declared ones when
+    /// the job declares any, masked before they are stored (a runner may echo a secret into one).
+    public func outcome(declaredOutputs: [String], masker: SecretMasker) -> AttemptOutcome {
+        var result = self
+        let declared = Set(declaredOutputs)
+        result.outputs = [:]
+        for (name, value) in outputs where declared.isEmpty || declared.contains(name) {
+            result.outputs[name] = masker.mask(value)
+        }
+        if case .error(let message)? = failure { result.failure = .error(masker.mask(message)) }
+        if case .runnerLost(let message)? = failure { result.failure = .runnerLost(masker.mask(message)) }
+        return result.outcome
+    }
 }
 
 /// What a runner reports while an attempt runs (`POST …/leases/{lease}/progress`): changed step
@@ -315,8 +329,10 @@ public enum TarArchive {
     }
 
     /// Every symbolic link under `root`, where it really is (links to directories unpacked earlier in the
-    /// same archive can move a member elsewhere than its name says), must point inside `root`.
+    /// same archive can move a member elsewhere than its name says), must point inside `root` once every
+    /// link on its way is followed: a textual check misses chains (`d/up -> ..`, then `d/esc -> up/..`).
     public static func checkLinks(under root: String) throws(EngineError) {
+        guard let realRoot = realPath(root) else { throw EngineError("cannot resolve \(root)") }
         var pending = [(path: root, depth: 0)]
         while let (directory, depth) = pending.popLast() {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
@@ -328,7 +344,9 @@ public enum TarArchive {
                 case S_IFDIR: pending.append((path, depth + 1))
                 case S_IFLNK:
                     let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "/"
-                    guard !target.hasPrefix("/"), staysInside(target, depth: depth) else {
+                    let resolved = resolveLink(path)
+                    guard !target.hasPrefix("/"), staysInside(target, depth: depth),
+                          let resolved, resolved == realRoot || resolved.hasPrefix(realRoot + "/") else {
                         throw EngineError("symbolic link \(path.dropFirst(root.count + 1)) points outside the archive (\(target)); archives may only link inside themselves")
                     }
                 case S_IFREG: break
@@ -336,6 +354,51 @@ public enum TarArchive {
                 }
             }
         }
+    }
+
+    /// Where the link at `path` leads, following every link on the way as the kernel would; nil when the
+    /// links loop. Past a missing component the rest applies lexically (what it would mean once created).
+    static func resolveLink(_ path: String) -> String? {
+        guard let base = realPath((path as NSString).deletingLastPathComponent), let first = readLink(path) else { return nil }
+        var current = first.hasPrefix("/") ? [] : base.split(separator: "/").map(String.init)
+        var queue = Array(first.split(separator: "/").map(String.init).reversed())
+        var hops = 1
+        var missing = false
+        while let component = queue.popLast() {
+            if component == "." { continue }
+            if component == ".." {
+                if !current.isEmpty { current.removeLast() }
+                continue
+            }
+            current.append(component)
+            if missing { continue }
+            var info = stat()
+            guard lstat("/" + current.joined(separator: "/"), &info) == 0 else {
+                missing = true
+                continue
+            }
+            guard info.st_mode & S_IFMT == S_IFLNK else { continue }
+            hops += 1
+            // Linux gives up after 40 links (ELOOP).
+            guard hops <= 40, let next = readLink("/" + current.joined(separator: "/")) else { return nil }
+            current.removeLast()
+            if next.hasPrefix("/") { current = [] }
+            queue.append(contentsOf: next.split(separator: "/").map(String.init).reversed())
+        }
+        return "/" + current.joined(separator: "/")
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Refuses devices, FIFOs, absolute or `..` paths, and symbolic links pointing outside the archive.

@@ -111,7 +111,7 @@ public final class RunnerBroker: RemoteJobRunner, Sendable {
     /// Ends a lease with the runner's result; false when the lease is no longer current (fenced).
     public func complete(lease: Int64, runner: String?, result: RunnerAttemptResult) -> Bool {
         guard let (attempt, continuation) = state.withLock({ $0.finish(lease: lease, runner: runner) }) else { return false }
-        let outcome = result.outcome
+        let outcome = result.outcome(declaredOutputs: attempt.assignment.resolved.outputs, masker: attempt.masker)
         Self.record(attempt, outcome: outcome, tests: result.tests)
         continuation.resume(returning: outcome)
         return true

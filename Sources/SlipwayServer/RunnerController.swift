@@ -118,7 +118,8 @@ struct RunnerController: Sendable {
             }
             guard !body.steps.isEmpty else { return }
             let existing = Dictionary(((try? attempt.store.steps(attemptID: record.id)) ?? []).map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
-            for report in body.steps where report.index >= 0 && report.index <= a.resolved.steps.count {
+            // Only the job's own steps: remote jobs have no release or deploy step after them.
+            for report in body.steps where report.index >= 0 && report.index < a.resolved.steps.count {
                 var step = existing[report.index] ?? StepRecord(attemptID: record.id, index: report.index, name: "", logPath: attempt.layout.log(a.runNumber, job: a.jobKey, attempt: a.attempt, step: report.index))
                 step.name = attempt.masker.mask(String(report.name.prefix(1000)))
                 step.status = report.status

@@ -26,15 +26,22 @@ struct WebhookController: Sendable {
         guard request.headers[HTTPField.Name(provider.signatureHeader)!]?.isEmpty == false else {
             throw HTTPError(.unauthorized, message: "missing \(provider.signatureHeader) signature")
         }
-        // With `?project=`, the signature is checked before the payload is parsed at all.
+        // The signature is checked before the payload is parsed at all, so an unauthenticated peer cannot
+        // make the server parse a large JSON body: with `?project=` against that project's secret, without
+        // it against every configured secret (an HMAC is far cheaper than parsing).
         let named = try request.uri.queryParameters.get("project").map { try findProject(for: nil, query: $0) }
+        if let named {
+            try verify(bytes, for: named, provider: provider, request: request)
+        } else {
+            try requireSomeSigner(bytes, provider: provider, request: request)
+        }
         let event: WebhookEvent
         do { event = try WebhookEvent.parse(event: eventName, body: bytes) } catch {
-            if let named { try verify(bytes, for: named, provider: provider, request: request) }
             throw HTTPError(.badRequest, message: "cannot read the \(eventName) payload: \(error.message)")
         }
         let project = try named ?? findProject(for: event, query: nil)
-        try verify(bytes, for: project, provider: provider, request: request)
+        // The project the payload names must itself have signed it, not just some project.
+        if named == nil { try verify(bytes, for: project, provider: provider, request: request) }
         // A delivery is known by the digest of its signed body, not by its id header (which the signature
         // does not cover): a redelivery is the same body, and a replay under a new id is caught too.
         let deliveryID = "\(provider.rawValue):sha256:\(SHA256.hash(data: bytes).hexString)"
@@ -76,6 +83,22 @@ struct WebhookController: Sendable {
         }
         let signature = request.headers[HTTPField.Name(provider.signatureHeader)!]
         guard WebhookSignature.verify(body: bytes, secret: secret, header: signature, provider: provider) else {
+            throw HTTPError(.unauthorized, message: "bad or missing \(provider.signatureHeader) signature")
+        }
+    }
+
+    /// Refuses a delivery that no project's secret signed (each distinct secret is tried once).
+    func requireSomeSigner(_ bytes: Data, provider: WebhookProvider, request: Request) throws {
+        let projects: [ProjectRecord]
+        do { projects = try services.store.projects() } catch {
+            throw HTTPError(.internalServerError, message: error.message)
+        }
+        let signature = request.headers[HTTPField.Name(provider.signatureHeader)!]
+        let secrets = Set(projects.compactMap { $0.secretVariable.flatMap { services.environment[$0] } }.filter { !$0.isEmpty })
+        guard !secrets.isEmpty else {
+            throw HTTPError(.unauthorized, message: "no project has a webhook secret configured; add one with --webhook-secret-from-env")
+        }
+        guard secrets.contains(where: { WebhookSignature.verify(body: bytes, secret: $0, header: signature, provider: provider) }) else {
             throw HTTPError(.unauthorized, message: "bad or missing \(provider.signatureHeader) signature")
         }
     }

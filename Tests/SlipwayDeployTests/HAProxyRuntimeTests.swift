@@ -460,6 +460,30 @@ struct HAProxyRuntimeUnitTests {
         #expect(HAProxyStatTable.fields("a,\"b,c\",\"d\"\"e\",") == ["a", "b,c", "d\"e", ""])
     }
 
+    @Test("counters out of range are clamped, and sums and differences saturate instead of trapping")
+    func outOfRangeCountersDoNotTrap() throws {
+        let csv = """
+            # pxname,svname,stot,hrsp_5xx,econ,eresp,weight,rtime
+            api,BACKEND,-5,9223372036854775807,9223372036854775807,99999999999999999999999,1,0
+            api,a,9223372036854775807,9223372036854775807,9223372036854775807,9223372036854775807,-3,-1
+            api,b,9223372036854775807,9223372036854775807,9223372036854775807,9223372036854775807,1,1
+            """
+        let stats = try HAProxyStats.parse(csv, backend: "api")
+        #expect(stats.totals.sessions == 0, "a negative counter reads as 0")
+        #expect(stats.totals.responseErrors == HAProxyCounters.limit, "more digits than an Int: the largest counter")
+        #expect(stats[server: "a"]?.counters.sessions == HAProxyCounters.limit)
+        #expect(stats[server: "a"]?.weight == 0 && stats[server: "a"]?.responseTime == 0)
+        #expect(stats.totals.errors == 3 * HAProxyCounters.limit)
+        let delta = HAProxyCounters.delta(from: Self.snapshot([:]), to: stats, servers: ["a", "b"])
+        #expect(delta == (requests: 2 * HAProxyCounters.limit, errors: 2 * HAProxyCounters.limit))
+        // Built by hand rather than parsed: still no trap.
+        let huge = HAProxyCounters(sessions: .max, responses5xx: .max, connectionErrors: .max, responseErrors: .max)
+        #expect(huge.errors == .max)
+        #expect(huge.since(HAProxyCounters(sessions: -1, responses5xx: -1, connectionErrors: -1, responseErrors: -1)).sessions == .max)
+        let many = Self.snapshot(["a": huge, "b": huge, "c": huge])
+        #expect(HAProxyCounters.delta(from: Self.snapshot([:]), to: many, servers: ["a", "b", "c"]) == (requests: .max, errors: .max))
+    }
+
     @Test("an answer that is not show stat CSV is refused")
     func refusesNonCSV() {
         #expect(throws: HAProxyRuntimeError.unexpectedAnswer(command: "show stat", answer: "No such proxy.\n\n")) {

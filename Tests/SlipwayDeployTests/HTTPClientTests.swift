@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SlipwayDeploy
 import SlipwayCore
@@ -96,6 +97,74 @@ import SlipwayCore
         #expect(state.tick(now: 3 + 10).contains(.signal(pid: -102, signal: 9)))
         _ = state.exited(pid: 102, description: "killed by signal 9", now: 13.1)
         #expect(state.instances.count == 1)
+    }
+
+    /// Any local process can write to the agent's socket: numbers that would trap (a duration × 10⁹, a
+    /// count of `Int.min`, a weight sum) get an error reply, and nothing is applied or saved.
+    @Test func outOfRangeNumbersGetAnErrorReplyNotACrash() async throws {
+        let directory = NSTemporaryDirectory() + "slipway-agent-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let agent = DeployAgent(dataDirectory: directory)
+        func bad(_ change: (inout DesiredEnvironment) -> Void) -> DesiredEnvironment {
+            // Port 0: were it applied, the router would only take a free port.
+            var desired = Self.desired(["v1": VersionDeployment(count: 1, directory: directory)], weights: ["v1": 100])
+            desired.config.listen = 0
+            change(&desired)
+            return desired
+        }
+        let cases: [(String, DesiredEnvironment)] = [
+            ("probe timeout", bad { $0.config.probe.timeout = 1e12 }),
+            ("probe interval", bad { $0.config.probe.interval = .nan }),
+            ("stop grace", bad { $0.config.stopGrace = -1 }),
+            ("instances", bad { $0.versions["v1"]?.count = Int.min }),
+            ("instances", bad { $0.versions["v1"]?.count = Int.max }),
+            ("weight", bad { $0.weights = ["v1": Int.max, "v2": Int.max] }),
+            ("weight", bad { $0.weights["v1"] = -1 }),
+            ("healthy-after", bad { $0.config.probe.healthyAfter = Int.min }),
+            ("port", bad { $0.config.listen = 70_000 }),
+            ("preview port", bad { $0.config.previewPort = 0 }),
+            ("endpoint", bad { $0.versions["v1"]?.endpoints = ["10.0.0.1:99999"] }),
+        ]
+        for (what, desired) in cases {
+            let reply = await agent.handle(.apply(desired))
+            guard case .error(let message) = reply else {
+                Issue.record("\(what): \(reply)")
+                continue
+            }
+            #expect(message.contains(what), "\(message)")
+        }
+        #expect(agent.status().isEmpty, "nothing was applied")
+        #expect(!FileManager.default.fileExists(atPath: AgentPaths(dataDirectory: directory).state), "nothing was saved")
+        for since in [-1e300, .infinity, .nan] {
+            guard case .error = await agent.handle(.window(environment: "prod", version: "v1", since: since)) else {
+                Issue.record("window since \(since) was accepted")
+                continue
+            }
+        }
+        #expect(bad { _ in }.problem == nil, "the unchanged environment is fine")
+    }
+
+    /// A state saved by an older agent with such numbers is dropped on restart instead of trapping again,
+    /// and the conversions clamp rather than trap whatever they are given.
+    @Test func savedOutOfRangeEnvironmentsAreDroppedAndConversionsClamp() throws {
+        var state = AgentState()
+        _ = state.apply(Self.desired(["v1": VersionDeployment(count: 1, directory: "/srv/v1")], weights: ["v1": 100]), now: 0)
+        var broken = Self.desired([:], weights: ["v1": Int.max])
+        broken.config.name = "broken"
+        state.environments["broken"] = broken
+        let dropped = state.dropInvalidEnvironments()
+        #expect(dropped.map(\.name) == ["broken"])
+        #expect(state.environments.keys.sorted() == ["prod"])
+
+        var probe = ProbeConfig(HealthCheck())
+        probe.timeout = 1e12
+        probe.interval = -.infinity
+        probe.deadline = .nan
+        #expect(probe.healthCheck.timeout == .seconds(7 * 86_400))
+        #expect(probe.healthCheck.interval == .zero && probe.healthCheck.deadline == .zero)
+        #expect(HTTPClient.nanoseconds(.seconds(Int64.max)) == 1_000_000_000_000_000_000)
+        #expect(HTTPClient.nanoseconds(.seconds(-5)) == 1)
+        #expect(HTTPClient.nanoseconds(.milliseconds(1500)) == 1_500_000_000)
     }
 }
 

@@ -210,6 +210,17 @@ struct HTTPHeadParsingTests {
             #expect(Self.scan(bad, pieces: 10_000).failed, "\(bad.debugDescription)")
         }
     }
+
+    /// A bare LF in the trailers is refused: otherwise a request hidden after `0\r\n\n` passes as trailer
+    /// lines here, while a lenient backend sees the body end there and the hidden request as the next one.
+    @Test func bareLineFeedsInTrailersAreRefused() {
+        for smuggled in ["0\r\n\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n", "0\r\nX-T: 1\nGET /x HTTP/1.1\r\n\r\n", "5\r\nhello\r\n0\r\nX-T: 1\r\n\n"] {
+            for pieces in [1, 3, 10_000] {
+                let result = Self.scan(smuggled, pieces: pieces)
+                #expect(result.failed && !result.done, "\(smuggled.debugDescription) in pieces of \(pieces)")
+            }
+        }
+    }
 }
 
 /// A backend that answers every request (head read up to its empty line; bodies are not supported) with canned
@@ -414,6 +425,20 @@ struct ProxyFastPathTests {
                 Array("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX".utf8)
             )
             #expect(!reply.contains("received="))
+            try #expect(await httpRequest(port: fixture.port).status == 200)
+        }
+    }
+
+    @Test("a request hidden after a bare LF in the trailers is not passed on as part of the body")
+    func bareLineFeedTrailerIsRefused() async throws {
+        try await withRouter(backends: ["a"], configuration: Self.fast) { b in
+            RoutingTable(backends: [b["a"]!.backend(version: "v1")], weights: ["v1": 1], rules: [], stickyCookie: nil)
+        } _: { fixture in
+            let reply = try await rawExchange(
+                port: fixture.port,
+                Array("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+            )
+            #expect(!reply.contains("HTTP/1.1"), "\(reply.debugDescription)")
             try #expect(await httpRequest(port: fixture.port).status == 200)
         }
     }

@@ -25,8 +25,9 @@ import Testing
     func cleanUp() { try? FileManager.default.removeItem(atPath: directory) }
 
     /// An attempt of job `key` needing `labels`, with its rows in the store as the engine writes them.
-    func attempt(_ key: String, labels: [String], cancelled: @escaping @Sendable () -> Bool = { false }) throws -> RemoteAttempt {
-        let text = "jobs:\n  \(key):\n    runs-on: [\(labels.joined(separator: ", "))]\n    steps: [ { run: 'true' } ]\n"
+    func attempt(_ key: String, labels: [String], outputs: [String] = [], secrets: [String] = [], cancelled: @escaping @Sendable () -> Bool = { false }) throws -> RemoteAttempt {
+        let declared = outputs.isEmpty ? "" : "    outputs: [\(outputs.joined(separator: ", "))]\n"
+        let text = "jobs:\n  \(key):\n    runs-on: [\(labels.joined(separator: ", "))]\n\(declared)    steps: [ { run: 'true' } ]\n"
         let pipeline = try #require(PipelineLoader.load(text: text, file: "slipway.yml").pipeline)
         let run = try runs.createRun(RunRecord(pipelineName: "p", file: "slipway.yml", pipelineText: text, event: "push", branch: "main", commit: nil, dirty: false, workspace: "", options: "{}"))
         try runs.insertJobs([JobRecord(runID: run.id, key: key, jobID: key)])
@@ -38,7 +39,7 @@ import Testing
                                           branch: "main", commit: nil, dirty: false, instance: instance, attempt: 1, resolved: resolved, context: ExpressionContext(),
                                           upstream: [], maskedValues: [])
         return RemoteAttempt(assignment: assignment, labels: labels, attemptRecord: record, store: runs, layout: layout, sourceDirectory: layout.snapshot(run.number),
-                             upstreamDirectories: [], artifactsDirectory: layout.artifacts(run.number, job: key), masker: SecretMasker(secrets: []), isCancelled: cancelled)
+                             upstreamDirectories: [], artifactsDirectory: layout.artifacts(run.number, job: key), masker: SecretMasker(secrets: secrets), isCancelled: cancelled)
     }
 
     @Test func aRunnerGetsOnlyJobsItsLabelsCoverAndAWaitingRunnerGetsOneAtOnce() async throws {
@@ -148,6 +149,54 @@ import Testing
         #expect(broker.heartbeat(runner, leases: [assignment.lease]).cancel == [assignment.lease])
         #expect(broker.complete(lease: assignment.lease, runner: "r1", result: RunnerAttemptResult(status: .cancelled)))
         #expect(await leasedOutcome == .cancelled)
+    }
+
+    /// Outputs a runner reports are kept as a local job's: only the declared ones, secrets masked.
+    @Test func runnerOutputsAreMaskedAndLimitedToTheDeclaredOnes() async throws {
+        defer { cleanUp() }
+        let broker = RunnerBroker(settings: .init(heartbeatTimeout: .seconds(30), localLabels: []))
+        let secret = "hunter2-very-secret"
+        let declared = try attempt("build", labels: ["linux"], outputs: ["version"], secrets: [secret])
+        async let declaredOutcome = broker.run(declared)
+        let runner = RunnerBroker.RunnerInfo(name: "r1", labels: ["linux"], capacity: 2)
+        let first = try #require(await broker.lease(runner, wait: .seconds(5)))
+        let reported = ["version": "1.0-\(secret)", "stolen": secret]
+        #expect(broker.complete(lease: first.lease, runner: "r1", result: RunnerAttemptResult(status: .success, outputs: reported)))
+        #expect(await declaredOutcome == .succeeded(outputs: ["version": "1.0-***"]))
+
+        // Without declared outputs every one is kept, still masked; so is a failure's message.
+        let open = try attempt("test", labels: ["linux"], secrets: [secret])
+        async let openOutcome = broker.run(open)
+        let second = try #require(await broker.lease(runner, wait: .seconds(5)))
+        #expect(broker.complete(lease: second.lease, runner: "r1", result: RunnerAttemptResult(status: .failure, failure: .error("saw \(secret)"), outputs: reported)))
+        #expect(await openOutcome == .failed(.error("saw ***"), outputs: ["version": "1.0-***", "stolen": "***"]))
+    }
+
+    /// Step rows exist for the job's steps only: index `steps.count` is one past the last (the job has one step).
+    @Test func progressForAStepPastTheLastIsIgnored() async throws {
+        defer { cleanUp() }
+        let broker = RunnerBroker(settings: .init(heartbeatTimeout: .seconds(30), localLabels: []))
+        let job = try attempt("build", labels: ["linux"])
+        async let outcome = broker.run(job)
+        let runner = RunnerBroker.RunnerInfo(name: "r1", labels: ["linux"], capacity: 1)
+        let assignment = try #require(await broker.lease(runner, wait: .seconds(5)))
+        let server = ServerLayout(root: directory + "/server")
+        let store = try SlipwayServer.openStore(server, database: TestDatabase.location())
+        let token = try store.createToken(name: "r1", role: .runner).1
+        let services = ServerServices(store: store, layout: server, dispatcher: RunDispatcher(store: store, layout: server), broker: broker)
+        let app = Application(router: ServerRoutes.router(services))
+        try await app.test(.router) { client in
+            let headers: HTTPFields = [.authorization: "Bearer " + token, .contentType: "application/json", HTTPField.Name("Slipway-Runner")!: "r1"]
+            for index in [1, 0] {
+                let body = #"{"steps":[{"index":\#(index),"name":"s","status":"success","exitCode":0,"startedAt":1700000000}],"logs":[]}"#
+                try await client.execute(uri: "/api/runner/leases/\(assignment.lease)/progress", method: .post, headers: headers, body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .ok)
+                }
+            }
+        }
+        #expect(try runs.steps(attemptID: job.attemptRecord!.id).map(\.index) == [0])
+        #expect(broker.complete(lease: assignment.lease, runner: "r1", result: RunnerAttemptResult(status: .success)))
+        _ = await outcome
     }
 
     @Test func aRunnerCannotClaimItsOwnLossToDodgeRetryRules() {

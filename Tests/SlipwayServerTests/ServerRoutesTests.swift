@@ -154,6 +154,24 @@ import Testing
         #expect(try store.deliveryCounts().isEmpty)
     }
 
+    /// A body nobody signed is refused before it is parsed: unreadable JSON under a wrong signature is 401,
+    /// not the 400 that parsing it would give; under a good signature it is parsed (and is 400).
+    @Test func signatureIsCheckedBeforeThePayloadIsParsed() async throws {
+        defer { cleanUp() }
+        let garbage = Data("{not json".utf8)
+        try await withClient { client in
+            for uri in ["/hooks/github", "/hooks/github?project=demo"] {
+                try await client.execute(uri: uri, method: .post, headers: signed(garbage, event: "push", delivery: "u", secret: "wrong"), body: ByteBuffer(bytes: garbage)) { response in
+                    #expect(response.status == .unauthorized, "\(uri): \(response.status)")
+                }
+                try await client.execute(uri: uri, method: .post, headers: signed(garbage, event: "push", delivery: "s"), body: ByteBuffer(bytes: garbage)) { response in
+                    #expect(response.status == .badRequest, "\(uri): \(response.status)")
+                }
+            }
+        }
+        #expect(try store.deliveryCounts().isEmpty)
+    }
+
     @Test func pingTagDeletionAndClosedPullRequestAreAnsweredButBuildNothing() async throws {
         defer { cleanUp() }
         try await withClient { client in

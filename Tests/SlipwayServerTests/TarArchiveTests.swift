@@ -104,4 +104,19 @@ import Testing
         try TarArchive.extract(source, into: root + "/source")
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: root + "/source/tool") == "/usr/bin/env")
     }
+
+    /// Each link stays inside on its own text, but followed together they climb out: `d/up` is the root,
+    /// so `d/esc -> up/..` is the root's parent. Links that chain and stay inside are still accepted.
+    @Test func chainedLinksThatClimbOutAreRefused() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let chained = try crafted([("d", "DIRTYPE", ""), ("d/up", "SYMTYPE", ".."), ("d/esc", "SYMTYPE", "up/..")])
+        #expect(throws: EngineError.self) { try TarArchive.extract(chained, into: root + "/dst", untrusted: true) }
+        #expect(!FileManager.default.fileExists(atPath: root + "/dst"), "what was unpacked is removed")
+        let deeper = try crafted([("d/e", "DIRTYPE", ""), ("d/e/up", "SYMTYPE", "../.."), ("d/e/esc", "SYMTYPE", "up/../x/../..")])
+        #expect(throws: EngineError.self) { try TarArchive.extract(deeper, into: root + "/dst", untrusted: true) }
+        let inside = try crafted([("d", "DIRTYPE", ""), ("d/f", "REGTYPE", ""), ("d/up", "SYMTYPE", ".."), ("g", "SYMTYPE", "d/up/d/f")])
+        try TarArchive.extract(inside, into: root + "/ok", untrusted: true)
+        #expect(try String(contentsOfFile: root + "/ok/g", encoding: .utf8) == "x")
+    }
 }
