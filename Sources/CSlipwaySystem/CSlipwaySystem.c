@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -160,3 +161,8 @@ int slipway_epoll_wait(int epoll, uint64_t *tokens, int max, int timeout_ms) {
 }
 
 void slipway_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+int slipway_pipe_available(int fd) {
+    int available = 0;
+    return ioctl(fd, FIONREAD, &available) == 0 ? available : -1;
+}

@@ -38,6 +38,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         var jobs: [UnownedJob] = []
         var sleeping = false
         var stopped = false
+        /// The thread has ended: a job enqueued now (none should be) goes to the shared pool, not nowhere.
+        var exited = false
     }
     private let shared = Mutex(Shared())
     private let epoll: Int32
@@ -78,11 +80,13 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let wake = shared.withLock { state in
+        let (accepted, wake) = shared.withLock { state -> (Bool, Bool) in
+            if state.exited { return (false, false) }
             state.jobs.append(job)
             defer { state.sleeping = false }
-            return state.sleeping
+            return (true, state.sleeping)
         }
+        if !accepted { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
         if wake { signal() }
     }
 
@@ -110,11 +114,18 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
             let (stop, block): (Bool, Bool) = shared.withLock { state in
                 swap(&batch, &state.jobs)
                 if !batch.isEmpty { return (false, false) }
-                if state.stopped && supervised.isEmpty { return (true, false) }
+                if state.stopped && supervised.isEmpty {
+                    state.exited = true
+                    return (true, false)
+                }
                 state.sleeping = true
                 return (false, true)
             }
-            if stop { return }
+            if stop {
+                // A pthread id is reused: a task that outlives the run must not take another thread for this one.
+                threadID.store(0, ordering: .relaxed)
+                return
+            }
             for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
             batch.removeAll(keepingCapacity: true)
             // Timeouts and cancellations are checked at least every 50 ms while a step runs.
@@ -134,6 +145,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 default: readOnce(process, stream: Int(token & 3))
                 }
             }
+            // A quiet 50 ms: reap directly too, should a pidfd event ever not come.
+            if ready == 0 { for process in supervised.values { process.reap() } }
             if !supervised.isEmpty { superviseAll() }
         }
     }
@@ -198,11 +211,17 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         }
         let token = nextToken
         nextToken += 1
+        let registered = [(spawned.stdout, token << 2), (spawned.stderr, token << 2 | 1), (pidfd, token << 2 | 2)].prefix { fd, key in
+            slipway_epoll_add(epoll, fd, key) == 0
+        }
+        guard registered.count == 3 else {
+            // epoll is out of room (ENOMEM, max_user_watches): this step gets a reader thread of its own.
+            for (fd, _) in registered { _ = slipway_epoll_remove(epoll, fd) }
+            close(pidfd)
+            return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
+        }
         let process = Supervised(spawned: spawned, pidfd: pidfd, deadline: configuration.timeout.map { ContinuousClock.now + $0 },
                                  grace: configuration.gracePeriod, control: control, sink: sink)
-        _ = slipway_epoll_add(epoll, spawned.stdout, token << 2)
-        _ = slipway_epoll_add(epoll, spawned.stderr, token << 2 | 1)
-        _ = slipway_epoll_add(epoll, pidfd, token << 2 | 2)
         supervised[token] = process
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -243,20 +262,25 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         let now = ContinuousClock.now
         for (token, process) in supervised {
             if process.exited {
-                // The main process is gone; children that kept the pipes open are not waited for.
+                // The main process is gone; children that kept the pipes open are not waited for. What the
+                // pipes hold now is read, no more: a background child writing on and on must not keep the
+                // run's only thread here.
                 for index in 0..<2 where process.fds[index] >= 0 {
                     let fd = process.fds[index]
                     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                    while process.fds[index] >= 0 {
-                        let n = read(fd, buffer.baseAddress, buffer.count)
+                    var left = Int(slipway_pipe_available(fd))
+                    while left > 0 {
+                        let n = read(fd, buffer.baseAddress, min(left, buffer.count))
                         if n > 0 {
                             process.sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                            left -= n
                         } else if n < 0, errno == EINTR {
                             continue
                         } else {
-                            closePipe(process, index)
+                            break
                         }
                     }
+                    closePipe(process, index)
                 }
                 finish(token, process)
                 continue

@@ -319,15 +319,16 @@ struct JobExecutor: Sendable {
         }
         deferred.append(.updateAttempt(finished))
         // Background processes a step left behind end with the job; a workspace one of them might
-        // still write to is not handed to another job. Resetting a large workspace walks all of it: off the loop.
+        // still write to is not handed to another job. A reset walks the workspace and deletes what the job
+        // left, however large: off the loop unless it is a few `lstat`s.
         var survivors = false
         for group in processGroups where Glibc.kill(-group, SIGKILL) == 0 { survivors = true }
         if let lease {
             let pool = workspaces
-            if lease.entries > 64 {
-                await EngineLoop.offloaded { pool.checkIn(lease, reusable: !survivors) }
+            if !survivors, lease.resetsQuickly {
+                pool.checkIn(lease, reusable: true)
             } else {
-                pool.checkIn(lease, reusable: !survivors)
+                await EngineLoop.offloaded { pool.checkIn(lease, reusable: !survivors) }
             }
         }
         return AttemptEnd(outcome: outcome, deferred: deferred)

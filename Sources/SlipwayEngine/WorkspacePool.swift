@@ -18,8 +18,17 @@ public final class WorkspacePool: Sendable {
     public struct Lease: Sendable {
         public let path: String
         fileprivate var manifest: [String: Identity]
-        /// How many entries a reset looks at.
-        public var entries: Int { manifest.count }
+        /// The workspace directory itself as it was handed out: its times move when an entry is added to it
+        /// or removed from it.
+        fileprivate var root: Identity?
+
+        /// Whether a reset is a few `lstat`s: a small, flat snapshot, and nothing added to or removed from the
+        /// workspace since (a reset otherwise walks or deletes whatever the job left, however large).
+        public var resetsQuickly: Bool {
+            guard manifest.count <= 64, let root, !manifest.values.contains(where: { $0.type == S_IFDIR }) else { return false }
+            var info = stat()
+            return lstat(path, &info) == 0 && Identity(info) == root
+        }
     }
 
     fileprivate struct Identity: Equatable, Sendable {
@@ -78,7 +87,7 @@ public final class WorkspacePool: Sendable {
         guard Self.record(path, relative: "", into: &manifest) else {
             throw EngineError("cannot read the new workspace \(path)")
         }
-        return Lease(path: path, manifest: manifest)
+        return Lease(path: path, manifest: manifest, root: Self.identity(path))
     }
 
     /// A reset workspace when one is free (no copy needed).
@@ -92,6 +101,7 @@ public final class WorkspacePool: Sendable {
         guard reuse else { return }
         var lease = lease
         if reusable, reset(&lease) {
+            lease.root = Self.identity(lease.path)
             state.withLock { $0.free.append(lease) }
             return
         }
@@ -155,6 +165,11 @@ public final class WorkspacePool: Sendable {
             }
         }
         return ok
+    }
+
+    fileprivate static func identity(_ path: String) -> Identity? {
+        var info = stat()
+        return lstat(path, &info) == 0 ? Identity(info) : nil
     }
 
     /// Every entry under `directory` with its identity, keyed by path relative to the workspace.

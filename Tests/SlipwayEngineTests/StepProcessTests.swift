@@ -249,6 +249,12 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
     }
 }
 
+/// Takes 2 ms over each chunk of output, as a log on a slow disk would.
+final class SlowSink: ProcessOutputSink, @unchecked Sendable {
+    func consume(stream: Int, bytes: UnsafeRawBufferPointer) { usleep(2000) }
+    func finish() {}
+}
+
 /// The engine loop: one thread runs a run's tasks and supervises all their processes at once.
 @Suite(.serialized) struct EngineLoopTests {
     @Test(arguments: Supervisor.allCases) func aStepThatClosesItsOutputButRunsOnIsWaitedFor(supervisor: Supervisor) async throws {
@@ -270,6 +276,23 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
         #expect(ContinuousClock.now - started < .seconds(5))
         try await Task.sleep(for: .milliseconds(200))
         #expect(!processExists(withMarker: marker))
+    }
+
+    /// A background child that writes on and on after the step's main process exited: the step ends with what
+    /// the pipe held at the exit, and the loop goes on (another step on it finishes meanwhile).
+    @Test(.timeLimit(.minutes(1))) func aBackgroundChildWritingOnAndOnDoesNotHoldTheLoop() async throws {
+        let control = ProcessControl()
+        let started = ContinuousClock.now
+        let (chatty, quiet): (ProcessTermination?, ProcessTermination?) = await EngineLoop.run {
+            // A sink slower than `yes`: draining until the pipe is empty would never end.
+            async let chatty = try? StepProcess.run(bash("yes slipway-chatty-background & echo main-done"), control: control, sink: SlowSink())
+            async let quiet = try? StepProcess.run(bash("sleep 0.3; echo quiet"), control: ProcessControl(), sink: CollectingSink())
+            return await (chatty, quiet)
+        }
+        kill(-control.processGroup, SIGKILL)
+        #expect(chatty == .exited(0))
+        #expect(quiet == .exited(0))
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 
     /// Six steps at once on one loop: each gets its own output and exit code, and they overlap in time.

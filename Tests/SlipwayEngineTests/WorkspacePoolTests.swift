@@ -46,6 +46,31 @@ import Testing
         #expect(process.terminationStatus == 0, "script failed: \(script)")
     }
 
+    /// A reset stays on the run's loop only when it is a few `lstat`s: a small flat snapshot and a workspace
+    /// nothing was added to or removed from.
+    @Test func onlyASmallFlatUntouchedWorkspaceResetsQuickly() throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let flat = root + "/flat"
+        try FileManager.default.createDirectory(atPath: flat, withIntermediateDirectories: true)
+        try Data("name: x\n".utf8).write(to: URL(fileURLWithPath: flat + "/slipway.yml"))
+        let pool = WorkspacePool(snapshot: flat, root: root + "/ws-flat")
+        let lease = try pool.checkOut(name: "a")
+        #expect(lease.resetsQuickly)
+        // Editing a file in place keeps it quick (the reset looks at that file's own identity)...
+        try sh("echo more >> slipway.yml", in: lease.path)
+        #expect(lease.resetsQuickly)
+        // ...adding an entry does not: the reset would have to delete whatever was added.
+        try sh("mkdir -p node_modules/a && touch node_modules/a/index.js", in: lease.path)
+        #expect(!lease.resetsQuickly)
+        pool.checkIn(lease, reusable: true)
+        let again = try pool.checkOut(name: "b")
+        #expect(again.path == lease.path && again.resetsQuickly)
+        #expect(listing(again.path) == listing(flat))
+        // A snapshot with directories is never reset on the loop.
+        let nested = WorkspacePool(snapshot: root + "/snapshot", root: root + "/ws-nested")
+        #expect(try !nested.checkOut(name: "c").resetsQuickly)
+    }
+
     @Test func aJobsChangesAreUndoneBeforeTheNextJob() throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let pool = WorkspacePool(snapshot: root + "/snapshot", root: root + "/ws")

@@ -31,6 +31,8 @@ int slipway_epoll_create(void);
 int slipway_epoll_add(int epoll, int fd, uint64_t token);
 int slipway_epoll_remove(int epoll, int fd);
 int slipway_epoll_wait(int epoll, uint64_t *tokens, int max, int timeout_ms);
+/// How many bytes a pipe holds now (FIONREAD), or -1.
+int slipway_pipe_available(int fd);
 /// Names the calling thread (as `ps -L` and profilers show it).
 void slipway_set_thread_name(const char *name);
 #endif
