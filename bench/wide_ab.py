@@ -38,8 +38,9 @@ def main():
 
         def timed(command):
             shutil.rmtree(os.path.join(repo, ".slipway"), ignore_errors=True)
-            shutil.rmtree(os.path.join(work, "floor"), ignore_errors=True)
-            os.makedirs(os.path.join(work, "floor", "logs"))
+            if args.floor:
+                shutil.rmtree(os.path.join(work, "floor"), ignore_errors=True)
+                os.makedirs(os.path.join(work, "floor", "logs"))
             started = time.perf_counter()
             subprocess.run(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             return time.perf_counter() - started

@@ -160,22 +160,17 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         var fds: [Int32]
         var exited = false
         var status: Int32 = 0
-        let deadline: ContinuousClock.Instant?
-        let grace: Duration
-        var timedOut = false
-        var cancelled = false
-        var termSentAt: ContinuousClock.Instant?
+        var escalation: StepProcess.Escalation
         let control: ProcessControl
         let sink: ProcessOutputSink
         var grown = [false, false]
         var continuation: CheckedContinuation<ProcessTermination, Never>?
 
-        init(spawned: StepProcess.Spawned, pidfd: Int32, deadline: ContinuousClock.Instant?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) {
+        init(spawned: StepProcess.Spawned, pidfd: Int32, escalation: StepProcess.Escalation, control: ProcessControl, sink: ProcessOutputSink) {
             self.spawned = spawned
             self.pidfd = pidfd
             self.fds = [spawned.stdout, spawned.stderr]
-            self.deadline = deadline
-            self.grace = grace
+            self.escalation = escalation
             self.control = control
             self.sink = sink
         }
@@ -194,16 +189,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     /// Starts a step's process on this thread and returns when it has ended and its output is drained.
     func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
-        if control.flags.cancelled {
-            sink.finish()
-            return .cancelled
-        }
-        let spawned = try StepProcess.spawn(configuration)
-        let flags = control.state.withLock { state in
-            state.processGroup = spawned.pid
-            return (state.cancelRequested, state.killNow)
-        }
-        if flags.0 { _ = Glibc.kill(-spawned.pid, flags.1 ? SIGKILL : SIGTERM) }
+        guard let spawned = try StepProcess.start(configuration, control: control, sink: sink) else { return .cancelled }
         let pidfd = slipway_pidfd_open(spawned.pid)
         guard pidfd >= 0 else {
             // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
@@ -220,8 +206,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
             close(pidfd)
             return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
         }
-        let process = Supervised(spawned: spawned, pidfd: pidfd, deadline: configuration.timeout.map { ContinuousClock.now + $0 },
-                                 grace: configuration.gracePeriod, control: control, sink: sink)
+        let process = Supervised(spawned: spawned, pidfd: pidfd, escalation: .init(timeout: configuration.timeout, grace: configuration.gracePeriod),
+                                 control: control, sink: sink)
         supervised[token] = process
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -285,21 +271,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 finish(token, process)
                 continue
             }
-            let flags = process.control.flags
-            if process.termSentAt == nil {
-                if let deadline = process.deadline, now >= deadline {
-                    process.timedOut = true
-                    process.termSentAt = now
-                    _ = Glibc.kill(-process.spawned.pid, SIGTERM)
-                } else if flags.cancelled {
-                    process.cancelled = true
-                    process.termSentAt = now
-                    _ = Glibc.kill(-process.spawned.pid, SIGTERM)
-                }
-            }
-            if let sent = process.termSentAt, now - sent >= process.grace || flags.killNow {
-                _ = Glibc.kill(-process.spawned.pid, SIGKILL)
-            }
+            process.escalation.check(group: process.spawned.pid, control: process.control, now: now)
         }
     }
 
@@ -308,7 +280,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         _ = slipway_epoll_remove(epoll, process.pidfd)
         close(process.pidfd)
         process.sink.finish()
-        let termination = StepProcess.termination(status: process.status, timedOut: process.timedOut, cancelled: process.cancelled, control: process.control)
+        let termination = process.escalation.termination(status: process.status, control: process.control)
         process.continuation?.resume(returning: termination)
         process.continuation = nil
     }

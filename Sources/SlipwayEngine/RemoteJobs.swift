@@ -344,7 +344,7 @@ public enum TarArchive {
                 case S_IFDIR: pending.append((path, depth + 1))
                 case S_IFLNK:
                     let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "/"
-                    let resolved = resolveLink(path)
+                    let resolved = resolveLink(path, target: target)
                     guard !target.hasPrefix("/"), staysInside(target, depth: depth),
                           let resolved, resolved == realRoot || resolved.hasPrefix(realRoot + "/") else {
                         throw EngineError("symbolic link \(path.dropFirst(root.count + 1)) points outside the archive (\(target)); archives may only link inside themselves")
@@ -356,10 +356,11 @@ public enum TarArchive {
         }
     }
 
-    /// Where the link at `path` leads, following every link on the way as the kernel would; nil when the
-    /// links loop. Past a missing component the rest applies lexically (what it would mean once created).
-    static func resolveLink(_ path: String) -> String? {
-        guard let base = realPath((path as NSString).deletingLastPathComponent), let first = readLink(path) else { return nil }
+    /// Where the link at `path` (whose target, read already, is `first`) leads, following every link on the
+    /// way as the kernel would; nil when the links loop. Past a missing component the rest applies lexically
+    /// (what it would mean once created).
+    static func resolveLink(_ path: String, target first: String) -> String? {
+        guard let base = realPath((path as NSString).deletingLastPathComponent) else { return nil }
         var current = first.hasPrefix("/") ? [] : base.split(separator: "/").map(String.init)
         var queue = Array(first.split(separator: "/").map(String.init).reversed())
         var hops = 1
@@ -380,7 +381,7 @@ public enum TarArchive {
             guard info.st_mode & S_IFMT == S_IFLNK else { continue }
             hops += 1
             // Linux gives up after 40 links (ELOOP).
-            guard hops <= 40, let next = readLink("/" + current.joined(separator: "/")) else { return nil }
+            guard hops <= 40, let next = try? FileManager.default.destinationOfSymbolicLink(atPath: "/" + current.joined(separator: "/")) else { return nil }
             current.removeLast()
             if next.hasPrefix("/") { current = [] }
             queue.append(contentsOf: next.split(separator: "/").map(String.init).reversed())
@@ -394,12 +395,6 @@ public enum TarArchive {
         return String(cString: resolved)
     }
 
-    static func readLink(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink(path, &buffer, buffer.count - 1)
-        guard count >= 0 else { return nil }
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
 
     /// Refuses devices, FIFOs, absolute or `..` paths, and symbolic links pointing outside the archive.
     public static func checkMembers(_ file: String) throws(EngineError) {

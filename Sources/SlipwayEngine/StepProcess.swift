@@ -112,34 +112,13 @@ public enum StepProcess {
             return try await loop.run(configuration, control: control, sink: sink)
         }
         let transfer = SinkTransfer(sink: sink)
-        let result = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>) in
-                readerQueue().async {
-                    // Cancelled before it started (fail-fast, Ctrl-C): it never starts.
-                    if control.flags.cancelled {
-                        transfer.sink.finish()
-                        continuation.resume(returning: .success(.cancelled))
-                        return
-                    }
-                    let spawned: Spawned
-                    do throws(StepProcessError) {
-                        spawned = try spawn(configuration)
-                    } catch {
-                        continuation.resume(returning: .failure(error))
-                        return
-                    }
-                    // A cancel that came before the group existed could not signal it: it does now.
-                    let flags = control.state.withLock { state in
-                        state.processGroup = spawned.pid
-                        return (state.cancelRequested, state.killNow)
-                    }
-                    if flags.0 { _ = Glibc.kill(-spawned.pid, flags.1 ? SIGKILL : SIGTERM) }
-                    let result = readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink)
-                    continuation.resume(returning: .success(result))
-                }
+        let result: Result<ProcessTermination, StepProcessError> = await onReaderThread(control: control) {
+            do throws(StepProcessError) {
+                guard let spawned = try start(configuration, control: control, sink: transfer.sink) else { return .success(.cancelled) }
+                return .success(readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink))
+            } catch {
+                return .failure(error)
             }
-        } onCancel: {
-            control.cancel()
         }
         return try result.get()
     }
@@ -147,31 +126,83 @@ public enum StepProcess {
     /// Waits for a process already started, on a reader thread of its own.
     static func supervise(_ spawned: Spawned, configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink) async -> ProcessTermination {
         let transfer = SinkTransfer(sink: sink)
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<ProcessTermination, Never>) in
-                readerQueue().async {
-                    continuation.resume(returning: readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink))
-                }
+        return await onReaderThread(control: control) {
+            readUntilExit(spawned, timeout: configuration.timeout, grace: configuration.gracePeriod, control: control, sink: transfer.sink)
+        }
+    }
+
+    /// `work` on a reader thread of its own; cancelling the task cancels the process.
+    static func onReaderThread<T: Sendable>(control: ProcessControl, _ work: @escaping @Sendable () -> T) async -> T {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+                readerQueue().async { continuation.resume(returning: work()) }
             }
         } onCancel: {
             control.cancel()
         }
     }
 
-    /// How a process ended, from its wait status and what the supervisor did to it.
-    static func termination(status: Int32, timedOut: Bool, cancelled: Bool, control: ProcessControl) -> ProcessTermination {
-        if timedOut { return .timedOut }
-        if cancelled { return .cancelled }
-        // `cancel()` sends SIGTERM itself: the process may die of it before the supervisor saw the request.
-        if control.flags.cancelled, !(status & 0x7f == 0 && (status >> 8) & 0xff == 0) { return .cancelled }
-        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
-        return .signalled(status & 0x7f)
+    /// Starts the process, or nil (the sink finished) when it was cancelled before it started (fail-fast,
+    /// Ctrl-C): it never starts. A cancel that came before the group existed could not signal it: it does now.
+    static func start(_ configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink) throws(StepProcessError) -> Spawned? {
+        if control.flags.cancelled {
+            sink.finish()
+            return nil
+        }
+        let spawned = try spawn(configuration)
+        let flags = control.state.withLock { state in
+            state.processGroup = spawned.pid
+            return (state.cancelRequested, state.killNow)
+        }
+        if flags.0 { _ = Glibc.kill(-spawned.pid, flags.1 ? SIGKILL : SIGTERM) }
+        return spawned
+    }
+
+    /// How a supervisor stops a process group: SIGTERM at the deadline or on cancel, SIGKILL once the grace
+    /// period is over or a kill is asked for. Checked at least every 50 ms while the process runs.
+    struct Escalation {
+        let deadline: ContinuousClock.Instant?
+        let grace: Duration
+        private(set) var timedOut = false
+        private(set) var cancelled = false
+        private var termSentAt: ContinuousClock.Instant?
+
+        init(timeout: Duration?, grace: Duration) {
+            deadline = timeout.map { ContinuousClock.now + $0 }
+            self.grace = grace
+        }
+
+        mutating func check(group: pid_t, control: ProcessControl, now: ContinuousClock.Instant = .now) {
+            let flags = control.flags
+            if termSentAt == nil {
+                if let deadline, now >= deadline {
+                    timedOut = true
+                    termSentAt = now
+                    _ = Glibc.kill(-group, SIGTERM)
+                } else if flags.cancelled {
+                    cancelled = true
+                    termSentAt = now
+                    _ = Glibc.kill(-group, SIGTERM)
+                }
+            }
+            if let sent = termSentAt, now - sent >= grace || flags.killNow {
+                _ = Glibc.kill(-group, SIGKILL)
+            }
+        }
+
+        /// How the process ended, from its wait status and what was done to it.
+        func termination(status: Int32, control: ProcessControl) -> ProcessTermination {
+            if timedOut { return .timedOut }
+            if cancelled { return .cancelled }
+            // `cancel()` sends SIGTERM itself: the process may die of it before the supervisor saw the request.
+            if control.flags.cancelled, !(status & 0x7f == 0 && (status >> 8) & 0xff == 0) { return .cancelled }
+            if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
+            return .signalled(status & 0x7f)
+        }
     }
 
     static func readUntilExit(_ process: Spawned, timeout: Duration?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) -> ProcessTermination {
-        let clock = ContinuousClock()
-        let started = clock.now
-        let deadline = timeout.map { started + $0 }
+        var escalation = Escalation(timeout: timeout, grace: grace)
         // Quiet steps read into a small buffer; one that fills it gets a large one (a 256 KiB buffer per
         // step was mapped and unmapped by malloc each time: page faults and TLB shoot-downs per step).
         var bufferSize = 16 * 1024
@@ -182,9 +213,6 @@ public enum StepProcess {
         var open = 2
         var status: Int32 = 0
         var exited = false
-        var timedOut = false
-        var cancelled = false
-        var termSentAt: ContinuousClock.Instant?
 
         var grown = [false, false]
         func readOnce(_ index: Int) -> Bool {
@@ -240,24 +268,10 @@ public enum StepProcess {
                 }
                 break
             }
-            let now = clock.now
-            if termSentAt == nil {
-                if let deadline, now >= deadline {
-                    timedOut = true
-                    termSentAt = now
-                    _ = Glibc.kill(-process.pid, SIGTERM)
-                } else if control.flags.cancelled {
-                    cancelled = true
-                    termSentAt = now
-                    _ = Glibc.kill(-process.pid, SIGTERM)
-                }
-            }
-            if let sent = termSentAt, now - sent >= grace || control.flags.killNow {
-                _ = Glibc.kill(-process.pid, SIGKILL)
-            }
+            escalation.check(group: process.pid, control: control)
         }
         sink.finish()
-        return termination(status: status, timedOut: timedOut, cancelled: cancelled, control: control)
+        return escalation.termination(status: status, control: control)
     }
 
     /// Descriptors Slipway inherited from its parent (a test harness's status pipe, a CI agent's socket)
