@@ -7,11 +7,29 @@ import SlipwayCore
 /// only a power loss can drop the last transactions. On PostgreSQL: one schema of a server.
 public final class SQLRunStore: RunStore, SQLBackedStore {
     let database: any SQLDatabase
+    /// On SQLite, the engine's hot path (`commit`, `insertStep`) goes to a journal applied in batches.
+    let journal: RunJournal?
 
-    public init(database: any SQLDatabase) throws(StoreError) {
-        self.database = database
-        try database.migrate(Self.migrations)
+    public convenience init(database: any SQLDatabase) throws(StoreError) {
+        try self.init(database: database, foldDelay: .milliseconds(100))
     }
+
+    /// `foldDelay`: how long the journal's records may wait before they are applied, unless more come.
+    init(database: any SQLDatabase, foldDelay: DispatchTimeInterval) throws(StoreError) {
+        if let sqlite = database as? SQLiteDatabase {
+            let journal = RunJournal(database: sqlite, foldDelay: foldDelay)
+            self.journal = journal
+            self.database = JournaledDatabase(journal: journal)
+        } else {
+            journal = nil
+            self.database = database
+        }
+        try self.database.migrate(Self.migrations)
+        // What killed processes left in their journals is applied before anything is read.
+        try journal?.foldNow()
+    }
+
+    deinit { journal?.close() }
 
     public convenience init(path: String) throws(StoreError) {
         try self.init(database: SQLiteDatabase(path: path))
@@ -22,7 +40,10 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     /// Migrations are frozen once shipped: add new ones, never edit these. Written in SQLite's dialect and
     /// translated for PostgreSQL (`SQLDialect.translateDDL`); existing SQLite databases recorded these
     /// identifiers when they were migrated, so they carry on.
-    static let migrations: [SQLMigration] = [v1] + releaseMigrations + rolloutMigrations
+    static let migrations: [SQLMigration] = [v1] + releaseMigrations + rolloutMigrations + [journalMigration]
+
+    /// How far each process's run journal (`RunJournal`) is applied to the tables.
+    static let journalMigration = SQLMigration("v4-run-journal", "CREATE TABLE run_journal_fold (name TEXT PRIMARY KEY, applied INTEGER NOT NULL)")
 
     static let v1 = SQLMigration("v1", """
         CREATE TABLE run (
@@ -237,6 +258,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     @discardableResult
     public func commit(_ writes: [RunWrite]) throws(StoreError) -> [AttemptStart] {
         guard !writes.isEmpty else { return [] }
+        if let journal, case .done(let started, _) = try journal.append(writes, step: nil) { return started }
         if writes.count == 1, writes[0].statements == 1 {
             return try writeOne { (db) throws(StoreError) in try Self.apply(writes, in: db) }
         }
@@ -256,6 +278,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     public func insertStep(_ step: StepRecord, after writes: [RunWrite]) throws(StoreError) -> StepRecord {
+        if let journal, case .done(_, let inserted?) = try journal.append(writes, step: step) { return inserted }
         let body = { (db: any SQLConnection) throws(StoreError) -> StepRecord in
             _ = try Self.apply(writes, in: db)
             var step = step

@@ -32,16 +32,20 @@ extension EndToEnd {
                     steps:
                       - run: python3 "$OUT/steps.py" >> "$OUT/seen"
                 """)
-            // What the database says while the step runs: every step of this run, with its status.
+            // What the database says while the step runs: every step of this run, with its status. Any slipway
+            // reader (here `history`) first applies the run's journal to the tables; then they are read raw.
             try """
-                import os, sqlite3
+                import os, sqlite3, subprocess
+                subprocess.run([os.environ["SLIPWAY_BIN"], "history", "--data-dir", os.environ["DATA"], os.environ["SLIPWAY_RUN_NUMBER"]],
+                               check=True, stdout=subprocess.DEVNULL)
                 db = sqlite3.connect("file:" + os.environ["STATE_DB"] + "?mode=ro", uri=True)
                 rows = db.execute(
                     "SELECT job.key, step.idx, step.status, step.process_group FROM step JOIN attempt ON attempt.id = step.attempt_id "
                     "JOIN job ON job.id = attempt.job_row_id WHERE job.run_id = ? ORDER BY job.key, step.idx", (int(os.environ["SLIPWAY_RUN_ID"]),))
                 print(" ".join(f"{k}/{i}={s}" + ("+pg" if pg else "") for k, i, s, pg in rows))
                 """.write(toFile: box.outside + "/steps.py", atomically: true, encoding: .utf8)
-            let result = try await box.run("--env", "STATE_DB=\(box.dataDirectory)/state.db")
+            let result = try await box.run("--env", "STATE_DB=\(box.dataDirectory)/state.db", "--env", "DATA=\(box.dataDirectory)",
+                                           "--env", "SLIPWAY_BIN=\(try SlipwayBinary.require())")
             #expect(result.status == 0, "\(result)")
             #expect(box.lines("seen") == ["j/0=running", "j/0=success+pg j/1=running", "j/0=success+pg j/1=success+pg k/0=running"])
         }

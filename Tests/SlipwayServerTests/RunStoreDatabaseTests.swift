@@ -27,8 +27,8 @@ import Testing
             try db.query(dialect == .sqlite ? "SELECT identifier FROM grdb_migrations ORDER BY identifier" : "SELECT identifier FROM slipway_migrations ORDER BY identifier", [])
                 .map { (row) throws(StoreError) -> String in try row.get("identifier") }
         }
-        #expect(applied == ["v1", "v2-releases", "v3-rollouts"])
-        #expect(SQLRunStore.migrations.map(\.identifier) == ["v1", "v2-releases", "v3-rollouts"])
+        #expect(applied == ["v1", "v2-releases", "v3-rollouts", "v4-run-journal"])
+        #expect(SQLRunStore.migrations.map(\.identifier) == ["v1", "v2-releases", "v3-rollouts", "v4-run-journal"])
     }
 
     /// The engine's batched writes: a turn's ends and starts in one commit, step 0's row with its attempt, a

@@ -1,0 +1,513 @@
+import Foundation
+import GRDB
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The run store's hot path on SQLite. A turn of the engine (the jobs that finished, the attempts and steps
+/// that start) is appended to a file of this process as one checksummed record, written before the engine
+/// acts on it, and applied to the tables later in batches, off the engine's thread. That is one `write(2)`
+/// per turn instead of a SQLite transaction of ~10 WAL frames, and it keeps issue 2's guarantees:
+/// - durable: the record is in the page cache when `commit` returns, as a WAL frame with
+///   `synchronous = NORMAL` is, so it survives `kill -9` of the process;
+/// - one view: every read and every other write of the store (in any process) first applies the journals
+///   it finds, in the same transaction, so no reader sees the tables behind the journal;
+/// - exactly once: how far each journal file has been applied is a row (`run_journal_fold`) committed in the
+///   same transaction as what was applied; a record cut short by a crash fails its checksum and is left out.
+/// Attempt and step ids are handed out from blocks reserved in `sqlite_sequence`, so the engine knows them at
+/// once and no other writer can take them.
+final class RunJournal: Sendable {
+    /// `<database>.journal`: one `<pid>-<random>.log` per process that wrote, each held with `flock` by its
+    /// writer while it lives, which is how a reader tells a live journal from one a dead process left.
+    let directory: String
+    let database: SQLiteDatabase
+    private let own: Mutex<Own>
+    /// How far this process knows each other process's journal to be applied.
+    private let foreign = Mutex<[String: Int64]>([:])
+    private let folder: Mutex<Folder?> = Mutex(nil)
+    /// Records that wait before the folder applies them at once rather than after `foldDelay`.
+    static let foldBatch = 64
+    let foldDelay: DispatchTimeInterval
+    static let idBlock: Int64 = 1024
+
+    struct Own {
+        let name: String
+        var file: Int32 = -1
+        var reader: Int32 = -1
+        /// Bytes of whole records written, and how many of them are applied.
+        var appended: Int64 = 0
+        var folded: Int64 = 0
+        var unfoldedRecords = 0
+        /// Set when the file could not be written or repaired: commits then go to the tables directly.
+        var broken = false
+        var attemptIDs: Range<Int64> = 0..<0
+        var stepIDs: Range<Int64> = 0..<0
+    }
+
+    init(database: SQLiteDatabase, foldDelay: DispatchTimeInterval = .milliseconds(100)) {
+        self.database = database
+        self.foldDelay = foldDelay
+        directory = database.path + ".journal"
+        own = Mutex(Own(name: "\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).log"))
+    }
+
+    deinit { close() }
+
+    // MARK: Appending
+
+    enum Appended {
+        case done([AttemptStart], StepRecord?)
+        /// The journal cannot take writes: write them to the tables.
+        case unavailable
+    }
+
+    /// Records `writes`, then `step` as inserted, with ids assigned, in one record.
+    func append(_ writes: [RunWrite], step: StepRecord?) throws(StoreError) -> Appended {
+        var attemptsNeeded: Int64 = 0
+        var stepsNeeded: Int64 = step == nil ? 0 : 1
+        for write in writes {
+            if case .startAttempt(_, _, _, let firstStep) = write {
+                attemptsNeeded += 1
+                if firstStep != nil { stepsNeeded += 1 }
+            }
+        }
+        for _ in 0..<3 {
+            enum Outcome { case appended(Appended, signal: Bool), needIDs(attempts: Bool, steps: Bool) }
+            let outcome = own.withLock { own -> Outcome in
+                if own.broken { return .appended(.unavailable, signal: false) }
+                let attemptsShort = own.attemptIDs.count < attemptsNeeded, stepsShort = own.stepIDs.count < stepsNeeded
+                if attemptsShort || stepsShort { return .needIDs(attempts: attemptsShort, steps: stepsShort) }
+                var journal: [JournalWrite] = []
+                journal.reserveCapacity(writes.count * 2 + 1)
+                var started: [AttemptStart] = []
+                for write in writes {
+                    switch write {
+                    case .updateStep(let step): journal.append(.updateStep(step))
+                    case .updateAttempt(let attempt): journal.append(.updateAttempt(attempt))
+                    case .updateJob(let job, let event):
+                        journal.append(.updateJob(job))
+                        if let event { journal.append(.appendEvent(event)) }
+                    case .startAttempt(let job, let event, let number, let firstStep):
+                        journal.append(.updateJob(job))
+                        journal.append(.appendEvent(event))
+                        let attempt = AttemptRecord(id: own.attemptIDs.popFirst()!, jobRowID: job.id, number: number)
+                        journal.append(.insertAttempt(attempt))
+                        var step = firstStep
+                        if var row = step {
+                            row.attemptID = attempt.id
+                            row.id = own.stepIDs.popFirst()!
+                            journal.append(.insertStep(row))
+                            step = row
+                        }
+                        started.append(AttemptStart(attempt: attempt, firstStep: step))
+                    case .appendEvent(let event): journal.append(.appendEvent(event))
+                    }
+                }
+                var inserted = step
+                if var row = inserted {
+                    row.id = own.stepIDs.popFirst()!
+                    journal.append(.insertStep(row))
+                    inserted = row
+                }
+                // A journal that cannot be written is left for the tables: the writes are durable either way.
+                guard Self.write(RunJournalCodec.record(journal), to: &own, directory: directory) else { return .appended(.unavailable, signal: false) }
+                own.unfoldedRecords += 1
+                return .appended(.done(started, inserted), signal: own.unfoldedRecords == 1 || own.unfoldedRecords == Self.foldBatch)
+            }
+            switch outcome {
+            case .appended(let appended, let signal):
+                if signal { wakeFolder() }
+                return appended
+            case .needIDs(let attempts, let steps):
+                let reserved = try database.write { (db) throws(StoreError) in
+                    (attempts ? try Self.reserve("attempt", max(Self.idBlock, attemptsNeeded), in: db) : nil,
+                     steps ? try Self.reserve("step", max(Self.idBlock, stepsNeeded), in: db) : nil)
+                }
+                own.withLock { own in
+                    if let ids = reserved.0 { own.attemptIDs = ids }
+                    if let ids = reserved.1 { own.stepIDs = ids }
+                }
+            }
+        }
+        throw StoreError("could not reserve ids for the run journal")
+    }
+
+    /// Writes one record whole, opening the file on first use. A record that cannot be written is cut back
+    /// off the file, so the records before it stay readable, and the journal takes no more.
+    private static func write(_ record: [UInt8], to own: inout Own, directory: String) -> Bool {
+        if own.file < 0 {
+            let path = directory + "/" + own.name
+            guard mkdir(directory, 0o700) == 0 || errno == EEXIST,
+                  case let file = open(path + ".new", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o600), file >= 0 else {
+                own.broken = true
+                return false
+            }
+            // Held while this process lives: a reader that gets it knows the writer is gone. The file takes its
+            // name only once locked, so no reader ever finds it unlocked while its writer lives.
+            own.file = file
+            own.reader = open(path + ".new", O_RDONLY | O_CLOEXEC)
+            guard flock(file, LOCK_EX) == 0, own.reader >= 0, rename(path + ".new", path) == 0 else {
+                unlink(path + ".new")
+                own.broken = true
+                return false
+            }
+        }
+        var written = 0
+        let failed = record.withUnsafeBytes { buffer in
+            while written < buffer.count {
+                let n = Glibc.write(own.file, buffer.baseAddress! + written, buffer.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return true
+                }
+                written += n
+            }
+            return false
+        }
+        guard !failed, own.reader >= 0 else {
+            _ = ftruncate(own.file, off_t(own.appended))
+            own.broken = true
+            return false
+        }
+        own.appended += Int64(record.count)
+        return true
+    }
+
+    /// Takes `count` ids of `table` for this process: new rows of any writer get ids above them.
+    static func reserve(_ table: String, _ count: Int64, in db: any SQLConnection) throws(StoreError) -> Range<Int64> {
+        let sequence: Int64 = try db.queryOne("SELECT seq FROM sqlite_sequence WHERE name = ?", [table])?["seq"] ?? 0
+        let highest: Int64 = try db.queryOne("SELECT MAX(id) AS m FROM \(table)")?["m"] ?? 0
+        let first = max(sequence, highest) + 1
+        let last = first + count - 1
+        if try db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", [last, table]) == 0 {
+            try db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", [table, last])
+        }
+        return first..<(last + 1)
+    }
+
+    // MARK: Folding
+
+    /// What a fold did, applied to this object's bookkeeping once its transaction committed.
+    struct Folded {
+        var own: (offset: Int64, records: Int)?
+        var foreign: [String: Int64] = [:]
+        var finished: [String] = []
+    }
+
+    /// Whether some journal (this process's or another's) holds records the tables do not have yet.
+    func mayHavePending() -> Bool {
+        let (name, ownPending) = own.withLock { ($0.name, $0.appended > $0.folded) }
+        if ownPending { return true }
+        let known = foreign.withLock { $0 }
+        for entry in Self.entries(of: directory) where entry != name {
+            var info = stat()
+            guard stat(directory + "/" + entry, &info) == 0 else { continue }
+            if Int64(info.st_size) > (known[entry] ?? -1) { return true }
+        }
+        return false
+    }
+
+    /// Applies every journal's whole records not applied yet, in `db`'s transaction. Files left by dead
+    /// processes that are applied to the end are removed after the commit (`committed`).
+    func fold(in db: any SQLConnection) throws(StoreError) -> Folded {
+        var folded = Folded()
+        var offsets: [String: Int64] = [:]
+        for row in try db.query("SELECT name, applied FROM run_journal_fold", []) {
+            offsets[try row.get("name")] = try row.get("applied")
+        }
+        let (ownName, ownReader) = own.withLock { ($0.name, $0.reader) }
+        let entries = Self.entries(of: directory)
+        for entry in entries {
+            let isOwn = entry == ownName
+            let file = isOwn ? ownReader : open(directory + "/" + entry, O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else { continue }
+            defer { if !isOwn { Glibc.close(file) } }
+            // A writer holds its lock while it lives; getting it means no more records will come.
+            let finished = !isOwn && flock(file, LOCK_EX | LOCK_NB) == 0
+            let start = offsets[entry] ?? 0
+            var info = stat()
+            guard fstat(file, &info) == 0 else { continue }
+            let size = Int64(info.st_size)
+            var end = start
+            var records = 0
+            if size > start {
+                let bytes = try Self.read(file, from: start, count: Int(size - start), entry: entry)
+                let parsed: (records: [[JournalWrite]], length: Int, damaged: Bool)
+                switch RunJournalCodec.records(in: bytes) {
+                case .success(let result): parsed = result
+                case .failure(.newerVersion(let version)):
+                    throw StoreError("the run journal \(directory)/\(entry) was written by a newer slipway (format \(version)); open this database with that version")
+                case .failure(.damaged):
+                    throw StoreError("the run journal \(directory)/\(entry) is damaged after byte \(start); move it aside to open the database")
+                }
+                try Self.apply(parsed.records, in: db)
+                records = parsed.records.count
+                end = start + Int64(parsed.length)
+                if end != start {
+                    try db.execute("INSERT INTO run_journal_fold (name, applied) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET applied = excluded.applied",
+                                   [entry, end])
+                }
+            }
+            if isOwn {
+                folded.own = (end, records)
+            } else {
+                folded.foreign[entry] = end
+                // A dead writer's file never grows again: what it left cut short (or damaged) stays so.
+                if finished { folded.finished.append(entry) }
+            }
+        }
+        // Rows of files that are gone: their writers finished and were removed.
+        for name in offsets.keys where !entries.contains(name) {
+            try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [name])
+        }
+        return folded
+    }
+
+    /// Applies records in one go, or, when that fails, record by record and then write by write, each in a
+    /// savepoint: a write the tables refuse (a row that does not exist) loses only itself, as the engine's own
+    /// retry of a failed commit does, and never stops the journals behind it from being applied.
+    static func apply(_ records: [[JournalWrite]], in db: any SQLConnection) throws(StoreError) {
+        guard !records.isEmpty else { return }
+        guard let connection = db as? GRDBConnection else { return try SQLRunStore.apply(journal: records, in: db) }
+        func savepoint(_ records: [[JournalWrite]]) -> Bool {
+            do {
+                try connection.db.inSavepoint {
+                    try SQLRunStore.apply(journal: records, in: connection)
+                    return .commit
+                }
+                return true
+            } catch {
+                return false
+            }
+        }
+        if savepoint(records) { return }
+        for record in records where !savepoint([record]) {
+            for write in record { _ = savepoint([[write]]) }
+        }
+    }
+
+    func committed(_ folded: Folded) {
+        if let (offset, records) = folded.own {
+            own.withLock { own in
+                if offset > own.folded {
+                    own.folded = offset
+                    own.unfoldedRecords = max(0, own.unfoldedRecords - records)
+                }
+            }
+        }
+        foreign.withLock { known in
+            for (name, offset) in folded.foreign { known[name] = max(known[name] ?? 0, offset) }
+        }
+        // The row goes only once the file is gone: a file is never read again from offset 0.
+        guard !folded.finished.isEmpty else { return }
+        for name in folded.finished { unlink(directory + "/" + name) }
+        try? database.write { (db) throws(StoreError) -> Void in
+            for name in folded.finished { try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [name]) }
+        }
+    }
+
+    /// Runs `body` in a write transaction that first applies what the journals hold.
+    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        guard mayHavePending() else { return try database.write(body) }
+        var folded = Folded()
+        let result = try database.write { (db) throws(StoreError) -> T in
+            folded = try fold(in: db)
+            return try body(db)
+        }
+        committed(folded)
+        return result
+    }
+
+    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        mayHavePending() ? try write(body) : try database.read(body)
+    }
+
+    /// Applies what is pending now.
+    func foldNow() throws(StoreError) {
+        try write { (_) throws(StoreError) in }
+    }
+
+    private static func read(_ file: Int32, from offset: Int64, count: Int, entry: String) throws(StoreError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        let failure: Int32? = bytes.withUnsafeMutableBytes { buffer in
+            while done < count {
+                let n = pread(file, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return nil
+        }
+        if let failure { throw StoreError("cannot read the run journal \(entry): \(String(cString: strerror(failure)))") }
+        return Array(bytes.prefix(done))
+    }
+
+    /// The journal files in `directory` (none when it does not exist).
+    static func entries(of directory: String) -> [String] {
+        guard let handle = opendir(directory) else { return [] }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name.hasSuffix(".log") { names.append(name) }
+        }
+        return names
+    }
+
+    // MARK: The folder
+
+    /// The thread that applies this process's records in batches: at `foldBatch` records, or `foldDelay`
+    /// after the first one waiting, so the engine's thread does not.
+    private final class Folder: Sendable {
+        let wake = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        let stopping = Atomic<Bool>(false)
+    }
+
+    private func wakeFolder() {
+        let folder = self.folder.withLock { slot -> Folder? in
+            if let folder = slot { return folder }
+            let folder = Folder()
+            slot = folder
+            let thread = Thread { [self] in
+                while !folder.stopping.load(ordering: .relaxed) {
+                    let waiting = own.withLock { $0.unfoldedRecords }
+                    if waiting == 0 {
+                        folder.wake.wait()
+                        continue
+                    }
+                    if waiting < Self.foldBatch { _ = folder.wake.wait(timeout: .now() + foldDelay) }
+                    if folder.stopping.load(ordering: .relaxed) { break }
+                    // A failure stays in the journal: the next read or write reports it.
+                    if (try? foldNow()) == nil { _ = folder.wake.wait(timeout: .now() + .seconds(1)) }
+                }
+                folder.done.signal()
+            }
+            thread.name = "slipway-journal"
+            thread.start()
+            return nil  // a new folder finds the records waiting by itself
+        }
+        folder?.wake.signal()
+    }
+
+    /// Stops the folder, applies what is left and removes this process's journal when all of it is applied.
+    func close() {
+        if let folder = self.folder.withLock({ slot -> Folder? in defer { slot = nil }; return slot }) {
+            folder.stopping.store(true, ordering: .relaxed)
+            folder.wake.signal()
+            folder.done.wait()
+        }
+        guard (try? foldNow()) != nil else { return }
+        let path = own.withLock { own -> String? in
+            guard own.file >= 0, own.folded == own.appended, !own.broken else { return nil }
+            Glibc.close(own.file)
+            Glibc.close(own.reader)
+            own.file = -1
+            own.reader = -1
+            own.broken = true
+            return directory + "/" + own.name
+        }
+        if let path {
+            unlink(path)
+            try? database.write { (db) throws(StoreError) -> Void in try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [(path as NSString).lastPathComponent]) }
+        }
+    }
+}
+
+/// The run store's database on SQLite: every transaction first applies what the journals hold.
+final class JournaledDatabase: SQLDatabase {
+    let journal: RunJournal
+    var dialect: SQLDialect { .sqlite }
+
+    init(journal: RunJournal) { self.journal = journal }
+
+    func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try journal.write(body) }
+    func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try journal.read(body) }
+    func migrate(_ migrations: [SQLMigration]) throws(StoreError) { try journal.database.migrate(migrations) }
+}
+
+extension SQLRunStore {
+    /// Applies journal records, in order, as `apply` would have: a batch's writes to one row are merged
+    /// first (a step inserted and ended in the batch is one INSERT), so each row is written once.
+    static func apply(journal records: [[JournalWrite]], in db: any SQLConnection) throws(StoreError) {
+        var attempts: [Int64: (record: AttemptRecord, insert: Bool)] = [:], attemptOrder: [Int64] = []
+        var steps: [Int64: (record: StepRecord, insert: Bool)] = [:], stepOrder: [Int64] = []
+        var jobs: [JobKey: JobRecord] = [:], jobOrder: [JobKey] = []
+        var events: [RunEventRecord] = []
+        for record in records {
+            for write in record {
+                switch write {
+                case .insertAttempt(let attempt):
+                    if attempts[attempt.id] == nil { attemptOrder.append(attempt.id) }
+                    attempts[attempt.id] = (attempt, true)
+                case .updateAttempt(let attempt):
+                    if var pending = attempts[attempt.id] {
+                        pending.record.status = attempt.status
+                        pending.record.failure = attempt.failure
+                        pending.record.finishedAt = attempt.finishedAt
+                        attempts[attempt.id] = pending
+                    } else {
+                        attemptOrder.append(attempt.id)
+                        attempts[attempt.id] = (attempt, false)
+                    }
+                case .insertStep(let step):
+                    if steps[step.id] == nil { stepOrder.append(step.id) }
+                    steps[step.id] = (step, true)
+                case .updateStep(let step):
+                    if var pending = steps[step.id] {
+                        pending.record.status = step.status
+                        pending.record.exitCode = step.exitCode
+                        pending.record.failure = step.failure
+                        pending.record.processGroup = step.processGroup
+                        pending.record.startedAt = step.startedAt
+                        pending.record.finishedAt = step.finishedAt
+                        steps[step.id] = pending
+                    } else {
+                        stepOrder.append(step.id)
+                        steps[step.id] = (step, false)
+                    }
+                case .updateJob(let job):
+                    let key = JobKey(runID: job.runID, key: job.key)
+                    if jobs[key] == nil { jobOrder.append(key) }
+                    jobs[key] = job
+                case .appendEvent(let event):
+                    events.append(event)
+                }
+            }
+        }
+        // Attempts before their steps (the steps' foreign key).
+        for id in attemptOrder {
+            guard let (attempt, insert) = attempts[id] else { continue }
+            if insert {
+                try db.execute("INSERT INTO attempt (id, job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               [attempt.id, attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt, attempt.finishedAt])
+            } else {
+                try update(attempt, in: db)
+            }
+        }
+        for id in stepOrder {
+            guard let (step, insert) = steps[id] else { continue }
+            if insert {
+                try db.execute("""
+                    INSERT INTO step (id, attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, [step.id, step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
+                          step.startedAt, step.finishedAt])
+            } else {
+                try update(step, in: db)
+            }
+        }
+        for key in jobOrder { if let job = jobs[key] { try update(job, in: db) } }
+        for event in events { try append(event, in: db) }
+    }
+
+    struct JobKey: Hashable {
+        var runID: Int64
+        var key: String
+    }
+}

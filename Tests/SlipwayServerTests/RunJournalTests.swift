@@ -1,0 +1,280 @@
+import Foundation
+import Testing
+@testable import SlipwayStore
+
+/// The run store's journal on SQLite (`RunJournal`): the engine's writes go to a file of its process and are
+/// applied to the tables in batches. Whatever the batching, every reader sees what a store writing straight to
+/// the tables would show, each record is applied once, and what a killed process left is applied on open.
+@Suite struct RunJournalTests {
+    /// A directory kept for the test's length, with the database path in it.
+    final class Directory {
+        let path = NSTemporaryDirectory() + "slipway-journal-" + UUID().uuidString
+        var database: String { path + "/state.db" }
+        var journal: String { database + ".journal" }
+        init() throws { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+        func journalFiles() -> [String] { RunJournal.entries(of: journal).sorted() }
+    }
+
+    /// SQLite without the journal: the store then writes straight to the tables, as on PostgreSQL.
+    final class Unjournaled: SQLDatabase {
+        let inner: SQLiteDatabase
+        init(path: String) throws { inner = try SQLiteDatabase(path: path) }
+        var dialect: SQLDialect { .sqlite }
+        func write<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try inner.write(body) }
+        func read<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T { try inner.read(body) }
+        func migrate(_ migrations: [SQLMigration]) throws(StoreError) { try inner.migrate(migrations) }
+    }
+
+    static let t0 = Date(timeIntervalSince1970: 1_790_000_000.5)
+    static func at(_ offset: Double) -> Date { Date(timeIntervalSince1970: 1_790_000_000.5 + offset) }
+
+    static func newRun() -> RunRecord {
+        RunRecord(pipelineName: "ci", file: "slipway.yml", pipelineText: "jobs: {}\n", event: "push", branch: "main", commit: "abc", dirty: false,
+                  workspace: "/tmp/ws", options: "{}", createdAt: t0)
+    }
+
+    /// Rows of a table as text, straight from the file (no store, no journal applied).
+    static func rows(_ path: String, _ sql: String) throws -> [String] {
+        try SQLiteDatabase(path: path).read { (db) throws(StoreError) in
+            try db.query(sql, []).map { row in
+                row.columns.keys.sorted().map { name in
+                    switch row.columns[name]! {
+                    case .integer(let number): "\(name)=\(number)"
+                    case .text(let text): "\(name)=\(text)"
+                    case let other: "\(name)=\(other)"
+                    }
+                }.joined(separator: " ")
+            }
+        }
+    }
+
+    /// Everything a run's readers see, with the attempts' start stamps (taken with `Date()`) left out.
+    static func snapshot(_ store: SQLRunStore, run: Int64) throws -> String {
+        var lines: [String] = []
+        for job in try store.jobs(runID: run) {
+            lines.append("job \(job)")
+            for var attempt in try store.attempts(jobRowID: job.id) {
+                attempt.startedAt = t0
+                lines.append("  attempt \(attempt)")
+                for step in try store.steps(attemptID: attempt.id) { lines.append("    step \(step)") }
+            }
+        }
+        for var event in try store.events(runID: run) {
+            event.id = 0
+            lines.append("event \(event)")
+        }
+        lines.append("running \(try store.runningSteps(runID: run).map(\.id))")
+        return lines.joined(separator: "\n")
+    }
+
+    @Test func writesAreSeenAtOnceAndReachTheTablesWithTheirIDs() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
+        var job = try #require(try store.jobs(runID: run.id).first)
+        job.status = .running
+        job.attempts = 1
+        let started = try store.commit([.startAttempt(job, event: RunEventRecord(runID: run.id, at: Self.at(1), jobKey: "a", kind: "attempt-started", message: "go"),
+                                                      attempt: 1, firstStep: StepRecord(attemptID: 0, index: 0, name: "build", logPath: "/l/0", startedAt: Self.at(1)))])
+        let step = try #require(started.first?.firstStep)
+        // On record in the journal, not yet in the tables.
+        #expect(directory.journalFiles().count == 1)
+        #expect(try Self.rows(directory.database, "SELECT id FROM step").isEmpty)
+        // A read applies it first.
+        #expect(try store.runningSteps(runID: run.id) == [step])
+        #expect(try Self.rows(directory.database, "SELECT id, attempt_id FROM step") == ["attempt_id=\(step.attemptID) id=\(step.id)"])
+        // A row inserted straight to the table gets an id above the block the journal holds.
+        let direct = try store.insertAttempt(AttemptRecord(jobRowID: job.id, number: 2))
+        #expect(direct.id > step.attemptID + RunJournal.idBlock - 1)
+    }
+
+    @Test func anotherStoreSeesALiveJournalAndEachRecordIsAppliedOnce() throws {
+        let directory = try Directory()
+        let writer = try SQLRunStore(path: directory.database)
+        let run = try writer.createRun(Self.newRun())
+        for n in 1...5 {
+            try writer.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+        }
+        let reader = try SQLRunStore(path: directory.database)
+        #expect(try reader.events(runID: run.id).map(\.message) == ["1", "2", "3", "4", "5"])
+        try writer.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(6), jobKey: nil, kind: "tick", message: "6"))])
+        // The writer applies what the reader has not; neither applies a record twice.
+        #expect(try writer.events(runID: run.id).map(\.message) == ["1", "2", "3", "4", "5", "6"])
+        #expect(try reader.events(runID: run.id).map(\.message) == ["1", "2", "3", "4", "5", "6"])
+        // The writer is alive: its journal stays until it closes, then it is removed.
+        #expect(directory.journalFiles().count == 1)
+        writer.journal?.close()
+        #expect(directory.journalFiles().isEmpty)
+        #expect(try Self.rows(directory.database, "SELECT name FROM run_journal_fold").isEmpty)
+    }
+
+    /// Random turns written through the journal, applied at random moments, read the same as the same turns
+    /// written straight to the tables.
+    @Test(arguments: 1...6)
+    func theJournalReadsTheSameAsTheTables(seed: UInt64) throws {
+        let directory = try Directory()
+        let journaled = try SQLRunStore(path: directory.database)
+        let plain = try SQLRunStore(database: Unjournaled(path: directory.path + "/plain.db"))
+        #expect(journaled.journal != nil && plain.journal == nil)
+        var random = SplitMix(seed: seed)
+        let runs = (try journaled.createRun(Self.newRun()).id, try plain.createRun(Self.newRun()).id)
+        #expect(runs.0 == runs.1)
+        let run = runs.0
+        let keys = (0..<8).map { "job\($0)" }
+        for store in [journaled, plain] { try store.insertJobs(keys.map { JobRecord(runID: run, key: $0, jobID: $0) }) }
+        var jobs = try journaled.jobs(runID: run)
+        #expect(jobs == (try plain.jobs(runID: run)))
+        var attempts: [Int: AttemptRecord] = [:]
+        var steps: [Int: StepRecord] = [:]
+        var clock = 1.0
+        for _ in 0..<60 {
+            clock += 1
+            var writes: [RunWrite] = []
+            var startedJobs: [Int] = []
+            var stepAfter: (job: Int, step: StepRecord)?
+            for index in jobs.indices where random.next() % 3 == 0 {
+                switch (attempts[index], steps[index]) {
+                case (nil, _):
+                    jobs[index].status = .running
+                    jobs[index].attempts += 1
+                    jobs[index].startedAt = Self.at(clock)
+                    let first = random.next() % 2 == 0 ? StepRecord(attemptID: 0, index: 0, name: "s0", logPath: "/l/\(index)", startedAt: Self.at(clock)) : nil
+                    writes.append(.startAttempt(jobs[index], event: RunEventRecord(runID: run, at: Self.at(clock), jobKey: jobs[index].key, kind: "attempt-started", message: "\(index)"),
+                                                attempt: jobs[index].attempts, firstStep: first))
+                    startedJobs.append(index)
+                case (let attempt?, let step):
+                    if var step, step.status == .running {
+                        step.status = random.next() % 4 == 0 ? .failure : .success
+                        step.exitCode = step.status == .success ? 0 : 1
+                        step.processGroup = Int32(100 + index)
+                        step.finishedAt = Self.at(clock)
+                        steps[index] = step
+                        writes.append(.updateStep(step))
+                    } else if stepAfter == nil, random.next() % 2 == 0 {
+                        stepAfter = (index, StepRecord(attemptID: attempt.id, index: (step?.index ?? -1) + 1, name: "s", logPath: "/l/\(index)", startedAt: Self.at(clock)))
+                    } else {
+                        var ended = attempt
+                        ended.status = .success
+                        ended.finishedAt = Self.at(clock)
+                        writes.append(.updateAttempt(ended))
+                        jobs[index].status = random.next() % 2 == 0 ? .success : .failure
+                        jobs[index].finishedAt = Self.at(clock)
+                        jobs[index].outputs = #"{"n":"\#(index)"}"#
+                        writes.append(.updateJob(jobs[index], event: RunEventRecord(runID: run, at: Self.at(clock), jobKey: jobs[index].key, kind: "job-end", message: "é \(index)")))
+                        attempts[index] = nil
+                        steps[index] = nil
+                    }
+                }
+            }
+            if random.next() % 5 == 0 { writes.append(.appendEvent(RunEventRecord(runID: run, at: Self.at(clock), jobKey: nil, kind: "note", message: "turn \(clock)"))) }
+            let results = try [journaled, plain].map { (store) throws -> ([AttemptStart], StepRecord?) in
+                if let (_, step) = stepAfter { return ([AttemptStart](), Optional(try store.insertStep(step, after: writes))) }
+                return (try store.commit(writes), StepRecord?.none)
+            }
+            #expect(results[0].1 == results[1].1)
+            #expect(results[0].0.map(\.attempt.id) == results[1].0.map(\.attempt.id))
+            #expect(results[0].0.map(\.firstStep) == results[1].0.map(\.firstStep))
+            for (index, started) in zip(startedJobs, results[0].0) {
+                attempts[index] = started.attempt
+                steps[index] = started.firstStep
+            }
+            if let (index, step) = stepAfter { steps[index] = results[0].1 ?? step }
+            switch random.next() % 4 {
+            case 0: #expect(try Self.snapshot(journaled, run: run) == (try Self.snapshot(plain, run: run)))
+            case 1: try journaled.journal?.foldNow()
+            default: break
+            }
+        }
+        #expect(try Self.snapshot(journaled, run: run) == (try Self.snapshot(plain, run: run)))
+    }
+
+    /// What a killed process left: its whole records are applied when the database is next opened, a record cut
+    /// short is left out, and the file is removed.
+    @Test func aDeadProcessesJournalIsAppliedOnOpenWithoutItsTornTail() throws {
+        let directory = try Directory()
+        let run = try SQLRunStore(path: directory.database).createRun(Self.newRun())
+        let records = (1...3).map { n in
+            RunJournalCodec.record([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+        }
+        try FileManager.default.createDirectory(atPath: directory.journal, withIntermediateDirectories: true)
+        let torn = records[0] + records[1] + records[2].prefix(records[2].count - 3)
+        #expect(FileManager.default.createFile(atPath: directory.journal + "/1-dead.log", contents: Data(torn)))
+        let store = try SQLRunStore(path: directory.database)
+        #expect(try store.events(runID: run.id).map(\.message) == ["1", "2"])
+        #expect(directory.journalFiles().isEmpty)
+        // Its bookkeeping row goes with the next transaction, and nothing is applied twice.
+        #expect(try store.events(runID: run.id).map(\.message) == ["1", "2"])
+        #expect(try Self.rows(directory.database, "SELECT name FROM run_journal_fold").isEmpty)
+    }
+
+    @Test func aWriteTheTablesRefuseLosesOnlyItself() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(path: directory.database)
+        let run = try store.createRun(Self.newRun())
+        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
+        var job = try #require(try store.jobs(runID: run.id).first)
+        var ghost = job
+        ghost.id = 999_999
+        ghost.key = "gone"
+        job.status = .failure
+        try store.commit([.updateJob(job, event: RunEventRecord(runID: run.id, at: Self.at(1), jobKey: "a", kind: "job-failure", message: "")),
+                          .startAttempt(ghost, event: RunEventRecord(runID: run.id, at: Self.at(1), jobKey: "a", kind: "attempt-started", message: ""), attempt: 1)])
+        try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(2), jobKey: nil, kind: "later", message: ""))])
+        #expect(try store.jobs(runID: run.id).map(\.status) == [.failure])
+        #expect(try store.attempts(jobRowID: ghost.id).isEmpty)
+        #expect(try store.events(runID: run.id).map(\.kind) == ["job-failure", "attempt-started", "later"])
+    }
+
+    @Test func aJournalFromANewerSlipwayIsAClearError() throws {
+        let directory = try Directory()
+        _ = try SQLRunStore(path: directory.database)
+        var record = RunJournalCodec.record([])
+        record[RunJournalCodec.headerSize] = 9
+        let checksum = record.withUnsafeBytes { RunJournalCodec.fnv1a(UnsafeRawBufferPointer(rebasing: $0[RunJournalCodec.headerSize...])) }
+        withUnsafeBytes(of: checksum.littleEndian) { record.replaceSubrange(4..<12, with: $0) }
+        try FileManager.default.createDirectory(atPath: directory.journal, withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: directory.journal + "/2-new.log", contents: Data(record)))
+        let error = #expect(throws: StoreError.self) { try SQLRunStore(path: directory.database) }
+        #expect(error?.message.contains("newer slipway (format 9)") == true)
+        #expect(directory.journalFiles() == ["2-new.log"])
+    }
+
+    @Test func recordsRoundTripAndDamageIsTold() throws {
+        let writes: [JournalWrite] = [
+            .insertAttempt(AttemptRecord(id: 7, jobRowID: 3, number: 2, status: .running, failure: nil, startedAt: Self.at(1), finishedAt: nil)),
+            .insertStep(StepRecord(id: 9, attemptID: 7, index: 1, name: "make ✓", status: .running, exitCode: nil, failure: nil, logPath: "/l", processGroup: -5,
+                                   startedAt: Self.at(2), finishedAt: Self.at(3))),
+            .updateAttempt(AttemptRecord(id: 7, jobRowID: 3, number: 2, status: .failure, failure: "exit 1", startedAt: Self.at(1), finishedAt: Self.at(4))),
+            .updateStep(StepRecord(id: 9, attemptID: 7, index: 1, name: "", status: .success, exitCode: 0, failure: "", logPath: "", startedAt: Self.at(2))),
+            .updateJob(JobRecord(id: 3, runID: 1, key: "k (x: 1)", jobID: "k", status: .success, allowedFailure: true, reason: "r", attempts: 2, outputs: "{}",
+                                 cacheKey: "c", cacheComponents: nil, cacheHit: true, definition: String(repeating: "d", count: 70_000), startedAt: nil, finishedAt: Self.at(5))),
+            .appendEvent(RunEventRecord(id: 0, runID: 1, at: Self.at(6), jobKey: nil, kind: "k", message: "line\nline")),
+        ]
+        let bytes = RunJournalCodec.record(writes) + RunJournalCodec.record([])
+        let whole = try RunJournalCodec.records(in: bytes).get()
+        #expect(whole.records == [writes, []])
+        #expect(whole.length == bytes.count && !whole.damaged)
+        for cut in [1, RunJournalCodec.headerSize, bytes.count - RunJournalCodec.headerSize - 1] {
+            let parsed = try RunJournalCodec.records(in: Array(bytes.prefix(cut))).get()
+            #expect(parsed.records.count <= 1 && !parsed.damaged)
+        }
+        var flipped = bytes
+        flipped[40] ^= 0x20
+        let damaged = try RunJournalCodec.records(in: flipped).get()
+        #expect(damaged.records.isEmpty && damaged.length == 0 && damaged.damaged)
+    }
+
+    struct SplitMix {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+}
