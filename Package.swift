@@ -110,6 +110,7 @@ let package = Package(
         .testTarget(name: "SlipwayServerTests", dependencies: [
             "SlipwayServer", "SlipwayStore", "SlipwayCore", "SlipwayEngine",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore", "CSlipwaySystem"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.

@@ -33,3 +33,7 @@ int32_t slipway_sqlite_parameter_count(void *statement) {
 const char *slipway_sqlite_errmsg(void *statement) {
     return sqlite3_errmsg(sqlite3_db_handle((sqlite3_stmt *)statement));
 }
+
+int slipway_sqlite_autocommit(void *statement) {
+    return sqlite3_get_autocommit(sqlite3_db_handle((sqlite3_stmt *)statement));
+}

@@ -147,7 +147,7 @@ extension PipelineLoader {
         if map["recreate"] != nil { return .recreate }
         if let rolling = map["rolling"] {
             var batch = 1, maxUnavailable = 0
-            if let r = rolling.mapping {
+            if let r = rolling.keyedMapping {
                 checkKeys(r, allowed: ["batch", "max-unavailable"], context: "`rolling`")
                 if let b = r["batch"], let v = integer(b, "`batch`") { batch = max(1, v) }
                 if let m = r["max-unavailable"], let v = integer(m, "`max-unavailable`") { maxUnavailable = max(0, v) }
@@ -156,7 +156,7 @@ extension PipelineLoader {
         }
         if let blueGreen = map["blue-green"] {
             var spec = BlueGreen()
-            if let b = blueGreen.mapping {
+            if let b = blueGreen.keyedMapping {
                 checkKeys(b, allowed: Self.blueGreenKeys, context: "`blue-green`")
                 if let p = b["preview"], let v = integer(p, "`preview`") { spec.previewPort = v }
                 if let a = b["auto-promote"] { spec.autoPromote = bool(a, "`auto-promote`") ?? true }

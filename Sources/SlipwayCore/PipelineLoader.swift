@@ -407,7 +407,7 @@ public struct PipelineLoader {
             if scalar.string.isEmpty { error(node, "`concurrency` needs a group name", hint: hint) }
             return ConcurrencyPolicy(group: scalar.string)
         }
-        guard let map = node.mapping else {
+        guard let map = node.keyedMapping else {
             error(node, "`concurrency` must be a mapping or a group name", hint: hint)
             return nil
         }
@@ -499,13 +499,13 @@ public struct PipelineLoader {
                 }
             case "manual":
                 var inputs: [ManualInput] = []
-                if let manualMap = valueNode.mapping {
+                if let manualMap = valueNode.keyedMapping {
                     checkKeys(manualMap, allowed: ["inputs"], context: "`on.manual`")
                     if let inputsNode = manualMap["inputs"], let inputsMap = mapping(inputsNode, "`on.manual.inputs`") {
                         for (nameNode, specNode) in inputsMap {
                             guard let name = nameNode.scalar?.string else { continue }
                             var input = ManualInput(name: name, defaultValue: nil, required: false)
-                            if let spec = specNode.mapping {
+                            if let spec = specNode.keyedMapping {
                                 checkKeys(spec, allowed: ["default", "required", "description"], context: "input '\(name)'")
                                 if let d = spec["default"] { input.defaultValue = scalarString(d, "`default`") }
                                 if let r = spec["required"] { input.required = bool(r, "`required`") ?? false }
@@ -602,8 +602,8 @@ public struct PipelineLoader {
         return scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string)
     }
 
-    mutating func mapping(_ node: Node, _ what: String) -> Node.Mapping? {
-        if let map = node.mapping { return map }
+    mutating func mapping(_ node: Node, _ what: String) -> KeyedMapping? {
+        if let map = node.mapping { return KeyedMapping(map) }
         error(node, "\(what) must be a mapping (key: value), found \(kind(node))", hint: "indent its keys under it, or use `{ key: value }`")
         return nil
     }
@@ -739,7 +739,7 @@ public struct PipelineLoader {
         return SourceLocation(file: file, line: base.line, column: base.column + (quote ? 1 : 0) + offset)
     }
 
-    mutating func checkKeys(_ map: Node.Mapping, allowed: [String], context: String) {
+    mutating func checkKeys(_ map: KeyedMapping, allowed: [String], context: String) {
         for key in map.keys {
             guard let name = key.scalar?.string else {
                 error(key, "keys in \(context) must be strings")
@@ -864,4 +864,33 @@ public struct PipelineLoader {
         }
         return nil
     }
+}
+
+/// A mapping node with its keys indexed by name. The loader looks each key of a job or step up by name, and
+/// Yams' own subscript builds a node and scans the whole mapping for every lookup (a third of the time to
+/// load a 1000-job file).
+struct KeyedMapping: RandomAccessCollection {
+    let mapping: Node.Mapping
+    private let byName: [String: Node]
+
+    init(_ mapping: Node.Mapping) {
+        self.mapping = mapping
+        var byName: [String: Node] = [:]
+        byName.reserveCapacity(mapping.count)
+        for (key, value) in mapping {
+            if let name = key.scalar?.string, byName[name] == nil { byName[name] = value }
+        }
+        self.byName = byName
+    }
+
+    subscript(name: String) -> Node? { byName[name] }
+    subscript(position: Node.Mapping.Index) -> Node.Mapping.Element { mapping[position] }
+    var startIndex: Node.Mapping.Index { mapping.startIndex }
+    var endIndex: Node.Mapping.Index { mapping.endIndex }
+    var keys: LazyMapCollection<Node.Mapping, Node> { mapping.keys }
+    var values: LazyMapCollection<Node.Mapping, Node> { mapping.values }
+}
+
+extension Node {
+    var keyedMapping: KeyedMapping? { mapping.map(KeyedMapping.init) }
 }

@@ -235,10 +235,11 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         closePipe(process, index)
     }
 
+    /// Closing is enough to leave the epoll set: the pipes' read ends and the pidfd are close-on-exec and
+    /// never duplicated, so the close releases the last reference (and saves an epoll_ctl per descriptor).
     private func closePipe(_ process: Supervised, _ index: Int) {
         let fd = process.fds[index]
         guard fd >= 0 else { return }
-        _ = slipway_epoll_remove(epoll, fd)
         close(fd)
         process.fds[index] = -1
     }
@@ -251,9 +252,9 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 // The main process is gone; children that kept the pipes open are not waited for. What the
                 // pipes hold now is read, no more: a background child writing on and on must not keep the
                 // run's only thread here.
+                // (A read of no more than a pipe holds does not block, so the pipe stays as it is.)
                 for index in 0..<2 where process.fds[index] >= 0 {
                     let fd = process.fds[index]
-                    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
                     var left = Int(slipway_pipe_available(fd))
                     while left > 0 {
                         let n = read(fd, buffer.baseAddress, min(left, buffer.count))
@@ -277,7 +278,6 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     private func finish(_ token: UInt64, _ process: Supervised) {
         supervised[token] = nil
-        _ = slipway_epoll_remove(epoll, process.pidfd)
         close(process.pidfd)
         process.sink.finish()
         let termination = process.escalation.termination(status: process.status, control: process.control)

@@ -37,6 +37,8 @@ struct JobExecutor: Sendable {
     let control: RunControl
     let releases: ReleaseService?
     let builtins: BuiltinSteps
+    /// The run's logs and outputs directories, made (and found writable) once rather than once a job.
+    let directories = PreparedDirectories()
     let deployments: DeployContext
     /// This run's workspaces, reused from job to job.
     let workspaces: WorkspacePool
@@ -110,7 +112,7 @@ struct JobExecutor: Sendable {
                 }
             }
             // The output file itself is created by the first step that writes to it: one file less per job.
-            try FileTree.makeDirectories(FileTree.parent(outputFile))
+            try directories.prepare(FileTree.parent(outputFile))
             unlink(outputFile)
         } catch {
             failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
@@ -180,7 +182,8 @@ struct JobExecutor: Sendable {
             }
             let log: StepLog
             do {
-                log = try StepLog(path: logPath, jobKey: key, masker: masker, live: live)
+                try directories.prepare(FileTree.parent(logPath))
+                log = try StepLog(path: logPath, jobKey: key, masker: masker, live: live, directoryReady: true)
             } catch {
                 _ = stepRow(StepRecord(attemptID: attemptRecord.id, index: index, name: stepName, status: .failure, failure: error.message, logPath: logPath, finishedAt: Date()))
                 failure = .error(error.message)
@@ -519,5 +522,18 @@ public final class RunControl: Sendable {
             return s.processes.values.map(\.control)
         }
         for process in processes { process.killImmediately() }
+    }
+}
+
+/// Directories a run writes into from every job, each made and checked once: a job then costs no mkdir
+/// or access(2) of its own.
+final class PreparedDirectories: Sendable {
+    private let ready = Mutex<Set<String>>([])
+
+    func prepare(_ directory: String) throws(EngineError) {
+        if ready.withLock({ $0.contains(directory) }) { return }
+        do { try FileTree.makeDirectories(directory) } catch { throw EngineError("cannot create \(directory): \(error.localizedDescription)") }
+        guard access(directory, W_OK) == 0 else { throw EngineError("cannot write into \(directory): \(String(cString: strerror(errno)))") }
+        ready.withLock { _ = $0.insert(directory) }
     }
 }

@@ -28,10 +28,13 @@ public final class StepLog: ProcessOutputSink {
     let maxLineBytes = 64 * 1024
     let livePrefix: [UInt8]
 
-    public init(path: String, jobKey: String, masker: SecretMasker, live: LiveOutput?) throws(EngineError) {
-        let directory = FileTree.parent(path)
-        try? FileTree.makeDirectories(directory)
-        guard access(directory, W_OK) == 0 else { throw EngineError("cannot write logs into \(directory): \(String(cString: strerror(errno)))") }
+    /// `directoryReady`: the caller made the log's directory and found it writable.
+    public init(path: String, jobKey: String, masker: SecretMasker, live: LiveOutput?, directoryReady: Bool = false) throws(EngineError) {
+        if !directoryReady {
+            let directory = FileTree.parent(path)
+            try? FileTree.makeDirectories(directory)
+            guard access(directory, W_OK) == 0 else { throw EngineError("cannot write logs into \(directory): \(String(cString: strerror(errno)))") }
+        }
         self.path = path
         self.jobKey = jobKey
         self.live = live

@@ -28,7 +28,7 @@ final class RunJournal: Sendable {
     private let foreign = Mutex<[String: Int64]>([:])
     private let folder: Mutex<Folder?> = Mutex(nil)
     /// Records that wait before the folder applies them at once rather than after `foldDelay`.
-    static let foldBatch = 64
+    static let foldBatch = 256
     let foldDelay: DispatchTimeInterval
     static let idBlock: Int64 = 1024
 
@@ -40,8 +40,10 @@ final class RunJournal: Sendable {
         var appended: Int64 = 0
         var folded: Int64 = 0
         var unfoldedRecords = 0
-        /// Set when the file could not be written or repaired: commits then go to the tables directly.
+        /// Set when the file could not be written or repaired, or the journal is closing: commits then go to
+        /// the tables directly.
         var broken = false
+        var closing = false
         var attemptIDs: Range<Int64> = 0..<0
         var stepIDs: Range<Int64> = 0..<0
     }
@@ -54,6 +56,9 @@ final class RunJournal: Sendable {
     }
 
     deinit { close() }
+
+    /// Records of this process not applied yet, as the folder counts them.
+    var pendingRecords: Int { own.withLock { $0.unfoldedRecords } }
 
     // MARK: Appending
 
@@ -111,8 +116,10 @@ final class RunJournal: Sendable {
                     journal.append(.insertStep(row))
                     inserted = row
                 }
-                // A journal that cannot be written is left for the tables: the writes are durable either way.
-                guard Self.write(RunJournalCodec.record(journal), to: &own, directory: directory) else { return .appended(.unavailable, signal: false) }
+                // A record too large for the format goes to the tables itself; a journal that cannot be written
+                // is left for the tables. The writes are durable either way.
+                guard let record = RunJournalCodec.record(journal) else { return .appended(.unavailable, signal: false) }
+                guard Self.write(record, to: &own, directory: directory) else { return .appended(.unavailable, signal: false) }
                 own.unfoldedRecords += 1
                 return .appended(.done(started, inserted), signal: own.unfoldedRecords == 1 || own.unfoldedRecords == Self.foldBatch)
             }
@@ -139,20 +146,25 @@ final class RunJournal: Sendable {
     private static func write(_ record: [UInt8], to own: inout Own, directory: String) -> Bool {
         if own.file < 0 {
             let path = directory + "/" + own.name
-            guard mkdir(directory, 0o700) == 0 || errno == EEXIST,
-                  case let file = open(path + ".new", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o600), file >= 0 else {
+            // Readable as the database file is (0644 under the usual umask): the journal holds what the tables
+            // will, masked the same way, and any process that reads the tables must read it too.
+            guard mkdir(directory, 0o755) == 0 || errno == EEXIST,
+                  case let file = open(path + ".new", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644), file >= 0 else {
                 own.broken = true
                 return false
             }
             // Held while this process lives: a reader that gets it knows the writer is gone. The file takes its
             // name only once locked, so no reader ever finds it unlocked while its writer lives.
-            own.file = file
-            own.reader = open(path + ".new", O_RDONLY | O_CLOEXEC)
-            guard flock(file, LOCK_EX) == 0, own.reader >= 0, rename(path + ".new", path) == 0 else {
+            let reader = open(path + ".new", O_RDONLY | O_CLOEXEC)
+            guard reader >= 0, flock(file, LOCK_EX) == 0, rename(path + ".new", path) == 0 else {
                 unlink(path + ".new")
+                Glibc.close(file)
+                if reader >= 0 { Glibc.close(reader) }
                 own.broken = true
                 return false
             }
+            own.file = file
+            own.reader = reader
         }
         var written = 0
         let failed = record.withUnsafeBytes { buffer in
@@ -166,7 +178,7 @@ final class RunJournal: Sendable {
             }
             return false
         }
-        guard !failed, own.reader >= 0 else {
+        guard !failed else {
             _ = ftruncate(own.file, off_t(own.appended))
             own.broken = true
             return false
@@ -201,12 +213,14 @@ final class RunJournal: Sendable {
         let (name, ownPending) = own.withLock { ($0.name, $0.appended > $0.folded) }
         if ownPending { return true }
         let known = foreign.withLock { $0 }
-        for entry in Self.entries(of: directory) where entry != name {
+        // A directory that cannot be read counts as pending: the fold then says why.
+        guard let entries = try? Self.entries(of: directory) else { return true }
+        for entry in entries.journals where entry != name {
             var info = stat()
-            guard stat(directory + "/" + entry, &info) == 0 else { continue }
+            guard stat(directory + "/" + entry, &info) == 0 else { if errno == ENOENT { continue } else { return true } }
             if Int64(info.st_size) > (known[entry] ?? -1) { return true }
         }
-        return false
+        return !entries.abandoned.isEmpty
     }
 
     /// Applies every journal's whole records not applied yet, in `db`'s transaction. Files left by dead
@@ -218,17 +232,21 @@ final class RunJournal: Sendable {
             offsets[try row.get("name")] = try row.get("applied")
         }
         let (ownName, ownReader) = own.withLock { ($0.name, $0.reader) }
-        let entries = Self.entries(of: directory)
-        for entry in entries {
+        let entries = try Self.entries(of: directory)
+        for entry in entries.journals {
             let isOwn = entry == ownName
-            let file = isOwn ? ownReader : open(directory + "/" + entry, O_RDONLY | O_CLOEXEC)
-            guard file >= 0 else { continue }
+            let path = directory + "/" + entry
+            let file = isOwn ? ownReader : open(path, O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else {
+                if errno == ENOENT { continue }  // removed by another reader since the listing
+                throw StoreError("cannot read the run journal \(path): \(String(cString: strerror(errno)))")
+            }
             defer { if !isOwn { Glibc.close(file) } }
             // A writer holds its lock while it lives; getting it means no more records will come.
             let finished = !isOwn && flock(file, LOCK_EX | LOCK_NB) == 0
             let start = offsets[entry] ?? 0
             var info = stat()
-            guard fstat(file, &info) == 0 else { continue }
+            guard fstat(file, &info) == 0 else { throw StoreError("cannot read the run journal \(path): \(String(cString: strerror(errno)))") }
             let size = Int64(info.st_size)
             var end = start
             var records = 0
@@ -238,9 +256,14 @@ final class RunJournal: Sendable {
                 switch RunJournalCodec.records(in: bytes) {
                 case .success(let result): parsed = result
                 case .failure(.newerVersion(let version)):
-                    throw StoreError("the run journal \(directory)/\(entry) was written by a newer slipway (format \(version)); open this database with that version")
+                    throw StoreError("the run journal \(path) was written by a newer slipway (format \(version)); open this database with that version")
                 case .failure(.damaged):
-                    throw StoreError("the run journal \(directory)/\(entry) is damaged after byte \(start); move it aside to open the database")
+                    throw StoreError("the run journal \(path) is damaged after byte \(start); move it aside to open the database")
+                }
+                // Damage is a disk's doing, never a crash's: a write cut short leaves a short record, or (after a
+                // power loss) zeros. Zeros to the end of a dead writer's file are such a tail; anything else stops here.
+                if parsed.damaged && !(finished && bytes[parsed.length...].allSatisfy { $0 == 0 }) {
+                    throw StoreError("the run journal \(path) is damaged at byte \(start + Int64(parsed.length)); move it aside to open the database")
                 }
                 try Self.apply(parsed.records, in: db)
                 records = parsed.records.count
@@ -254,13 +277,23 @@ final class RunJournal: Sendable {
                 folded.own = (end, records)
             } else {
                 folded.foreign[entry] = end
-                // A dead writer's file never grows again: what it left cut short (or damaged) stays so.
+                // A dead writer's file never grows again: what it left cut short stays so.
                 if finished { folded.finished.append(entry) }
             }
         }
         // Rows of files that are gone: their writers finished and were removed.
-        for name in offsets.keys where !entries.contains(name) {
-            try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [name])
+        for name in offsets.keys where !entries.journals.contains(name) {
+            var info = stat()
+            if stat(directory + "/" + name, &info) != 0, errno == ENOENT {
+                try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [name])
+            }
+        }
+        // A file a writer created and died before naming holds nothing yet.
+        for name in entries.abandoned {
+            let file = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else { continue }
+            if flock(file, LOCK_EX | LOCK_NB) == 0 { folded.finished.append(name) }
+            Glibc.close(file)
         }
         return folded
     }
@@ -271,33 +304,38 @@ final class RunJournal: Sendable {
     static func apply(_ records: [[JournalWrite]], in db: any SQLConnection) throws(StoreError) {
         guard !records.isEmpty else { return }
         guard let connection = db as? GRDBConnection else { return try SQLRunStore.apply(journal: records, in: db) }
-        func savepoint(_ records: [[JournalWrite]]) -> Bool {
+        /// False when a constraint refused the writes; any other error (a full disk, I/O) is the database's
+        /// and stops the fold, so nothing is counted as applied that was not.
+        func savepoint(_ records: [[JournalWrite]]) throws(StoreError) -> Bool {
             do {
                 try connection.db.inSavepoint {
                     try SQLRunStore.apply(journal: records, in: connection)
                     return .commit
                 }
                 return true
+            } catch let error as StoreError {
+                if error.isConstraint { return false }
+                throw error
             } catch {
-                return false
+                throw StoreError("database write failed: \(error)")
             }
         }
-        if savepoint(records) { return }
-        for record in records where !savepoint([record]) {
-            for write in record { _ = savepoint([[write]]) }
+        if try savepoint(records) { return }
+        for record in records where try !savepoint([record]) {
+            for write in record { _ = try savepoint([[write]]) }
         }
     }
 
     func committed(_ folded: Folded) {
         if let (offset, records) = folded.own {
             own.withLock { own in
-                if offset > own.folded {
-                    own.folded = offset
-                    own.unfoldedRecords = max(0, own.unfoldedRecords - records)
-                }
+                if offset > own.folded { own.folded = offset }
+                // Another reader may have applied records of ours: the bytes say what is left.
+                own.unfoldedRecords = own.folded >= own.appended ? 0 : max(0, own.unfoldedRecords - records)
             }
         }
         foreign.withLock { known in
+            known = known.filter { folded.foreign[$0.key] != nil }
             for (name, offset) in folded.foreign { known[name] = max(known[name] ?? 0, offset) }
         }
         // The row goes only once the file is gone: a file is never read again from offset 0.
@@ -348,16 +386,20 @@ final class RunJournal: Sendable {
         return Array(bytes.prefix(done))
     }
 
-    /// The journal files in `directory` (none when it does not exist).
-    static func entries(of directory: String) -> [String] {
-        guard let handle = opendir(directory) else { return [] }
+    /// The journal files in `directory` (none when it does not exist), and `.new` files: journals whose
+    /// writer may have died before naming them.
+    static func entries(of directory: String) throws(StoreError) -> (journals: [String], abandoned: [String]) {
+        guard let handle = opendir(directory) else {
+            if errno == ENOENT { return ([], []) }
+            throw StoreError("cannot list the run journals in \(directory): \(String(cString: strerror(errno)))")
+        }
         defer { closedir(handle) }
-        var names: [String] = []
+        var journals: [String] = [], abandoned: [String] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if name.hasSuffix(".log") { names.append(name) }
+            if name.hasSuffix(".log") { journals.append(name) } else if name.hasSuffix(".log.new") { abandoned.append(name) }
         }
-        return names
+        return (journals, abandoned)
     }
 
     // MARK: The folder
@@ -371,13 +413,14 @@ final class RunJournal: Sendable {
     }
 
     private func wakeFolder() {
+        if own.withLock({ $0.closing }) { return }
         let folder = self.folder.withLock { slot -> Folder? in
             if let folder = slot { return folder }
             let folder = Folder()
             slot = folder
             let thread = Thread { [self] in
                 while !folder.stopping.load(ordering: .relaxed) {
-                    let waiting = own.withLock { $0.unfoldedRecords }
+                    let waiting = own.withLock { $0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords) }
                     if waiting == 0 {
                         folder.wake.wait()
                         continue
@@ -397,26 +440,36 @@ final class RunJournal: Sendable {
     }
 
     /// Stops the folder, applies what is left and removes this process's journal when all of it is applied.
+    /// Commits from here on go to the tables.
     func close() {
+        own.withLock { $0.closing = true; $0.broken = true }
         if let folder = self.folder.withLock({ slot -> Folder? in defer { slot = nil }; return slot }) {
             folder.stopping.store(true, ordering: .relaxed)
             folder.wake.signal()
-            folder.done.wait()
+            // Bounded: a store released inside one of its own transactions must not wait on itself.
+            _ = folder.done.wait(timeout: .now() + .seconds(10))
         }
-        guard (try? foldNow()) != nil else { return }
-        let path = own.withLock { own -> String? in
-            guard own.file >= 0, own.folded == own.appended, !own.broken else { return nil }
-            Glibc.close(own.file)
-            Glibc.close(own.reader)
-            own.file = -1
-            own.reader = -1
-            own.broken = true
-            return directory + "/" + own.name
+        // In a transaction of its own, so no fold is reading the file as it closes.
+        let removed = try? database.write { (db) throws(StoreError) -> String? in
+            let folded = try fold(in: db)
+            let path = own.withLock { own -> String? in
+                if let (offset, _) = folded.own, offset > own.folded { own.folded = offset }
+                guard own.file >= 0 else { return nil }
+                let complete = own.folded == own.appended
+                Glibc.close(own.file)
+                if own.reader >= 0 { Glibc.close(own.reader) }
+                own.file = -1
+                own.reader = -1
+                return complete ? directory + "/" + own.name : nil
+            }
+            if let path {
+                // Removed before its row: a file is never read again from offset 0.
+                unlink(path)
+                try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [(path as NSString).lastPathComponent])
+            }
+            return path
         }
-        if let path {
-            unlink(path)
-            try? database.write { (db) throws(StoreError) -> Void in try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [(path as NSString).lastPathComponent]) }
-        }
+        _ = removed
     }
 }
 

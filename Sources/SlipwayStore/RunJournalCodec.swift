@@ -25,7 +25,8 @@ enum RunJournalCodec {
         case newerVersion(UInt8)
     }
 
-    static func record(_ writes: [JournalWrite]) -> [UInt8] {
+    /// The record of `writes`; nil when it would be larger than the format takes (`maxPayload`).
+    static func record(_ writes: [JournalWrite]) -> [UInt8]? {
         var writer = Writer()
         writer.bytes.reserveCapacity(headerSize + 512 * writes.count)
         writer.bytes.append(contentsOf: repeatElement(0, count: headerSize))
@@ -33,6 +34,7 @@ enum RunJournalCodec {
         writer.uint32(UInt32(writes.count))
         for write in writes { writer.write(write) }
         let payload = writer.bytes.count - headerSize
+        guard payload <= maxPayload else { return nil }
         let checksum = writer.bytes.withUnsafeBufferPointer { fnv1a(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[headerSize...])) }
         withUnsafeBytes(of: UInt32(payload).littleEndian) { writer.bytes.replaceSubrange(0..<4, with: $0) }
         withUnsafeBytes(of: checksum.littleEndian) { writer.bytes.replaceSubrange(4..<12, with: $0) }

@@ -104,6 +104,13 @@ extension RunStore {
 
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// SQLite's extended result code, when SQLite refused a statement.
+    public var sqliteCode: Int32?
+    public init(_ message: String, sqliteCode: Int32? = nil) {
+        self.message = message
+        self.sqliteCode = sqliteCode
+    }
+    /// A constraint (UNIQUE, FOREIGN KEY, NOT NULL, CHECK) refused the statement: the data, not the database.
+    public var isConstraint: Bool { sqliteCode.map { $0 & 0xff == 19 } ?? false }
     public var description: String { message }
 }

@@ -80,6 +80,11 @@ struct GRDBConnection: SQLConnection {
             throw StoreError("database statement failed: \(error)")
         }
         let handle = UnsafeMutableRawPointer(statement.sqliteStatement)
+        // Writes run inside a transaction; none open means SQLite rolled it back after an earlier error,
+        // and this statement must not commit on its own.
+        guard slipway_sqlite_autocommit(handle) == 0 else {
+            throw StoreError("database statement refused: its transaction was rolled back after an earlier error - while executing `\(sql)`")
+        }
         let code = Self.run(statement.sqliteStatement, arguments)
         guard code == 0 else {
             // Extended result codes are on (GRDB turns them on): 2067 is a UNIQUE constraint, 19 in basic codes.
@@ -88,7 +93,7 @@ struct GRDBConnection: SQLConnection {
             case 18: "a value is larger than SQLite takes (2 GiB)"
             default: String(cString: slipway_sqlite_errmsg(handle))
             }
-            throw StoreError("database statement failed: SQLite error \(code): \(message) - while executing `\(sql)`")
+            throw StoreError("database statement failed: SQLite error \(code): \(message) - while executing `\(sql)`", sqliteCode: code)
         }
         return db.changesCount
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import GRDB
 @testable import SlipwayStore
 
 /// The run store's journal on SQLite (`RunJournal`): the engine's writes go to a file of its process and are
@@ -13,7 +14,7 @@ import Testing
         var journal: String { database + ".journal" }
         init() throws { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
         deinit { try? FileManager.default.removeItem(atPath: path) }
-        func journalFiles() -> [String] { RunJournal.entries(of: journal).sorted() }
+        func journalFiles() -> [String] { ((try? RunJournal.entries(of: journal))?.journals ?? []).sorted() }
     }
 
     /// SQLite without the journal: the store then writes straight to the tables, as on PostgreSQL.
@@ -196,7 +197,7 @@ import Testing
         let directory = try Directory()
         let run = try SQLRunStore(path: directory.database).createRun(Self.newRun())
         let records = (1...3).map { n in
-            RunJournalCodec.record([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+            RunJournalCodec.record([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])!
         }
         try FileManager.default.createDirectory(atPath: directory.journal, withIntermediateDirectories: true)
         let torn = records[0] + records[1] + records[2].prefix(records[2].count - 3)
@@ -230,7 +231,7 @@ import Testing
     @Test func aJournalFromANewerSlipwayIsAClearError() throws {
         let directory = try Directory()
         _ = try SQLRunStore(path: directory.database)
-        var record = RunJournalCodec.record([])
+        var record = RunJournalCodec.record([])!
         record[RunJournalCodec.headerSize] = 9
         let checksum = record.withUnsafeBytes { RunJournalCodec.fnv1a(UnsafeRawBufferPointer(rebasing: $0[RunJournalCodec.headerSize...])) }
         withUnsafeBytes(of: checksum.littleEndian) { record.replaceSubrange(4..<12, with: $0) }
@@ -239,6 +240,76 @@ import Testing
         let error = #expect(throws: StoreError.self) { try SQLRunStore(path: directory.database) }
         #expect(error?.message.contains("newer slipway (format 9)") == true)
         #expect(directory.journalFiles() == ["2-new.log"])
+    }
+
+    /// Records another reader applied are not left counted as pending (the folder would wake forever).
+    @Test func recordsAppliedByAnotherReaderLeaveNothingPending() throws {
+        let directory = try Directory()
+        let writer = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try writer.createRun(Self.newRun())
+        let reader = try SQLRunStore(path: directory.database)
+        for n in 1...5 {
+            try writer.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+            #expect(try reader.events(runID: run.id).count == n)
+        }
+        #expect(writer.journal?.pendingRecords == 5)
+        try writer.journal?.foldNow()
+        #expect(writer.journal?.pendingRecords == 0)
+        #expect(writer.journal?.mayHavePending() == false)
+    }
+
+    /// A journal directory that cannot be listed is an error, never a silent stale read, and it forgets
+    /// nothing of what was applied: once it can be listed again nothing is applied twice.
+    @Test func anUnreadableJournalDirectoryIsAnErrorAndForgetsNothing() throws {
+        let directory = try Directory()
+        let writer = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try writer.createRun(Self.newRun())
+        let reader = try SQLRunStore(path: directory.database)
+        func tick(_ n: Int) throws { try writer.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))]) }
+        for n in 1...3 { try tick(n) }
+        #expect(try reader.events(runID: run.id).map(\.message) == ["1", "2", "3"])
+        try tick(4)
+        try FileManager.default.moveItem(atPath: directory.journal, toPath: directory.path + "/aside")
+        #expect(FileManager.default.createFile(atPath: directory.journal, contents: Data("not a directory".utf8)))
+        let error = #expect(throws: StoreError.self) { try reader.events(runID: run.id) }
+        #expect(error?.message.contains("cannot list the run journals") == true)
+        try FileManager.default.removeItem(atPath: directory.journal)
+        try FileManager.default.moveItem(atPath: directory.path + "/aside", toPath: directory.journal)
+        #expect(try reader.events(runID: run.id).map(\.message) == ["1", "2", "3", "4"])
+        #expect(try writer.events(runID: run.id).map(\.message) == ["1", "2", "3", "4"])
+    }
+
+    /// A full disk while records are applied fails the transaction; nothing is counted as applied, and the
+    /// records are applied once there is room.
+    @Test func aFullDiskDuringAFoldLosesNothing() throws {
+        let directory = try Directory()
+        let sqlite = try SQLiteDatabase(path: directory.database)
+        let store = try SQLRunStore(database: sqlite, foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        let big = String(repeating: "x", count: 200_000)
+        try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(1), jobKey: nil, kind: "big", message: big))])
+        let pages: Int = try sqlite.queue.inDatabase { db in try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0 }
+        try sqlite.queue.inDatabase { db in try db.execute(sql: "PRAGMA max_page_count = \(pages)") }
+        #expect(throws: StoreError.self) { try store.events(runID: run.id) }
+        try sqlite.queue.inDatabase { db in try db.execute(sql: "PRAGMA max_page_count = 1073741823") }
+        #expect(try store.events(runID: run.id).map(\.message) == [big])
+    }
+
+    /// Zeros at the end of a dead writer's journal (a power loss) are a torn tail; other damage stops the
+    /// database from opening with a message that says what to do.
+    @Test func zerosEndADeadJournalButOtherDamageIsReported() throws {
+        let directory = try Directory()
+        let run = try SQLRunStore(path: directory.database).createRun(Self.newRun())
+        let record = try #require(RunJournalCodec.record([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(1), jobKey: nil, kind: "tick", message: "1"))]))
+        try FileManager.default.createDirectory(atPath: directory.journal, withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: directory.journal + "/3-zeros.log", contents: Data(record + [UInt8](repeating: 0, count: 100))))
+        #expect(try SQLRunStore(path: directory.database).events(runID: run.id).map(\.message) == ["1"])
+        #expect(directory.journalFiles().isEmpty)
+        var garbage = record
+        garbage[RunJournalCodec.headerSize + 2] ^= 0xff
+        #expect(FileManager.default.createFile(atPath: directory.journal + "/4-bad.log", contents: Data(record + garbage)))
+        let error = #expect(throws: StoreError.self) { try SQLRunStore(path: directory.database) }
+        #expect(error?.message.contains("is damaged") == true)
     }
 
     @Test func recordsRoundTripAndDamageIsTold() throws {
@@ -252,7 +323,7 @@ import Testing
                                  cacheKey: "c", cacheComponents: nil, cacheHit: true, definition: String(repeating: "d", count: 70_000), startedAt: nil, finishedAt: Self.at(5))),
             .appendEvent(RunEventRecord(id: 0, runID: 1, at: Self.at(6), jobKey: nil, kind: "k", message: "line\nline")),
         ]
-        let bytes = RunJournalCodec.record(writes) + RunJournalCodec.record([])
+        let bytes = try #require(RunJournalCodec.record(writes)) + (try #require(RunJournalCodec.record([])))
         let whole = try RunJournalCodec.records(in: bytes).get()
         #expect(whole.records == [writes, []])
         #expect(whole.length == bytes.count && !whole.damaged)

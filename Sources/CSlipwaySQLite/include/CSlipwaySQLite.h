@@ -21,4 +21,8 @@ int32_t slipway_sqlite_parameter_count(void *statement);
 
 /// The error message of the statement's connection (valid until its next call).
 const char *slipway_sqlite_errmsg(void *statement);
+
+/// Whether the statement's connection is in autocommit mode (no transaction open): after some errors
+/// (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite rolls the whole transaction back by itself.
+int slipway_sqlite_autocommit(void *statement);
 #endif
