@@ -89,6 +89,8 @@ struct RunCommand: AsyncParsableCommand {
         let context = ProjectContext(project)
         let secrets = try context.loadSecrets()
         let store = try context.openStore(create: true)
+        Terminal.startQueue()
+        defer { Terminal.drainQueue() }
         let live = !plain && Terminal.stdoutIsTTY
         let reporter: Reporter = live ? LiveReporter() : PlainReporter()
         let engine = RunEngine(store: store, layout: context.layout, project: context.projectDirectory, secrets: secrets,

@@ -11,7 +11,30 @@ enum Terminal {
     static let stderrIsTTY = isatty(2) == 1
     static let colours = stdoutIsTTY && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
 
+    /// Set while a run goes on: its standard output is written by a thread of its own (`OutputQueue`).
+    static let queue = Mutex<OutputQueue?>(nil)
+
+    /// From here on standard output goes through a queue, so a reader that stops reading (a paused pager,
+    /// a pipe nobody drains, Ctrl-S) holds up the output only, never the run: its thread must go on
+    /// enforcing timeouts and reaping steps.
+    static func startQueue() {
+        queue.withLock { if $0 == nil { $0 = OutputQueue(fd: 1) } }
+    }
+
+    /// Writes out what is queued (waiting for the reader as long as it takes) and writes directly again.
+    static func drainQueue() {
+        queue.withLock { slot -> OutputQueue? in defer { slot = nil }; return slot }?.drain()
+    }
+
     static func write(_ bytes: [UInt8], fd: Int32 = 1) {
+        if fd == 1, let queue = queue.withLock({ $0 }) {
+            queue.enqueue(bytes)
+            return
+        }
+        writeNow(bytes, fd: fd)
+    }
+
+    static func writeNow(_ bytes: [UInt8], fd: Int32) {
         lock.withLock { _ in
             bytes.withUnsafeBytes { raw in
                 var offset = 0
@@ -58,5 +81,79 @@ enum Terminal {
     static func seconds(_ duration: Duration) -> Double {
         let (s, atto) = duration.components
         return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// Output written by a thread of its own, from a bounded queue. Past `limit` bytes waiting, output is
+/// left out (the logs on disk have all of it) and a note says how many lines were; the run never waits.
+final class OutputQueue: Sendable {
+    struct State {
+        var chunks: [[UInt8]] = []
+        var bytes = 0
+        var droppedLines = 0
+        var draining = false
+    }
+
+    let fd: Int32
+    static let limit = 8 << 20
+    private let state = Mutex(State())
+    private let wake = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(fd: Int32) {
+        self.fd = fd
+        let thread = Thread { [self] in run() }
+        thread.name = "slipway-output"
+        thread.start()
+    }
+
+    func enqueue(_ bytes: [UInt8]) {
+        let signal = state.withLock { state -> Bool in
+            guard state.bytes + bytes.count <= Self.limit else {
+                state.droppedLines += max(1, bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })
+                return false
+            }
+            if state.droppedLines > 0 { Self.noteDropped(&state) }
+            state.chunks.append(bytes)
+            state.bytes += bytes.count
+            return state.chunks.count == 1
+        }
+        if signal { wake.signal() }
+    }
+
+    private static func noteDropped(_ state: inout State) {
+        let note = Array("slipway: \(state.droppedLines) line(s) of output not shown here (the reader was not keeping up); `slipway logs` has them all\n".utf8)
+        state.chunks.append(note)
+        state.bytes += note.count
+        state.droppedLines = 0
+    }
+
+    /// Writes out everything queued, then stops the thread.
+    func drain() {
+        state.withLock { state in
+            if state.droppedLines > 0 { Self.noteDropped(&state) }
+            state.draining = true
+        }
+        wake.signal()
+        done.wait()
+    }
+
+    private func run() {
+        while true {
+            let (chunks, finished) = state.withLock { state -> ([[UInt8]], Bool) in
+                defer { state.chunks = [] }
+                return (state.chunks, state.draining && state.chunks.isEmpty)
+            }
+            if finished { break }
+            if chunks.isEmpty {
+                wake.wait()
+                continue
+            }
+            for chunk in chunks {
+                Terminal.writeNow(chunk, fd: fd)
+                state.withLock { $0.bytes -= chunk.count }
+            }
+        }
+        done.signal()
     }
 }

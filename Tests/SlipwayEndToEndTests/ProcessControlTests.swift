@@ -7,6 +7,53 @@ import Testing
 extension EndToEnd {
     @Suite("timeouts leave no orphans")
     struct Timeouts {
+        @Test("a reader that stops reading stdout holds up the output only: a timeout still fires and the run ends; the output comes whole once read")
+        func stalledStdoutDoesNotStallTheRun() async throws {
+            let box = try Sandbox("""
+                name: stalled
+                jobs:
+                  chatty:
+                    steps:
+                      - run: seq 1 100000
+                  slow:
+                    steps:
+                      - timeout: 1s
+                        run: sleep 30
+                """)
+            let fifo = box.outside + "/stdout.fifo"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            // Held open and not read: the pipe fills at 64 KiB and slipway's writes to it block.
+            let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+            #expect(reader >= 0)
+            defer { close(reader) }
+            let launched = try box.launch(["run", "--plain"] + box.outEnv, stdoutPath: fifo)
+            var ended = false
+            let deadline = Date().addingTimeInterval(20)
+            while !ended, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(250))
+                let history = try await box.slipway("history", "1")
+                ended = history.stdout.contains("chatty: success") && history.stdout.contains("slow: failure")
+            }
+            #expect(ended, "with stdout unread the run did not get both jobs to their end (the timeout did not fire)")
+            // Now read it all: the run finishes writing and exits. (This process holds the FIFO's write end
+            // too, through the Process's file handle, so the end is the exit, not an EOF.)
+            var output: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            var exited = false
+            while Date() < deadline.addingTimeInterval(20) {
+                let n = read(reader, &buffer, buffer.count)
+                if n > 0 { output += buffer[0..<n]; continue }
+                if exited { break }
+                exited = !launched.process.isRunning
+                if !exited { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            let result = try await launched.wait(timeout: 20)
+            #expect(result.status == 1, "\(result)")
+            let text = String(decoding: output, as: UTF8.self)
+            #expect(text.contains("[chatty] 100000\n"), "the output was not written whole")
+            #expect(text.contains("slow"))
+        }
+
         @Test("a step timeout ends the whole process tree, however deep")
         func stepTimeout() async throws {
             let marker = Processes.uniqueSleep(301)

@@ -193,7 +193,8 @@ final class Sandbox: @unchecked Sendable {
         commandCount += 1
         let out = stdoutPath ?? root + "/cmd-\(commandCount).out"
         let err = root + "/cmd-\(commandCount).err"
-        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        // (A given stdout path may be a FIFO the test reads: it is opened as it is, never replaced.)
+        if !FileManager.default.fileExists(atPath: out) { _ = FileManager.default.createFile(atPath: out, contents: nil) }
         _ = FileManager.default.createFile(atPath: err, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
