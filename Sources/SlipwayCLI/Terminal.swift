@@ -109,6 +109,12 @@ final class OutputQueue: Sendable {
 
     func enqueue(_ bytes: [UInt8]) {
         let signal = state.withLock { state -> Bool in
+            // Nothing waiting and room in the pipe for a line: written here and now, without waking the
+            // thread (two wakes a job cost the 1000-job run a tenth of its time).
+            if state.bytes == 0, state.droppedLines == 0, bytes.count <= Int(PIPE_BUF), Self.writable(fd) {
+                Terminal.writeNow(bytes, fd: fd)
+                return false
+            }
             guard state.bytes + bytes.count <= Self.limit else {
                 state.droppedLines += max(1, bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })
                 return false
@@ -119,6 +125,12 @@ final class OutputQueue: Sendable {
             return state.chunks.count == 1
         }
         if signal { wake.signal() }
+    }
+
+    /// Whether `fd` takes a write of up to PIPE_BUF bytes without blocking.
+    private static func writable(_ fd: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        return poll(&entry, 1, 0) == 1 && entry.revents & Int16(POLLOUT) != 0
     }
 
     private static func noteDropped(_ state: inout State) {
