@@ -18,6 +18,9 @@ enum Terminal {
     /// a pipe nobody drains, Ctrl-S) holds up the output only, never the run: its thread must go on
     /// enforcing timeouts and reaping steps.
     static func startQueue() {
+        // A file or /dev/null takes every write at once; only a reader at the other end can stall one.
+        var info = stat()
+        guard fstat(1, &info) == 0, info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFSOCK || isatty(1) == 1 else { return }
         queue.withLock { if $0 == nil { $0 = OutputQueue(fd: 1) } }
     }
 

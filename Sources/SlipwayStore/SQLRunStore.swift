@@ -345,6 +345,19 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
 
     // MARK: Cache
 
+    /// For the tables the journal never writes (cache entries, test results): nothing to apply first, so a
+    /// run's cache lookups do not turn into write transactions.
+    func readUnjournaled<T>(_ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        if let journal { return try journal.database.read(body) }
+        return try readOne(body)
+    }
+
+    /// `single`: the body is one statement (PostgreSQL then needs no BEGIN/COMMIT; see `writeOne`).
+    func writeUnjournaled<T>(single: Bool = false, _ body: (any SQLConnection) throws(StoreError) -> T) throws(StoreError) -> T {
+        if let journal { return try journal.database.write(body) }
+        return single ? try writeOne(body) : try write(body)
+    }
+
     static func cacheRecord(_ row: SQLRow) throws(StoreError) -> CacheEntryRecord {
         CacheEntryRecord(key: try row.get("key"), jobKey: try row.get("job_key"), components: try row.get("components"), outputs: try row.get("outputs"),
                          artifactsPath: row["artifacts_path"], artifactsDigest: row["artifacts_digest"], runID: try row.get("run_id"),
@@ -352,18 +365,18 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     public func cacheEntry(key: String) throws(StoreError) -> CacheEntryRecord? {
-        try readOne { (db) throws(StoreError) in try db.queryOne("SELECT * FROM cache_entry WHERE key = ?", [key]).map(Self.cacheRecord) }
+        try readUnjournaled { (db) throws(StoreError) in try db.queryOne("SELECT * FROM cache_entry WHERE key = ?", [key]).map(Self.cacheRecord) }
     }
 
     public func latestCacheEntry(jobKey: String) throws(StoreError) -> CacheEntryRecord? {
-        try readOne { (db) throws(StoreError) in
+        try readUnjournaled { (db) throws(StoreError) in
             try db.queryOne("SELECT * FROM cache_entry WHERE job_key = ? ORDER BY created_at DESC LIMIT 1", [jobKey]).map(Self.cacheRecord)
         }
     }
 
     /// Adds the entry or replaces the one with the same key.
     public func putCacheEntry(_ entry: CacheEntryRecord) throws(StoreError) {
-        try writeOne { (db) throws(StoreError) -> Void in
+        try writeUnjournaled(single: true) { (db) throws(StoreError) -> Void in
             try db.execute("""
                 INSERT INTO cache_entry (key, job_key, components, outputs, artifacts_path, artifacts_digest, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (key) DO UPDATE SET job_key = excluded.job_key, components = excluded.components, outputs = excluded.outputs,
@@ -375,7 +388,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     // MARK: Tests
 
     public func insertTestResults(_ results: [TestResultRecord]) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+        try writeUnjournaled { (db) throws(StoreError) -> Void in
             for r in results {
                 try db.execute("""
                     INSERT INTO test_result (run_id, job_key, attempt, test_id, suite, name, status, duration, message, file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -385,7 +398,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     }
 
     public func testResults(runID: Int64) throws(StoreError) -> [TestResultRecord] {
-        try readOne { (db) throws(StoreError) in
+        try readUnjournaled { (db) throws(StoreError) in
             try db.query("SELECT * FROM test_result WHERE run_id = ? ORDER BY id", [runID]).map { (row) throws(StoreError) in
                 TestResultRecord(runID: try row.get("run_id"), jobKey: try row.get("job_key"), attempt: try row.get("attempt"), testID: try row.get("test_id"),
                                  suite: try row.get("suite"), name: try row.get("name"), status: try row.get("status"), duration: try row.get("duration"),
@@ -396,7 +409,7 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
 
     /// Runs in which this test failed in one attempt and passed in a later attempt of the same job.
     public func flakyCount(testID: String) throws(StoreError) -> Int {
-        try readOne { (db) throws(StoreError) in
+        try readUnjournaled { (db) throws(StoreError) in
             try db.queryOne("""
                 SELECT COUNT(*) AS n FROM (
                     SELECT DISTINCT f.run_id, f.job_key FROM test_result f
