@@ -105,10 +105,10 @@ let package = Package(
         // Real peers for tests (sshd on loopback), shared by the deploy and end-to-end tests.
         .target(name: "SlipwayTestSupport", dependencies: ["SlipwayDeploy"], path: "Tests/SlipwayTestSupport", swiftSettings: strict),
         .testTarget(name: "SlipwayDeployTests", dependencies: ["SlipwayDeploy", "SlipwayCore", "SlipwayTestSupport"], swiftSettings: strict),
-        .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore"], exclude: ["Fixtures"], swiftSettings: strict),
-        .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "SlipwayCoreTests", dependencies: ["SlipwayCore", "SlipwayTestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "SlipwayArtifactsTests", dependencies: ["SlipwayArtifacts", "SlipwayCore", "SlipwayStore", "SlipwayTestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SlipwayServerTests", dependencies: [
-            "SlipwayServer", "SlipwayStore", "SlipwayCore", "SlipwayEngine",
+            "SlipwayServer", "SlipwayStore", "SlipwayCore", "SlipwayEngine", "SlipwayTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayTestSupport
 import Testing
 @testable import SlipwayArtifacts
 
@@ -6,18 +7,8 @@ import Testing
 // file looks like a live credential to push-protection scanners. The fixture tree only holds values that
 // are obviously fake (AWS's documentation examples, a "key" whose base64 says it is not one).
 
-/// Deterministic generator (SplitMix64).
-private struct SecretScanRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Deterministic generator.
+private typealias SecretScanRNG = SplitMix64
 
 private enum SecretScanAlphabet {
     static let upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayTestSupport
 import Testing
 @testable import SlipwayCore
 

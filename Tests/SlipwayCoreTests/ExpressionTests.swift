@@ -1,3 +1,4 @@
+import SlipwayTestSupport
 import Testing
 
 @testable import SlipwayCore

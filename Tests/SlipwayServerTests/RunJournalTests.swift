@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayTestSupport
 import Testing
 import GRDB
 @testable import SlipwayStore
@@ -119,7 +120,7 @@ import GRDB
         let journaled = try SQLRunStore(path: directory.database)
         let plain = try SQLRunStore(database: Unjournaled(path: directory.path + "/plain.db"))
         #expect(journaled.journal != nil && plain.journal == nil)
-        var random = SplitMix(seed: seed)
+        var random = SplitMix64(seed: seed)
         let runs = (try journaled.createRun(Self.newRun()).id, try plain.createRun(Self.newRun()).id)
         #expect(runs.0 == runs.1)
         let run = runs.0
@@ -335,17 +336,5 @@ import GRDB
         flipped[40] ^= 0x20
         let damaged = try RunJournalCodec.records(in: flipped).get()
         #expect(damaged.records.isEmpty && damaged.length == 0 && damaged.damaged)
-    }
-
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 }
