@@ -295,15 +295,15 @@ public enum StepProcess {
             close(outPipe[0]); close(outPipe[1])
             throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
-        let argv = ([configuration.executable] + configuration.arguments).map { strdup($0) } + [nil]
-        let envp = configuration.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
+        let argv = CStringList([configuration.executable] + configuration.arguments)
+        let envp = CStringList(environment: configuration.environment)
         var error: Int32 = 0
         var stage: Int32 = 0
-        let pid = slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage)
+        let pid = argv.withPointers { argv in
+            envp.withPointers { envp in
+                slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage)
+            }
+        }
         close(outPipe[1])
         close(errPipe[1])
         guard pid > 0 else {
@@ -317,5 +317,49 @@ public enum StepProcess {
             throw StepProcessError(description: "\(what): \(String(cString: strerror(error)))")
         }
         return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+    }
+}
+
+/// NUL-terminated strings packed in one buffer, with the NULL-terminated pointer array `execve` takes: one
+/// allocation for a step's environment instead of an interpolated String and a `strdup` per variable (16 µs
+/// of a no-op job's 110 on the loop).
+struct CStringList {
+    private var bytes: [CChar] = []
+    private var offsets: [Int] = []
+
+    init(_ strings: [String]) {
+        for string in strings { append(string.utf8) }
+    }
+
+    /// `KEY=value` for each variable.
+    init(environment: [String: String]) {
+        bytes.reserveCapacity(environment.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 2 })
+        offsets.reserveCapacity(environment.count)
+        for (key, value) in environment {
+            offsets.append(bytes.count)
+            for byte in key.utf8 { bytes.append(CChar(bitPattern: byte)) }
+            bytes.append(CChar(bitPattern: UInt8(ascii: "=")))
+            for byte in value.utf8 { bytes.append(CChar(bitPattern: byte)) }
+            bytes.append(0)
+        }
+    }
+
+    private mutating func append(_ utf8: String.UTF8View) {
+        offsets.append(bytes.count)
+        for byte in utf8 { bytes.append(CChar(bitPattern: byte)) }
+        bytes.append(0)
+    }
+
+    /// execve(2) only reads the strings; the pointers are mutable because its C signature says so.
+    func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        bytes.withUnsafeBufferPointer { buffer in
+            var pointers: [UnsafeMutablePointer<CChar>?] = []
+            pointers.reserveCapacity(offsets.count + 1)
+            if let base = buffer.baseAddress {
+                for offset in offsets { pointers.append(UnsafeMutablePointer(mutating: base + offset)) }
+            }
+            pointers.append(nil)
+            return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+        }
     }
 }

@@ -139,6 +139,17 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
         #expect(lines.last.map(String.init) == directory)
     }
 
+    /// The environment and arguments reach the process byte for byte: `=` in values, multi-byte UTF-8, empty
+    /// values and arguments (they are packed into one buffer for execve).
+    @Test func environmentAndArgumentsArePassedExactly() async throws {
+        let sink = CollectingSink()
+        let env = ["A_B": "x=y=z", "UNICODE": "héllo ✓ 漢字", "EMPTY": "", "SPACES": "  two  spaces "]
+        var configuration = bash("printf '%s|' \"$A_B\" \"$UNICODE\" \"[$EMPTY]\" \"$SPACES\" \"$@\"", env: env)
+        configuration.arguments += ["bash", "", "arg ✓", "a=b"]
+        _ = try await runStep(configuration, control: ProcessControl(), sink: sink, on: .engineLoop)
+        #expect(String(decoding: sink.stdout, as: UTF8.self) == "x=y=z|héllo ✓ 漢字|[]|  two  spaces ||arg ✓|a=b|")
+    }
+
     @Test(arguments: Supervisor.allCases) func missingExecutableIsAnError(supervisor: Supervisor) async {
         var configuration = bash("true")
         configuration.executable = "/nonexistent/bash"
