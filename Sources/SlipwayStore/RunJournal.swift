@@ -449,11 +449,13 @@ final class RunJournal: Sendable {
             // Bounded: a store released inside one of its own transactions must not wait on itself.
             _ = folder.done.wait(timeout: .now() + .seconds(10))
         }
-        // In a transaction of its own, so no fold is reading the file as it closes.
-        let removed = try? database.write { (db) throws(StoreError) -> String? in
-            let folded = try fold(in: db)
-            let path = own.withLock { own -> String? in
-                if let (offset, _) = folded.own, offset > own.folded { own.folded = offset }
+        // What is left is applied and committed first: the file goes only once all of it is in the tables.
+        if let folded = try? database.write({ (db) throws(StoreError) in try fold(in: db) }), let (offset, _) = folded.own {
+            own.withLock { if offset > $0.folded { $0.folded = offset } }
+        }
+        // The descriptors are closed inside a transaction, so no fold (which reads through them) is running.
+        let path = try? database.write { (_) throws(StoreError) -> String? in
+            own.withLock { own -> String? in
                 guard own.file >= 0 else { return nil }
                 let complete = own.folded == own.appended
                 Glibc.close(own.file)
@@ -462,14 +464,14 @@ final class RunJournal: Sendable {
                 own.reader = -1
                 return complete ? directory + "/" + own.name : nil
             }
-            if let path {
-                // Removed before its row: a file is never read again from offset 0.
-                unlink(path)
-                try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [(path as NSString).lastPathComponent])
-            }
-            return path
         }
-        _ = removed
+        guard let path = path ?? nil else { return }
+        // Removed before its row: a file is never read again from offset 0 (a later fold drops the row of a
+        // file that is gone, should this process die in between).
+        unlink(path)
+        _ = try? database.write { (db) throws(StoreError) -> Void in
+            try db.execute("DELETE FROM run_journal_fold WHERE name = ?", [(path as NSString).lastPathComponent])
+        }
     }
 }
 
