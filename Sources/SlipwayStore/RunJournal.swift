@@ -55,8 +55,6 @@ final class RunJournal: Sendable {
         own = Mutex(Own(name: "\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).log"))
     }
 
-    deinit { close() }
-
     /// Records of this process not applied yet, as the folder counts them.
     var pendingRecords: Int { own.withLock { $0.unfoldedRecords } }
 
@@ -491,41 +489,30 @@ extension SQLRunStore {
     /// Applies journal records, in order, as `apply` would have: a batch's writes to one row are merged
     /// first (a step inserted and ended in the batch is one INSERT), so each row is written once.
     static func apply(journal records: [[JournalWrite]], in db: any SQLConnection) throws(StoreError) {
-        var attempts: [Int64: (record: AttemptRecord, insert: Bool)] = [:], attemptOrder: [Int64] = []
-        var steps: [Int64: (record: StepRecord, insert: Bool)] = [:], stepOrder: [Int64] = []
+        var attempts = MergedRows<AttemptRecord>(), steps = MergedRows<StepRecord>()
         var jobs: [JobKey: JobRecord] = [:], jobOrder: [JobKey] = []
         var events: [RunEventRecord] = []
         for record in records {
             for write in record {
                 switch write {
-                case .insertAttempt(let attempt):
-                    if attempts[attempt.id] == nil { attemptOrder.append(attempt.id) }
-                    attempts[attempt.id] = (attempt, true)
+                case .insertAttempt(let attempt): attempts.insert(attempt, id: attempt.id)
                 case .updateAttempt(let attempt):
-                    if var pending = attempts[attempt.id] {
-                        pending.record.status = attempt.status
-                        pending.record.failure = attempt.failure
-                        pending.record.finishedAt = attempt.finishedAt
-                        attempts[attempt.id] = pending
-                    } else {
-                        attemptOrder.append(attempt.id)
-                        attempts[attempt.id] = (attempt, false)
+                    // The columns `update(_: AttemptRecord, in:)` sets.
+                    attempts.update(attempt, id: attempt.id) { row, end in
+                        row.status = end.status
+                        row.failure = end.failure
+                        row.finishedAt = end.finishedAt
                     }
-                case .insertStep(let step):
-                    if steps[step.id] == nil { stepOrder.append(step.id) }
-                    steps[step.id] = (step, true)
+                case .insertStep(let step): steps.insert(step, id: step.id)
                 case .updateStep(let step):
-                    if var pending = steps[step.id] {
-                        pending.record.status = step.status
-                        pending.record.exitCode = step.exitCode
-                        pending.record.failure = step.failure
-                        pending.record.processGroup = step.processGroup
-                        pending.record.startedAt = step.startedAt
-                        pending.record.finishedAt = step.finishedAt
-                        steps[step.id] = pending
-                    } else {
-                        stepOrder.append(step.id)
-                        steps[step.id] = (step, false)
+                    // The columns `update(_: StepRecord, in:)` sets.
+                    steps.update(step, id: step.id) { row, end in
+                        row.status = end.status
+                        row.exitCode = end.exitCode
+                        row.failure = end.failure
+                        row.processGroup = end.processGroup
+                        row.startedAt = end.startedAt
+                        row.finishedAt = end.finishedAt
                     }
                 case .updateJob(let job):
                     let key = JobKey(runID: job.runID, key: job.key)
@@ -537,8 +524,7 @@ extension SQLRunStore {
             }
         }
         // Attempts before their steps (the steps' foreign key).
-        for id in attemptOrder {
-            guard let (attempt, insert) = attempts[id] else { continue }
+        for (attempt, insert) in attempts.inOrder {
             if insert {
                 try db.execute("INSERT INTO attempt (id, job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                [attempt.id, attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt, attempt.finishedAt])
@@ -546,8 +532,7 @@ extension SQLRunStore {
                 try update(attempt, in: db)
             }
         }
-        for id in stepOrder {
-            guard let (step, insert) = steps[id] else { continue }
+        for (step, insert) in steps.inOrder {
             if insert {
                 try db.execute("""
                     INSERT INTO step (id, attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -559,6 +544,30 @@ extension SQLRunStore {
         }
         for key in jobOrder { if let job = jobs[key] { try update(job, in: db) } }
         for event in events { try append(event, in: db) }
+    }
+
+    /// The rows a batch writes to one table, in the order first written; an update of a row the batch
+    /// inserts (or already updates) is merged into that write, so each row is written once.
+    struct MergedRows<Record> {
+        private var rows: [Int64: (record: Record, insert: Bool)] = [:]
+        private var order: [Int64] = []
+
+        mutating func insert(_ record: Record, id: Int64) {
+            if rows[id] == nil { order.append(id) }
+            rows[id] = (record, true)
+        }
+
+        mutating func update(_ record: Record, id: Int64, merge: (inout Record, Record) -> Void) {
+            guard var pending = rows[id] else {
+                order.append(id)
+                rows[id] = (record, false)
+                return
+            }
+            merge(&pending.record, record)
+            rows[id] = pending
+        }
+
+        var inOrder: [(record: Record, insert: Bool)] { order.compactMap { rows[$0] } }
     }
 
     struct JobKey: Hashable {
