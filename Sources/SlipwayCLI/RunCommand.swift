@@ -88,7 +88,11 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let context = ProjectContext(project)
         let secrets = try context.loadSecrets()
-        let store = try context.openStore(create: true)
+        // A new run's `git status` and the store's opening go on while the pipeline file is parsed.
+        let gitStatus = resume || branch != nil ? nil : GitInfo.start(context.projectDirectory)
+        async let opening = context.openStore(create: true)
+        let loaded = resume ? nil : try context.loadPipeline()
+        let store = try await opening
         Terminal.startQueue()
         defer { Terminal.drainQueue() }
         let live = !plain && Terminal.stdoutIsTTY
@@ -114,7 +118,8 @@ struct RunCommand: AsyncParsableCommand {
             interrupts.install(runID: target.id)
             do { finished = try await engine.resume(run: target) } catch { throw CLIError.failure(error.message) }
         } else {
-            let (pipeline, text) = try context.loadPipeline()
+            guard let loaded else { return }
+            let (pipeline, text) = loaded
             // An unknown --job is bad input (exit 2), caught before a run is recorded.
             let ids = pipeline.jobs.map(\.id)
             for job in jobs where pipeline.job(job) == nil {
@@ -122,7 +127,8 @@ struct RunCommand: AsyncParsableCommand {
             }
             let env = try Self.keyValues(envOverrides, option: "--env")
             let inputValues = try Self.keyValues(inputs, option: "--input")
-            let currentBranch = branch ?? GitInfo.read(context.projectDirectory)?.branch
+            let git = gitStatus.flatMap { GitInfo.parse($0.wait()) }
+            let currentBranch = branch ?? git?.branch
             let eventName = event ?? "push"
             let decision = TriggerMatcher.decide(pipeline.triggers, event: eventName, branch: currentBranch)
             if !decision.matches {
@@ -140,7 +146,7 @@ struct RunCommand: AsyncParsableCommand {
             let options = RunOptions(targets: jobs, event: eventName, branch: currentBranch, envOverrides: env, inputs: inputValues,
                                      useCache: !noCache, parallelism: parallelism ?? ProcessInfo.processInfo.activeProcessorCount, clean: clean)
             interrupts.install(runID: nil)
-            do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options) } catch { throw CLIError.failure(error.message) }
+            do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options, git: git) } catch { throw CLIError.failure(error.message) }
         }
         reporter.finish()
         if live { Self.printFailedLogTails(store: store, run: finished) }

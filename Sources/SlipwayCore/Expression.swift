@@ -142,6 +142,22 @@ public struct Expression: Sendable, Equatable {
 
 /// A string that may contain `${{ expr }}` segments, e.g. "make test SHARD=${{ matrix.shard }}".
 public struct Template: Sendable, Equatable {
+    /// Whether `text` holds `${{` at all: a byte scan, since Foundation's `contains` costs a bridge per call
+    /// and most values in a pipeline are plain.
+    public static func mayHoldExpressions(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            guard bytes.count >= 3 else { return false }
+            var index = 0
+            let last = bytes.count - 3
+            while index <= last {
+                if bytes[index] == UInt8(ascii: "$"), bytes[index + 1] == UInt8(ascii: "{"), bytes[index + 2] == UInt8(ascii: "{") { return true }
+                index += 1
+            }
+            return false
+        }
+    }
+
     public enum Segment: Sendable, Equatable {
         case literal(String)
         /// `offset` is the Character offset of the expression text inside the template string.

@@ -114,8 +114,10 @@ public struct Step: Sendable {
     public func displayName(index: Int) -> String {
         if let name, !name.isEmpty { return name }
         if let uses { return uses.rawValue }
-        let firstLine = run.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? "step \(index + 1)"
-        return firstLine.count > 60 ? String(firstLine.prefix(57)) + "..." : firstLine
+        // Most commands are one short line: no split, no Character count.
+        let oneLine = !run.isEmpty && !run.utf8.contains(UInt8(ascii: "\n"))
+        let firstLine = oneLine ? run : run.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? "step \(index + 1)"
+        return firstLine.utf8.count > 60 && firstLine.count > 60 ? String(firstLine.prefix(57)) + "..." : firstLine
     }
 }
 

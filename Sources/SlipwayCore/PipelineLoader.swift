@@ -326,7 +326,7 @@ public struct PipelineLoader {
             }
             guard let value = scalarString(valueNode, "`release.\(key)`") else { continue }
             checkTemplate(valueNode, value, context: "`release.\(key)`")
-            if !value.contains("${{") {
+            if !Template.mayHoldExpressions(value) {
                 if key == "name", !ReleaseSpec.isValidName(value) {
                     error(valueNode, "invalid release name '\(value)'", hint: "use lowercase letters, digits, '.', '-' and '_', starting with a letter or digit")
                 }
@@ -589,7 +589,7 @@ public struct PipelineLoader {
     }
 
     static func needsReferenced(by text: String) -> Set<String> {
-        guard text.contains("${{"), let template = try? Template(parsing: text) else { return [] }
+        guard Template.mayHoldExpressions(text), let template = try? Template(parsing: text) else { return [] }
         var names = Set<String>()
         for case .expression(let expression, _) in template.segments { names.formUnion(expression.referencedNeeds) }
         return names
@@ -708,7 +708,7 @@ public struct PipelineLoader {
     }
 
     mutating func checkTemplate(_ node: Node, _ value: String, context: String) {
-        guard value.contains("${{") else { return }
+        guard Template.mayHoldExpressions(value) else { return }
         do {
             _ = try Template(parsing: value)
         } catch {

@@ -44,7 +44,7 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
         var context = context
         var env: [String: String] = [:]
         func render(_ text: String, _ what: String) throws(CoreError) -> String {
-            guard text.contains("${{") else { return text }
+            guard Template.mayHoldExpressions(text) else { return text }
             do {
                 return try Template(parsing: text).render(in: context)
             } catch {

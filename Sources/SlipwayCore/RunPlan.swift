@@ -28,8 +28,10 @@ public struct RunPlan: Sendable {
         for job in pipeline.jobs { edges[job.id] = job.needs }
         needs = edges
         var ids = pipeline.jobs.map(\.id)
+        // By id once: `Pipeline.job` scans, which a thousand jobs make quadratic.
+        let jobsByID = Dictionary(pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         if let targets, !targets.isEmpty {
-            for target in targets where pipeline.job(target) == nil {
+            for target in targets where jobsByID[target] == nil {
                 let suggestion = Suggestion.nearest(to: target, in: ids)
                 throw CoreError("no job named '\(target)' in \(pipeline.file)" + (suggestion.map { "; did you mean '\($0)'?" } ?? "; jobs: \(ids.joined(separator: ", "))"))
             }
@@ -38,13 +40,13 @@ public struct RunPlan: Sendable {
         let order = DAG.topologicalOrder(nodes: ids, edges: edges)
         var instances: [JobInstance] = []
         for id in order {
-            guard let job = pipeline.job(id) else { continue }
+            guard let job = jobsByID[id] else { continue }
             if let matrix = job.matrix {
                 for combination in MatrixExpansion.expand(matrix) {
                     var rendered = combination
                     for index in rendered.entries.indices {
                         let raw = rendered.entries[index].value
-                        guard raw.contains("${{") else { continue }
+                        guard Template.mayHoldExpressions(raw) else { continue }
                         do {
                             rendered.entries[index].value = try Template(parsing: raw).render(in: matrixContext)
                         } catch {

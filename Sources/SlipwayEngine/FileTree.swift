@@ -202,36 +202,61 @@ public enum Helper {
     }
 
     public static func run(_ arguments: [String], in directory: String, input: Data? = nil, environment extra: [String: String] = [:]) -> Output {
-        let process = Process()
-        // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
-        if let program = arguments.first, let path = resolve(program) {
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = Array(arguments.dropFirst())
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = arguments
+        start(arguments, in: directory, environment: extra).wait()
+    }
+
+    /// A started helper: its output is read by `wait`, so other work can go on while it runs.
+    public final class Running: @unchecked Sendable {
+        // Used by one thread at a time: whoever calls `wait`, once.
+        private let process: Process?
+        private let out = Pipe(), err = Pipe()
+        private var failure: String?
+
+        fileprivate init(_ arguments: [String], in directory: String, environment extra: [String: String]) {
+            let process = Process()
+            // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
+            if let program = arguments.first, let path = Helper.resolve(program) {
+                process.executableURL = URL(fileURLWithPath: path)
+                process.arguments = Array(arguments.dropFirst())
+            } else {
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = arguments
+            }
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+            if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new } }
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = FileHandle.nullDevice
+            do {
+                try process.run()
+                self.process = process
+            } catch {
+                self.process = nil
+                failure = "\(error)"
+            }
         }
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new } }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
-            return Output(status: 127, stdout: Data(), stderr: "\(error)")
+
+        /// Reads the output to its end and waits for the exit.
+        public func wait() -> Output {
+            guard let process else { return Output(status: 127, stdout: Data(), stderr: failure ?? "cannot start") }
+            // Read both pipes fully before waiting, so a large output cannot dead-lock the child.
+            let group = DispatchGroup()
+            nonisolated(unsafe) var errorData = Data()
+            let err = self.err
+            group.enter()
+            DispatchQueue.global().async {
+                errorData = err.fileHandleForReading.readDataToEndOfFile()
+                group.leave()
+            }
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            group.wait()
+            process.waitUntilExit()
+            return Output(status: process.terminationStatus, stdout: data, stderr: String(decoding: errorData, as: UTF8.self))
         }
-        // Read both pipes fully before waiting, so a large output cannot dead-lock the child.
-        let group = DispatchGroup()
-        nonisolated(unsafe) var errorData = Data()
-        group.enter()
-        DispatchQueue.global().async {
-            errorData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: data, stderr: String(decoding: errorData, as: UTF8.self))
+    }
+
+    public static func start(_ arguments: [String], in directory: String, environment extra: [String: String] = [:]) -> Running {
+        Running(arguments, in: directory, environment: extra)
     }
 }
 
@@ -264,12 +289,16 @@ public struct ProjectSnapshot: Sendable {
 
     /// Copies the project into `destination`. Inside git: tracked and untracked-but-not-ignored files;
     /// outside git: every file. `.slipway/` and `.git/` are never copied.
-    public static func capture(project: String, into destination: String, clean: Bool) throws(EngineError) -> ProjectSnapshot {
+    /// `known`: what `git status` said a moment ago, when the caller asked it already.
+    public static func capture(project: String, into destination: String, clean: Bool, known: GitInfo? = nil) throws(EngineError) -> ProjectSnapshot {
         let manager = FileManager.default
         do { try manager.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
             throw EngineError("cannot create the run workspace \(destination): \(error.localizedDescription)")
         }
-        guard let git = GitInfo.read(project) else {
+        // The file listing runs while `git status` does.
+        let listing = clean ? nil : Helper.start(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], in: project)
+        guard let git = known ?? GitInfo.read(project) else {
+            _ = listing?.wait()
             let files = FileTree.files(under: project).filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") && $0 != ".slipway" }
             do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
                 throw EngineError("cannot copy the project into the workspace: \(error.localizedDescription)")
@@ -278,7 +307,7 @@ public struct ProjectSnapshot: Sendable {
         }
         let commit = git.commit
         let branch = git.branch
-        if clean {
+        guard let listing else {
             guard commit != nil else { throw EngineError("--clean needs a commit, but the repository has none yet; commit first or run without --clean") }
             let prefix = Helper.run(["git", "rev-parse", "--show-prefix"], in: project).text
             let archive = Helper.run(["git", "archive", "--format=tar", "HEAD:\(prefix)"], in: project)
@@ -290,9 +319,9 @@ public struct ProjectSnapshot: Sendable {
             guard untar.status == 0 else { throw EngineError("cannot unpack the commit: \(untar.stderr)") }
             return ProjectSnapshot(commit: commit, branch: branch, dirty: false, fileCount: FileTree.files(under: destination).count)
         }
-        let listing = Helper.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], in: project)
-        guard listing.status == 0 else { throw EngineError("git ls-files failed: \(listing.stderr)") }
-        let files = Array(Set(listing.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }))
+        let listed = listing.wait()
+        guard listed.status == 0 else { throw EngineError("git ls-files failed: \(listed.stderr)") }
+        let files = Array(Set(listed.stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }))
             .filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") }
             .sorted()
         do { try FileTree.copy(paths: files, from: project, to: destination) } catch {
@@ -317,7 +346,15 @@ public struct GitInfo: Sendable, Equatable {
 
     /// nil when `directory` is not inside a git work tree.
     public static func read(_ directory: String) -> GitInfo? {
-        let status = Helper.run(["git", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--", "."], in: directory)
+        parse(start(directory).wait())
+    }
+
+    /// `git status` started; `parse` its output when it is needed.
+    public static func start(_ directory: String) -> Helper.Running {
+        Helper.start(["git", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--", "."], in: directory)
+    }
+
+    public static func parse(_ status: Helper.Output) -> GitInfo? {
         guard status.status == 0 else { return nil }
         var info = GitInfo(commit: nil, branch: nil, dirty: false)
         for entry in status.stdout.split(separator: 0) {

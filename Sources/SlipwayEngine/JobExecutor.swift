@@ -279,9 +279,11 @@ struct JobExecutor: Sendable {
             for (name, value) in parsed.values where declared.isEmpty || declared.contains(name) {
                 outputs[name] = masker.mask(value)
             }
+            // The raw file may hold unmasked secrets; its (masked) values now live in the database.
+            unlink(outputFile)
+        } else if errno != ENOENT {
+            unlink(outputFile)
         }
-        // The raw file may hold unmasked secrets; its (masked) values now live in the database.
-        unlink(outputFile)
         // Work that takes long or writes on its own comes after the steps' ends are on record.
         if a.resolved.deployEnvironment != nil || a.resolved.release != nil || !a.resolved.artifacts.isEmpty || !a.resolved.junitReports.isEmpty,
            (try? store.commit(deferred)) != nil {

@@ -86,7 +86,8 @@ public final class RunEngine: Sendable {
     }
 
     /// Starts a new run of `pipeline` (loaded from `pipelineText`).
-    public func start(pipeline: Pipeline, pipelineText: String, options: RunOptions) async throws(EngineError) -> RunRecord {
+    /// `git`: what `git status` said of the project just before, when the caller asked it already.
+    public func start(pipeline: Pipeline, pipelineText: String, options: RunOptions, git: GitInfo? = nil) async throws(EngineError) -> RunRecord {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let optionsJSON = String(decoding: (try? encoder.encode(options)) ?? Data("{}".utf8), as: UTF8.self)
@@ -102,7 +103,7 @@ public final class RunEngine: Sendable {
         let snapshot = if let commit = options.exportedCommit {
             try ProjectSnapshot.adopt(export: project, commit: commit, branch: options.branch, into: layout.snapshot(run.number))
         } else {
-            try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean)
+            try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean, known: git)
         }
         run.commit = snapshot.commit
         run.branch = options.branch ?? snapshot.branch
@@ -113,12 +114,13 @@ public final class RunEngine: Sendable {
             try store.updateRunDetails(run)
         } catch { throw EngineError(error.message) }
         let plan = try makePlan(pipeline: pipeline, run: run, options: options)
+        let jobRows: [JobRecord]
         do {
-            try store.insertJobs(plan.instances.map { JobRecord(runID: run.id, key: $0.key, jobID: $0.jobID) })
+            jobRows = try store.insertJobs(plan.instances.map { JobRecord(runID: run.id, key: $0.key, jobID: $0.jobID) })
             try store.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-started", message: "run #\(run.number) started: event \(run.event), branch \(run.branch ?? "-"), commit \(run.commit.map { String($0.prefix(12)) } ?? "-")\(run.dirty ? " + uncommitted changes" : "")"))
         } catch { throw EngineError(error.message) }
         observer?.progress(.runStarted(run: run, jobs: plan.instances.map(\.key), resumed: false))
-        return try await execute(run: run, plan: plan, options: options, previous: [])
+        return try await execute(run: run, plan: plan, options: options, previous: [], jobRows: jobRows)
     }
 
     /// Continues an interrupted run: finished jobs keep their results, interrupted ones run again as new attempts.
@@ -228,7 +230,8 @@ public final class RunEngine: Sendable {
             masker: masker, isCancelled: { control.isCancelled(job: key) })
     }
 
-    func execute(run: RunRecord, plan: RunPlan, options: RunOptions, previous: [InstanceRecord]) async throws(EngineError) -> RunRecord {
+    /// `jobRows`: the run's job rows when the caller has them (a new run's were just inserted).
+    func execute(run: RunRecord, plan: RunPlan, options: RunOptions, previous: [InstanceRecord], jobRows stored: [JobRecord]? = nil) async throws(EngineError) -> RunRecord {
         let started = ContinuousClock.now
         var overrides = plan.pipeline
         // `--env K=V` overrides the pipeline's top-level env.
@@ -246,7 +249,10 @@ public final class RunEngine: Sendable {
                                                              reuse: ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1"))
         var jobRows: [String: JobRecord] = [:]
         do {
-            for job in try store.jobs(runID: run.id) { jobRows[job.key] = job }
+            jobRows.reserveCapacity(plan.instances.count)
+            let rows: [JobRecord]
+            if let stored { rows = stored } else { rows = try store.jobs(runID: run.id) }
+            for job in rows { jobRows[job.key] = job }
         } catch { throw EngineError(error.message) }
         let instances = Dictionary(plan.instances.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var finalResult: JobResult = .failure

@@ -324,7 +324,7 @@ public enum StepProcess {
 /// allocation for a step's environment instead of an interpolated String and a `strdup` per variable (16 µs
 /// of a no-op job's 110 on the loop).
 struct CStringList {
-    private var bytes: [CChar] = []
+    private var bytes: [UInt8] = []
     private var offsets: [Int] = []
 
     init(_ strings: [String]) {
@@ -337,26 +337,27 @@ struct CStringList {
         offsets.reserveCapacity(environment.count)
         for (key, value) in environment {
             offsets.append(bytes.count)
-            for byte in key.utf8 { bytes.append(CChar(bitPattern: byte)) }
-            bytes.append(CChar(bitPattern: UInt8(ascii: "=")))
-            for byte in value.utf8 { bytes.append(CChar(bitPattern: byte)) }
+            bytes.append(contentsOf: key.utf8)
+            bytes.append(UInt8(ascii: "="))
+            bytes.append(contentsOf: value.utf8)
             bytes.append(0)
         }
     }
 
     private mutating func append(_ utf8: String.UTF8View) {
         offsets.append(bytes.count)
-        for byte in utf8 { bytes.append(CChar(bitPattern: byte)) }
+        bytes.append(contentsOf: utf8)
         bytes.append(0)
     }
 
     /// execve(2) only reads the strings; the pointers are mutable because its C signature says so.
     func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-        bytes.withUnsafeBufferPointer { buffer in
+        bytes.withUnsafeBytes { buffer in
             var pointers: [UnsafeMutablePointer<CChar>?] = []
             pointers.reserveCapacity(offsets.count + 1)
             if let base = buffer.baseAddress {
-                for offset in offsets { pointers.append(UnsafeMutablePointer(mutating: base + offset)) }
+                let characters = base.assumingMemoryBound(to: CChar.self)
+                for offset in offsets { pointers.append(UnsafeMutablePointer(mutating: characters + offset)) }
             }
             pointers.append(nil)
             return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }

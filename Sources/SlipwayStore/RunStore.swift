@@ -12,7 +12,9 @@ public protocol RunStore: Sendable {
     func runs(limit: Int) throws(StoreError) -> [RunRecord]
     func latestUnfinishedRun() throws(StoreError) -> RunRecord?
 
-    func insertJobs(_ jobs: [JobRecord]) throws(StoreError)
+    /// Inserts the jobs not there yet (a key already there keeps its row); returns every job as stored.
+    @discardableResult
+    func insertJobs(_ jobs: [JobRecord]) throws(StoreError) -> [JobRecord]
     func updateJob(_ job: JobRecord) throws(StoreError)
     func jobs(runID: Int64) throws(StoreError) -> [JobRecord]
     func latestJobs(jobID: String, limit: Int) throws(StoreError) -> [(RunRecord, JobRecord)]

@@ -151,15 +151,41 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
 
     // MARK: Jobs
 
-    public func insertJobs(_ jobs: [JobRecord]) throws(StoreError) {
-        try write { (db) throws(StoreError) -> Void in
+    @discardableResult
+    public func insertJobs(_ jobs: [JobRecord]) throws(StoreError) -> [JobRecord] {
+        try write { (db) throws(StoreError) -> [JobRecord] in
+            var kept = false
             for job in jobs {
-                try db.execute("""
+                let inserted = try db.execute("""
                     INSERT INTO job (run_id, key, job_id, status, allowed_failure, reason, attempts, outputs, cache_key, cache_components, cache_hit, definition, started_at, finished_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                     """, [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
                           job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt])
+                if inserted == 0 { kept = true }
             }
+            // New rows are as given but for their ids: two columns read back, not a thousand whole records.
+            // A row that was already there (and kept) is read whole.
+            var stored: [JobRecord] = []
+            stored.reserveCapacity(jobs.count)
+            var rowsByRun: [Int64: [String: SQLRow]] = [:]
+            for runID in Set(jobs.map(\.runID)) {
+                var rows: [String: SQLRow] = [:]
+                for row in try db.query(kept ? "SELECT * FROM job WHERE run_id = ?" : "SELECT id, key FROM job WHERE run_id = ?", [runID]) {
+                    rows[try row.get("key")] = row
+                }
+                rowsByRun[runID] = rows
+            }
+            for job in jobs {
+                guard let row = rowsByRun[job.runID]?[job.key] else { throw StoreError("job \(job.key) of run \(job.runID) is missing after its insert") }
+                if kept {
+                    stored.append(try Self.jobRecord(row))
+                } else {
+                    var record = job
+                    record.id = try row.get("id")
+                    stored.append(record)
+                }
+            }
+            return stored
         }
     }
 

@@ -555,3 +555,21 @@ private let sampleContext = ExpressionContext(values: [
     }
     #expect(parsed > 0)  // the generator does produce some valid expressions
 }
+
+/// The byte scan that lets plain values skip template parsing agrees with a plain substring search,
+/// on random strings of the characters that matter (and multi-byte ones around them).
+@Test func mayHoldExpressionsAgreesWithContains() {
+    var rng = SplitMix64(seed: 0x2411)
+    let alphabet: [String] = ["$", "{", "{", "}", "a", "é", "💥", "\n"]
+    var found = 0
+    for _ in 0..<5000 {
+        let length = Int(rng.next() % 12)
+        let text = (0..<length).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }.joined()
+        let expected = text.utf8.count >= 3 && (0...(text.utf8.count - 3)).contains { Array(text.utf8)[$0..<($0 + 3)] == ["$", "{", "{"].map { UInt8(ascii: $0) }[...] }
+        #expect(Template.mayHoldExpressions(text) == expected, "\(text.debugDescription)")
+        if expected { found += 1 }
+    }
+    #expect(found > 100)  // the generator does produce markers
+    #expect(Template.mayHoldExpressions("run ${{ matrix.os }}"))
+    #expect(!Template.mayHoldExpressions("${ {"))
+}

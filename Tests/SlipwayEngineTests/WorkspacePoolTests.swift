@@ -66,6 +66,17 @@ import Testing
         let again = try pool.checkOut(name: "b")
         #expect(again.path == lease.path && again.resetsQuickly)
         #expect(listing(again.path) == listing(flat))
+        // The quick reset (no listing) still undoes edits in place, keeping size and mtime, and chmods.
+        try Data("a: 1\n".utf8).write(to: URL(fileURLWithPath: flat + "/b.txt"))
+        let flat2 = WorkspacePool(snapshot: flat, root: root + "/ws-flat2")
+        let edited = try flat2.checkOut(name: "d")
+        try sh("printf 'a: 2\\n' > b.txt && touch -r '\(flat)/b.txt' b.txt && chmod 600 slipway.yml", in: edited.path)
+        #expect(listing(edited.path) != listing(flat))
+        #expect(edited.resetsQuickly)
+        flat2.checkIn(edited, reusable: true)
+        let restored = try flat2.checkOut(name: "e")
+        #expect(restored.path == edited.path && restored.resetsQuickly)
+        #expect(listing(restored.path) == listing(flat))
         // A snapshot with directories is never reset on the loop.
         let nested = WorkspacePool(snapshot: root + "/snapshot", root: root + "/ws-nested")
         #expect(try !nested.checkOut(name: "c").resetsQuickly)
