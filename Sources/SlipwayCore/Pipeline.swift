@@ -21,6 +21,13 @@ public struct Pipeline: Sendable {
     }
 
     public func job(_ id: String) -> Job? { jobs.first { $0.id == id } }
+
+    /// Jobs by id (the first of a duplicated id), built once by callers that look up many: `job(_:)` scans.
+    public var jobsByID: [String: Job] {
+        var byID = [String: Job](minimumCapacity: jobs.count)
+        for job in jobs where byID[job.id] == nil { byID[job.id] = job }
+        return byID
+    }
 }
 
 public struct EnvironmentVariable: Sendable, Equatable, Codable {

@@ -292,7 +292,7 @@ public struct PipelineLoader {
             return nil
         }
         guard let run = scalarString(runNode, "`run` of \(context)") else { return nil }
-        if run.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+        if run.unicodeScalars.allSatisfy(\.properties.isWhitespace) {
             error(runNode, "`run` of \(context) is empty", hint: "give the command to run")
         }
         checkTemplate(runNode, run, context: "`run`")

@@ -29,7 +29,7 @@ public struct RunPlan: Sendable {
         needs = edges
         var ids = pipeline.jobs.map(\.id)
         // By id once: `Pipeline.job` scans, which a thousand jobs make quadratic.
-        let jobsByID = Dictionary(pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let jobsByID = pipeline.jobsByID
         if let targets, !targets.isEmpty {
             for target in targets where jobsByID[target] == nil {
                 let suggestion = Suggestion.nearest(to: target, in: ids)

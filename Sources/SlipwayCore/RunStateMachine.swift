@@ -86,7 +86,7 @@ public struct RunStateMachine: Sendable {
         var ancestors: [String: Set<String>] = [:]
         for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
         self.ancestors = ancestors
-        self.jobs = Dictionary(plan.pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        self.jobs = plan.pipeline.jobsByID
         let jobs = self.jobs
         self.plainInstances = plan.instances.map { instance in
             jobs[instance.jobID].map { $0.needs.isEmpty && $0.condition == nil } ?? false

@@ -239,7 +239,7 @@ public final class RunEngine: Sendable {
             if let index = overrides.env.firstIndex(where: { $0.name == name }) { overrides.env[index].value = value } else { overrides.env.append(EnvironmentVariable(name: name, value: value)) }
         }
         let pipeline = overrides
-        let jobsByID = Dictionary(pipeline.jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let jobsByID = pipeline.jobsByID
         var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
         let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
                                    deployments: DeployContext(environments: Dictionary(pipeline.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),

@@ -155,13 +155,22 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     public func insertJobs(_ jobs: [JobRecord]) throws(StoreError) -> [JobRecord] {
         try write { (db) throws(StoreError) -> [JobRecord] in
             var kept = false
-            for job in jobs {
+            // Up to 64 rows a statement: a thousand-job run is 16 statements, not a thousand.
+            var start = 0
+            while start < jobs.count {
+                let chunk = jobs[start..<min(start + 64, jobs.count)]
+                start = chunk.endIndex
+                var arguments: [any SQLBindable] = []
+                arguments.reserveCapacity(chunk.count * 14)
+                for job in chunk {
+                    arguments += [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
+                                  job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt] as [any SQLBindable]
+                }
                 let inserted = try db.execute("""
                     INSERT INTO job (run_id, key, job_id, status, allowed_failure, reason, attempts, outputs, cache_key, cache_components, cache_hit, definition, started_at, finished_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """, [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
-                          job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt])
-                if inserted == 0 { kept = true }
+                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")) ON CONFLICT DO NOTHING
+                    """, arguments)
+                if inserted < chunk.count { kept = true }
             }
             // New rows are as given but for their ids: two columns read back, not a thousand whole records.
             // A row that was already there (and kept) is read whole.
