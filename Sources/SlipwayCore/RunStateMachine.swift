@@ -74,6 +74,8 @@ public struct RunStateMachine: Sendable {
     /// Indices into `plan.instances` still pending, in plan order; kept small so a 1000-job DAG
     /// does not rescan finished work after every event.
     var pending: [Int] = []
+    /// How many of `pending` are not plain: once those are passed and the slots are full, the rest can only wait.
+    var pendingNotPlain = 0
     /// Per instance: its job has no needs and no `if` (see `schedule`).
     let plainInstances: [Bool]
     var running = 0
@@ -105,6 +107,7 @@ public struct RunStateMachine: Sendable {
             }
         }
         pending = plan.instances.indices.filter { states[plan.instances[$0].key] == .pending }
+        pendingNotPlain = pending.reduce(0) { $0 + (plainInstances[$1] ? 0 : 1) }
     }
 
     public var isFinished: Bool { runFinished }
@@ -240,15 +243,30 @@ public struct RunStateMachine: Sendable {
             progressed = false
             var stillPending: [Int] = []
             stillPending.reserveCapacity(pending.count)
-            for index in pending {
+            var notPlainSeen = 0, notPlainKept = 0
+            for (position, index) in pending.enumerated() {
                 // A job with no needs and no `if` can only wait while every slot is taken: skip the
-                // lookups, so a 1000-job wide DAG costs a pass of flags per event, not of dictionaries.
-                if running >= parallelism, !cancelling, plainInstances[index] {
-                    stillPending.append(index)
-                    continue
+                // lookups, and once no other kind is left, copy the rest at once, so a 1000-job wide DAG
+                // costs a copy per event, not a pass of dictionaries.
+                if running >= parallelism, !cancelling {
+                    if notPlainSeen == pendingNotPlain {
+                        stillPending.append(contentsOf: pending[position...])
+                        break
+                    }
+                    if plainInstances[index] {
+                        stillPending.append(index)
+                        continue
+                    }
+                }
+                if !plainInstances[index] {
+                    notPlainSeen += 1
+                    notPlainKept += 1
                 }
                 let instance = plan.instances[index]
-                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else { continue }
+                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else {
+                    if !plainInstances[index] { notPlainKept -= 1 }
+                    continue
+                }
                 stillPending.append(index)
                 // Wait until every need has a final result.
                 var needsOK = true
@@ -267,6 +285,7 @@ public struct RunStateMachine: Sendable {
                     setState(instance.key, .finished(result, allowedFailure: false))
                     actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
                     stillPending.removeLast()
+                    if !plainInstances[index] { notPlainKept -= 1 }
                     progressed = true
                     continue
                 }
@@ -277,9 +296,11 @@ public struct RunStateMachine: Sendable {
                 let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
                 actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
                 stillPending.removeLast()
+                if !plainInstances[index] { notPlainKept -= 1 }
                 progressed = true
             }
             pending = stillPending
+            pendingNotPlain = notPlainKept
         }
         if running == 0, pending.isEmpty, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
             runFinished = true

@@ -14,21 +14,38 @@ public enum SimpleCommand {
         "trap", "true", "type", "typeset", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
     ]
 
+    /// `special` as a table of bytes: every special character is ASCII, and no byte of a multi-byte UTF-8
+    /// sequence is ASCII, so a byte scan finds exactly them (and runs once per step start).
+    static let specialBytes: [Bool] = (0..<256).map { byte in byte < 128 && special.contains(Character(Unicode.Scalar(UInt8(byte)))) }
+
     /// The argument vector when `script` can be exec'd directly; nil when it needs a shell.
     public static func arguments(_ script: String) -> [String]? {
-        let trimmed = script.trimmingWhitespaceAndNewlines()
-        guard !trimmed.isEmpty, trimmed.count <= 4096, !trimmed.contains(where: { special.contains($0) }) else { return nil }
-        let words = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-        guard let first = words.first, !builtins.contains(first) else { return nil }
-        return words
-    }
-}
-
-extension String {
-    func trimmingWhitespaceAndNewlines() -> String {
-        var slice = Substring(self)
-        while let c = slice.first, c == " " || c == "\t" || c == "\n" || c == "\r" { slice = slice.dropFirst() }
-        while let c = slice.last, c == " " || c == "\t" || c == "\n" || c == "\r" { slice = slice.dropLast() }
-        return String(slice)
+        var script = script
+        return script.withUTF8 { all -> [String]? in
+            func blank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+            var start = 0, end = all.count
+            while start < end, blank(all[start]) { start += 1 }
+            while end > start, blank(all[end - 1]) { end -= 1 }
+            guard start < end else { return nil }
+            let body = UnsafeBufferPointer(rebasing: all[start..<end])
+            if body.count > 4096, String(decoding: body, as: UTF8.self).count > 4096 { return nil }
+            var words: [String] = []
+            var wordStart = -1
+            for index in 0..<body.count {
+                let byte = body[index]
+                if specialBytes[Int(byte)] { return nil }
+                if byte == 0x20 || byte == 0x09 {
+                    if wordStart >= 0 {
+                        words.append(String(decoding: UnsafeBufferPointer(rebasing: body[wordStart..<index]), as: UTF8.self))
+                        wordStart = -1
+                    }
+                } else if wordStart < 0 {
+                    wordStart = index
+                }
+            }
+            if wordStart >= 0 { words.append(String(decoding: UnsafeBufferPointer(rebasing: body[wordStart...]), as: UTF8.self)) }
+            guard let first = words.first, !builtins.contains(first) else { return nil }
+            return words
+        }
     }
 }

@@ -331,7 +331,7 @@ struct JobExecutor: Sendable {
         if let lease {
             let pool = workspaces
             if !survivors, lease.resetsQuickly {
-                pool.checkIn(lease, reusable: true)
+                pool.checkIn(lease, reusable: true, quick: true)
             } else {
                 await EngineLoop.offloaded { pool.checkIn(lease, reusable: !survivors) }
             }

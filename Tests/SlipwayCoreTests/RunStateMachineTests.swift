@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayTestSupport
 import Testing
 @testable import SlipwayCore
 
@@ -50,6 +51,67 @@ struct RunStateMachineTests {
         let end = m.handle(.attemptFinished(key: "d", attempt: 1, outcome: .succeeded(outputs: [:])))
         #expect(Self.runResult(end) == .success)
         #expect(m.isFinished)
+    }
+
+    /// Random DAGs mixing plain jobs (no needs, no `if`) with jobs that have needs or conditions, random
+    /// outcomes, parallelism 1 to 3: every job ends exactly once, none starts before its needs end or while
+    /// the slots are full, one whose need failed is skipped unless `always()`, and slots are never left idle
+    /// while a ready job waits.
+    @Test func randomDAGsScheduleEveryJobOnceWithinTheLimits() throws {
+        var rng = SplitMix64(seed: 0x5CED)
+        for round in 0..<150 {
+            let count = 2 + Int(rng.next() % 14)
+            var lines = ["jobs:"]
+            var needsOf: [String: [String]] = [:]
+            var always: Set<String> = []
+            for j in 0..<count {
+                var needs: [String] = []
+                if j > 0, rng.next() % 2 == 0 {
+                    for k in 0..<j where rng.next() % 3 == 0 { needs.append("j\(k)") }
+                }
+                needsOf["j\(j)"] = needs
+                var fields = ["steps: [ { run: x } ]"]
+                if !needs.isEmpty { fields.append("needs: [\(needs.joined(separator: ", "))]") }
+                switch rng.next() % 6 {
+                case 0: fields.append("if: always()"); always.insert("j\(j)")
+                case 1: fields.append("if: success()")
+                default: break
+                }
+                lines.append("  j\(j): { \(fields.joined(separator: ", ")) }")
+            }
+            let parallelism = 1 + Int(rng.next() % 3)
+            var m = try machine(lines.joined(separator: "\n"), parallelism: parallelism)
+            var results: [String: JobResult] = [:]
+            var running: [String] = []
+            var actions = m.handle(.start)
+            var turns = 0
+            while true {
+                turns += 1
+                try #require(turns < 200, "round \(round): the run does not end")
+                for (key, result) in Self.finished(actions) {
+                    #expect(results[key] == nil, "round \(round): \(key) finished twice")
+                    results[key] = result
+                }
+                for key in Self.started(actions) {
+                    #expect(results[key] == nil && !running.contains(key), "round \(round): \(key) started twice")
+                    for need in needsOf[key] ?? [] { #expect(results[need] != nil, "round \(round): \(key) started before \(need) ended") }
+                    if !always.contains(key) {
+                        #expect((needsOf[key] ?? []).allSatisfy { results[$0] == .success }, "round \(round): \(key) ran after a failed need")
+                    }
+                    running.append(key)
+                }
+                #expect(running.count <= parallelism, "round \(round): \(running.count) running, limit \(parallelism)")
+                if Self.runResult(actions) != nil || running.isEmpty { break }
+                // Every slot is used while some pending job has all its needs ended.
+                let ready = needsOf.keys.filter { results[$0] == nil && !running.contains($0) && needsOf[$0]!.allSatisfy { results[$0] != nil } }
+                #expect(ready.isEmpty || running.count == parallelism, "round \(round): \(ready) ready with a free slot")
+                let key = running.remove(at: Int(rng.next() % UInt64(running.count)))
+                let outcome: AttemptOutcome = rng.next() % 4 == 0 ? .failed(.exit(1), outputs: [:]) : .succeeded(outputs: [:])
+                actions = m.handle(.attemptFinished(key: key, attempt: 1, outcome: outcome))
+            }
+            #expect(results.count == count, "round \(round): \(count - results.count) job(s) never ended")
+            #expect(m.isFinished)
+        }
     }
 
     @Test func parallelismLimitsRunningJobs() throws {
