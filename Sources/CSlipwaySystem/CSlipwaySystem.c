@@ -108,7 +108,10 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
     }
     sigset_t all, old;
     sigfillset(&all);
-    /* No handler of this process may run in the child while it shares our memory. */
+    /* No handler of this process may run in the child while it shares our memory. SIGCHLD stays open: it is
+       only ever sent to this process, not to the child, and blocked here it would not be dropped as ignored
+       but queued, waking another thread for every step that ends while this one waits in vfork. */
+    sigdelset(&all, SIGCHLD);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = vfork();
     if (pid == 0) slipway_child(path, argv, envp, dir, out_fd, err_fd, &report);

@@ -108,6 +108,13 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     private func loop() {
         threadID.store(UInt(pthread_self()), ordering: .relaxed)
         slipway_set_thread_name("slipway-engine")
+        // This thread is the steps' parent. With SIGCHLD blocked here (as the thread it was started from had
+        // it), the kernel cannot drop a step's SIGCHLD as ignored: it queues it for the process and wakes the
+        // main thread (parked in sigsuspend by dispatch) and a dispatch thread, at every step's end.
+        var childSignal = sigset_t()
+        sigemptyset(&childSignal)
+        sigaddset(&childSignal, SIGCHLD)
+        pthread_sigmask(SIG_UNBLOCK, &childSignal, nil)
         var tokens = [UInt64](repeating: 0, count: 64)
         var batch: [UnownedJob] = []
         while true {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSlipwaySystem
 import Crypto
 import Foundation
 import SlipwayArtifacts
@@ -206,52 +207,101 @@ public enum Helper {
     }
 
     /// A started helper: its output is read by `wait`, so other work can go on while it runs.
+    ///
+    /// posix_spawn and a poll loop, not Foundation's `Process`: that one leaves a SIGCHLD source behind which
+    /// wakes two threads at every later child's exit, a thousand times in a wide run.
     public final class Running: @unchecked Sendable {
         // Used by one thread at a time: whoever calls `wait`, once.
-        private let process: Process?
-        private let out = Pipe(), err = Pipe()
+        private var pid: pid_t = -1
+        private var out: Int32 = -1, err: Int32 = -1
         private var failure: String?
 
         fileprivate init(_ arguments: [String], in directory: String, environment extra: [String: String]) {
-            let process = Process()
-            // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
+            var executable = "/usr/bin/env"
+            var argv = arguments
             if let program = arguments.first, let path = Helper.resolve(program) {
-                process.executableURL = URL(fileURLWithPath: path)
-                process.arguments = Array(arguments.dropFirst())
+                executable = path
+                argv[0] = path
             } else {
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = arguments
+                argv = ["/usr/bin/env"] + arguments
             }
-            process.currentDirectoryURL = URL(fileURLWithPath: directory)
-            if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new } }
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = FileHandle.nullDevice
-            do {
-                try process.run()
-                self.process = process
-            } catch {
-                self.process = nil
-                failure = "\(error)"
+            var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+            guard slipway_pipe_cloexec(&outPipe) == 0 else { failure = "cannot create a pipe: \(String(cString: strerror(errno)))"; return }
+            guard slipway_pipe_cloexec(&errPipe) == 0 else {
+                failure = "cannot create a pipe: \(String(cString: strerror(errno)))"
+                close(outPipe[0]); close(outPipe[1])
+                return
             }
+            defer { close(outPipe[1]); close(errPipe[1]) }
+            out = outPipe[0]
+            err = errPipe[0]
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+            _ = slipway_spawn_addclosefrom(&actions, 3)
+            slipway_spawn_addchdir(&actions, directory)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+            var defaults = sigset_t()
+            sigemptyset(&defaults)
+            for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+            posix_spawnattr_setsigdefault(&attributes, &defaults)
+            var mask = sigset_t()
+            sigemptyset(&mask)
+            posix_spawnattr_setsigmask(&attributes, &mask)
+            let environment = extra.isEmpty ? ProcessInfo.processInfo.environment : ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+            let argvList = CStringList(argv), envList = CStringList(environment: environment)
+            var child: pid_t = 0
+            let result = argvList.withPointers { argvPointers in
+                envList.withPointers { envPointers in
+                    posix_spawn(&child, executable, &actions, &attributes, argvPointers, envPointers)
+                }
+            }
+            guard result == 0 else {
+                failure = "cannot start \(executable): \(String(cString: strerror(result)))"
+                return
+            }
+            pid = child
+        }
+
+        deinit {
+            if out >= 0 { close(out) }
+            if err >= 0 { close(err) }
         }
 
         /// Reads the output to its end and waits for the exit.
         public func wait() -> Output {
-            guard let process else { return Output(status: 127, stdout: Data(), stderr: failure ?? "cannot start") }
-            // Read both pipes fully before waiting, so a large output cannot dead-lock the child.
-            let group = DispatchGroup()
-            nonisolated(unsafe) var errorData = Data()
-            let err = self.err
-            group.enter()
-            DispatchQueue.global().async {
-                errorData = err.fileHandleForReading.readDataToEndOfFile()
-                group.leave()
+            guard pid > 0 else { return Output(status: 127, stdout: Data(), stderr: failure ?? "cannot start") }
+            // Both pipes are drained together, so a large output on one cannot dead-lock the child.
+            var stdout: [UInt8] = [], stderr: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            var reading = [out, err]
+            while reading.contains(where: { $0 >= 0 }) {
+                var fds = reading.filter { $0 >= 0 }.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+                if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                    if errno == EINTR { continue }
+                    break
+                }
+                for entry in fds where entry.revents != 0 {
+                    let n = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
+                    if n > 0 {
+                        if entry.fd == out { stdout += buffer[0..<n] } else { stderr += buffer[0..<n] }
+                    } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                        close(entry.fd)
+                        if entry.fd == out { out = -1; reading[0] = -1 } else { err = -1; reading[1] = -1 }
+                    }
+                }
             }
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            group.wait()
-            process.waitUntilExit()
-            return Output(status: process.terminationStatus, stdout: data, stderr: String(decoding: errorData, as: UTF8.self))
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            pid = -1
+            let code: Int32 = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            return Output(status: code, stdout: Data(stdout), stderr: String(decoding: stderr, as: UTF8.self))
         }
     }
 
