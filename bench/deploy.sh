@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SLIPWAY_BIN:-}" ]; then
-  swift build -c release --scratch-path .build-bench --product slipway >&2
+  swift build -c release --static-swift-stdlib --scratch-path .build-bench --product slipway >&2
   SLIPWAY_BIN="$PWD/.build-bench/release/slipway"
 fi
 export SLIPWAY_BIN

@@ -9,8 +9,8 @@ SIZE_MB=${SIZE_MB:-200}
 RUNS=${RUNS:-5}
 command -v hyperfine >/dev/null || { apt-get update >/dev/null && apt-get install -y hyperfine >/dev/null; }
 if [[ -z ${SLIPWAY_BIN:-} ]]; then
-    (cd "$ROOT" && swift build -c release --scratch-path .build-bench --product slipway >&2)
-    SLIPWAY_BIN="$(cd "$ROOT" && swift build -c release --scratch-path .build-bench --show-bin-path)/slipway"
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench --product slipway >&2)
+    SLIPWAY_BIN="$(cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench --show-bin-path)/slipway"
 fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slipway-release-bench.XXXXXX")

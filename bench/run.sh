@@ -51,8 +51,8 @@ fi
 # --- slipway ------------------------------------------------------------------------------------
 if [[ -z ${SLIPWAY_BIN:-} ]]; then
     log "building slipway (release, scratch path .build-bench)"
-    (cd "$ROOT" && swift build -c release --scratch-path .build-bench >&2)
-    SLIPWAY_BIN="$(cd "$ROOT" && swift build -c release --scratch-path .build-bench --show-bin-path)/slipway"
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench >&2)
+    SLIPWAY_BIN="$(cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench --show-bin-path)/slipway"
 fi
 SLIPWAY_BIN=$(realpath "$SLIPWAY_BIN")
 [[ -x $SLIPWAY_BIN ]] || { echo "no slipway binary at $SLIPWAY_BIN" >&2; exit 2; }

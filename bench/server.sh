@@ -25,7 +25,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 if [[ -z ${SLIPWAY_BIN:-} ]]; then
     log "building slipway (release, scratch path .build-bench)"
-    (cd "$ROOT" && swift build -c release --scratch-path .build-bench --product slipway >&2)
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench --product slipway >&2)
     SLIPWAY_BIN=$ROOT/.build-bench/release/slipway
 fi
 SW=$SLIPWAY_BIN

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-swift build -c release --product slipway
+swift build -c release --static-swift-stdlib --product slipway
 bin=".build/release/slipway"
 echo "== slipway demo"
 "$bin" demo

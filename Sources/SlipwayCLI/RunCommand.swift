@@ -90,6 +90,7 @@ struct RunCommand: AsyncParsableCommand {
         let secrets = try context.loadSecrets()
         // A new run's `git status` and the store's opening go on while the pipeline file is parsed.
         let gitStatus = resume || branch != nil ? nil : GitInfo.start(context.projectDirectory)
+        let listing = resume || clean ? nil : ProjectSnapshot.startListing(context.projectDirectory)
         async let opening = context.openStore(create: true)
         let loaded = resume ? nil : try context.loadPipeline()
         let store = try await opening
@@ -146,7 +147,7 @@ struct RunCommand: AsyncParsableCommand {
             let options = RunOptions(targets: jobs, event: eventName, branch: currentBranch, envOverrides: env, inputs: inputValues,
                                      useCache: !noCache, parallelism: parallelism ?? ProcessInfo.processInfo.activeProcessorCount, clean: clean)
             interrupts.install(runID: nil)
-            do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options, git: git) } catch { throw CLIError.failure(error.message) }
+            do { finished = try await engine.start(pipeline: pipeline, pipelineText: text, options: options, git: git, listing: listing) } catch { throw CLIError.failure(error.message) }
         }
         reporter.finish()
         if live { Self.printFailedLogTails(store: store, run: finished) }

@@ -339,14 +339,22 @@ public struct ProjectSnapshot: Sendable {
 
     /// Copies the project into `destination`. Inside git: tracked and untracked-but-not-ignored files;
     /// outside git: every file. `.slipway/` and `.git/` are never copied.
-    /// `known`: what `git status` said a moment ago, when the caller asked it already.
-    public static func capture(project: String, into destination: String, clean: Bool, known: GitInfo? = nil) throws(EngineError) -> ProjectSnapshot {
+    /// Starts the listing of the files a snapshot copies (tracked, and untracked but not ignored).
+    public static func startListing(_ project: String) -> Helper.Running {
+        Helper.start(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], in: project)
+    }
+
+    /// `known`: what `git status` said a moment ago, and `listing` the file listing, when the caller started
+    /// them already (while it parsed the pipeline file).
+    public static func capture(project: String, into destination: String, clean: Bool, known: GitInfo? = nil, listing started: Helper.Running? = nil) throws(EngineError) -> ProjectSnapshot {
         let manager = FileManager.default
         do { try manager.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
+            _ = started?.wait()
             throw EngineError("cannot create the run workspace \(destination): \(error.localizedDescription)")
         }
         // The file listing runs while `git status` does.
-        let listing = clean ? nil : Helper.start(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], in: project)
+        if clean { _ = started?.wait() }
+        let listing = clean ? nil : started ?? startListing(project)
         guard let git = known ?? GitInfo.read(project) else {
             _ = listing?.wait()
             let files = FileTree.files(under: project).filter { !$0.hasPrefix(".slipway/") && !$0.hasPrefix(".git/") && $0 != ".slipway" }

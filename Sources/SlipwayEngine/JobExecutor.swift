@@ -112,8 +112,9 @@ struct JobExecutor: Sendable {
                 }
             }
             // The output file itself is created by the first step that writes to it: one file less per job.
+            // None is there yet: the name is this attempt's (a resumed job runs as a new attempt, a new run
+            // number starts from an emptied directory), and the attempt's end removes what its steps wrote.
             try directories.prepare(FileTree.parent(outputFile))
-            unlink(outputFile)
         } catch {
             failure = .error("cannot prepare the workspace: \(error.localizedDescription)")
         }

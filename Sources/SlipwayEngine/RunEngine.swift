@@ -87,7 +87,8 @@ public final class RunEngine: Sendable {
 
     /// Starts a new run of `pipeline` (loaded from `pipelineText`).
     /// `git`: what `git status` said of the project just before, when the caller asked it already.
-    public func start(pipeline: Pipeline, pipelineText: String, options: RunOptions, git: GitInfo? = nil) async throws(EngineError) -> RunRecord {
+    /// `listing`: the snapshot's file listing (`ProjectSnapshot.startListing`), when the caller started it.
+    public func start(pipeline: Pipeline, pipelineText: String, options: RunOptions, git: GitInfo? = nil, listing: Helper.Running? = nil) async throws(EngineError) -> RunRecord {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let optionsJSON = String(decoding: (try? encoder.encode(options)) ?? Data("{}".utf8), as: UTF8.self)
@@ -100,10 +101,11 @@ public final class RunEngine: Sendable {
         if FileManager.default.fileExists(atPath: layout.run(run.number)) {
             try? FileManager.default.removeItem(atPath: layout.run(run.number))
         }
+        if options.exportedCommit != nil { _ = listing?.wait() }
         let snapshot = if let commit = options.exportedCommit {
             try ProjectSnapshot.adopt(export: project, commit: commit, branch: options.branch, into: layout.snapshot(run.number))
         } else {
-            try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean, known: git)
+            try ProjectSnapshot.capture(project: project, into: layout.snapshot(run.number), clean: options.clean, known: git, listing: listing)
         }
         run.commit = snapshot.commit
         run.branch = options.branch ?? snapshot.branch
