@@ -23,10 +23,23 @@ public struct Pipeline: Sendable {
     public func job(_ id: String) -> Job? { jobs.first { $0.id == id } }
 
     /// Jobs by id (the first of a duplicated id), built once by callers that look up many: `job(_:)` scans.
-    public var jobsByID: [String: Job] {
-        var byID = [String: Job](minimumCapacity: jobs.count)
-        for job in jobs where byID[job.id] == nil { byID[job.id] = job }
-        return byID
+    public var jobsByID: JobTable { JobTable(jobs) }
+}
+
+/// Jobs looked up by id through an index into the array: building it copies no `Job`.
+public struct JobTable: Sendable {
+    public let jobs: [Job]
+    private let index: [String: Int]
+
+    public init(_ jobs: [Job]) {
+        self.jobs = jobs
+        var index = [String: Int](minimumCapacity: jobs.count)
+        for (position, job) in jobs.enumerated() where index[job.id] == nil { index[job.id] = position }
+        self.index = index
+    }
+
+    public subscript(_ id: String) -> Job? {
+        index[id].map { jobs[$0] }
     }
 }
 

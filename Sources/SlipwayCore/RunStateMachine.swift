@@ -69,7 +69,7 @@ public struct RunStateMachine: Sendable {
     var runFinished = false
     var instancesByJob: [String: [JobInstance]] = [:]
     let ancestors: [String: Set<String>]
-    let jobs: [String: Job]
+    let jobs: JobTable
     let instanceIndex: [String: Int]
     /// Indices into `plan.instances` still pending, in plan order; kept small so a 1000-job DAG
     /// does not rescan finished work after every event.
