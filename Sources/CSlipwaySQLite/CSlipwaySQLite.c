@@ -1,4 +1,8 @@
+#define _GNU_SOURCE
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "CSlipwaySQLite.h"
 
 int slipway_sqlite_execute(void *statement, const slipway_sql_value *values, int32_t count) {
@@ -36,4 +40,8 @@ const char *slipway_sqlite_errmsg(void *statement) {
 
 int slipway_sqlite_autocommit(void *statement) {
     return sqlite3_get_autocommit(sqlite3_db_handle((sqlite3_stmt *)statement));
+}
+
+int slipway_lower_thread_priority(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }

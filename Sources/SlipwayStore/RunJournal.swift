@@ -1,3 +1,4 @@
+import CSlipwaySQLite
 import Foundation
 import GRDB
 import Synchronization
@@ -417,6 +418,9 @@ final class RunJournal: Sendable {
             let folder = Folder()
             slot = folder
             let thread = Thread { [self] in
+                // Background work: the engine's thread and the steps' processes come first (a thread may
+                // always lower its own priority). The last records are applied by whoever reads or closes.
+                _ = slipway_lower_thread_priority(10)
                 while !folder.stopping.load(ordering: .relaxed) {
                     let waiting = own.withLock { $0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords) }
                     if waiting == 0 {

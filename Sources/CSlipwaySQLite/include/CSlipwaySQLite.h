@@ -25,4 +25,7 @@ const char *slipway_sqlite_errmsg(void *statement);
 /// Whether the statement's connection is in autocommit mode (no transaction open): after some errors
 /// (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite rolls the whole transaction back by itself.
 int slipway_sqlite_autocommit(void *statement);
+
+/// Lowers the calling thread's own scheduling priority to `nice` (a background thread; never needs privileges).
+int slipway_lower_thread_priority(int nice);
 #endif
