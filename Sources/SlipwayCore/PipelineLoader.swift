@@ -56,7 +56,9 @@ public struct PipelineLoader {
 
     let file: String
     let text: String
-    let lines: [Substring]
+    /// The file's lines: split only when a diagnostic needs them, which a valid file never does.
+    var lines: [Substring] { sourceLines.lines }
+    private let sourceLines: SourceLines
     var diagnostics: [Diagnostic] = []
     var visitedNodes = 0
     /// Each job's `needs` node, so graph errors can point at the offending entry.
@@ -69,7 +71,7 @@ public struct PipelineLoader {
     init(file: String, text: String) {
         self.file = file
         self.text = text
-        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        self.sourceLines = SourceLines(text)
     }
 
     func location(_ node: Node?) -> SourceLocation {
@@ -175,6 +177,12 @@ public struct PipelineLoader {
     }
 
     static func isValidIdentifier(_ id: String) -> Bool {
+        // ASCII ids (nearly all) are checked by bytes; CharacterSet lookups cost a bridge per scalar.
+        if id.utf8.count <= 100, let first = id.utf8.first, id.utf8.allSatisfy({ $0 < 0x80 }) {
+            func letter(_ byte: UInt8) -> Bool { (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }
+            guard first == UInt8(ascii: "_") || letter(first) else { return false }
+            return id.utf8.allSatisfy { letter($0) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+        }
         guard let first = id.unicodeScalars.first, first == "_" || CharacterSet.letters.contains(first) else { return false }
         return id.unicodeScalars.allSatisfy { $0 == "_" || $0 == "-" || CharacterSet.alphanumerics.contains($0) } && id.count <= 100
     }
@@ -869,21 +877,29 @@ public struct PipelineLoader {
 /// A mapping node with its keys indexed by name. The loader looks each key of a job or step up by name, and
 /// Yams' own subscript builds a node and scans the whole mapping for every lookup (a third of the time to
 /// load a 1000-job file).
+/// Split on first use, shared by the loader's copies.
+final class SourceLines {
+    let text: String
+    lazy var lines: [Substring] = text.split(separator: "\n", omittingEmptySubsequences: false)
+    init(_ text: String) { self.text = text }
+}
+
 struct KeyedMapping: RandomAccessCollection {
     let mapping: Node.Mapping
-    private let byName: [String: Node]
+    /// Positions, not nodes: building the index copies no `Node`.
+    private let byName: [String: Node.Mapping.Index]
 
     init(_ mapping: Node.Mapping) {
         self.mapping = mapping
-        var byName: [String: Node] = [:]
+        var byName: [String: Node.Mapping.Index] = [:]
         byName.reserveCapacity(mapping.count)
-        for (key, value) in mapping {
-            if let name = key.scalar?.string, byName[name] == nil { byName[name] = value }
+        for position in mapping.indices {
+            if let name = mapping[position].key.scalar?.string, byName[name] == nil { byName[name] = position }
         }
         self.byName = byName
     }
 
-    subscript(name: String) -> Node? { byName[name] }
+    subscript(name: String) -> Node? { byName[name].map { mapping[$0].value } }
     subscript(position: Node.Mapping.Index) -> Node.Mapping.Element { mapping[position] }
     var startIndex: Node.Mapping.Index { mapping.startIndex }
     var endIndex: Node.Mapping.Index { mapping.endIndex }

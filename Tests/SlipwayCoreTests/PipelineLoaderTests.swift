@@ -1,4 +1,5 @@
 import Foundation
+import SlipwayTestSupport
 import Testing
 
 @testable import SlipwayCore
@@ -705,5 +706,26 @@ let referencePipeline = """
         let plain = try load("concurrency: releases\njobs:\n  a: { steps: [ { run: make } ] }\n")
         #expect(plain.concurrency == ConcurrencyPolicy(group: "releases", cancelInProgress: false))
         #expect(plain.concurrency?.groupName(event: "manual", branch: nil) == "releases")
+    }
+}
+
+/// The byte check of ASCII job ids agrees with the Unicode rule (a letter or `_`, then letters, digits, `_`, `-`;
+/// at most 100 characters) on random ASCII ids, controls and punctuation included, and around the length limit.
+@Test func asciiIdentifierCheckAgreesWithTheUnicodeRule() {
+    func rule(_ id: String) -> Bool {
+        guard let first = id.unicodeScalars.first, first == "_" || CharacterSet.letters.contains(first) else { return false }
+        return id.unicodeScalars.allSatisfy { $0 == "_" || $0 == "-" || CharacterSet.alphanumerics.contains($0) } && id.count <= 100
+    }
+    var rng = SplitMix64(seed: 0x1D5)
+    var valid = 0
+    for _ in 0..<20000 {
+        let length = Int(rng.next() % 7)
+        let id = String(decoding: (0..<length).map { _ in UInt8(rng.next() % 128) }, as: UTF8.self)
+        #expect(PipelineLoader.isValidIdentifier(id) == rule(id), "\(id.debugDescription)")
+        if rule(id) { valid += 1 }
+    }
+    #expect(valid > 100)
+    for id in [String(repeating: "a", count: 100), String(repeating: "a", count: 101), "é-job", "job_1-x", "1job", "-x", "_"] {
+        #expect(PipelineLoader.isValidIdentifier(id) == rule(id), "\(id)")
     }
 }
