@@ -723,52 +723,12 @@ enum MetricCommand {
 
     static func spawn(script: String, environment: [String: String], workingDirectory: String?) -> Swift.Result<(pid_t, Int32, Int32), MetricSourceError> {
         _ = inheritedDescriptorsClosedOnExec
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard slipway_pipe_cloexec(&outPipe) == 0 else {
-            return .failure(MetricSourceError("cannot create a pipe: \(String(cString: strerror(errno)))"))
+        do {
+            let spawned = try ProcessLauncher.spawnCapturing(executable: "/bin/sh", arguments: ["-c", script], environment: environment,
+                                                             workingDirectory: workingDirectory, ownGroup: true)
+            return .success((spawned.pid, spawned.stdout, spawned.stderr))
+        } catch {
+            return .failure(MetricSourceError(error.description))
         }
-        guard slipway_pipe_cloexec(&errPipe) == 0 else {
-            let why = String(cString: strerror(errno))
-            close(outPipe[0]); close(outPipe[1])
-            return .failure(MetricSourceError("cannot create a pipe: \(why)"))
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        if let workingDirectory { slipway_spawn_addchdir(&actions, workingDirectory) }
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-
-        let arguments: [String] = ["/bin/sh", "-c", script]
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp)
-        close(outPipe[1])
-        close(errPipe[1])
-        guard result == 0 else {
-            close(outPipe[0]); close(errPipe[0])
-            return .failure(MetricSourceError("cannot start /bin/sh: \(String(cString: strerror(result)))"))
-        }
-        return .success((pid, outPipe[0], errPipe[0]))
     }
 }

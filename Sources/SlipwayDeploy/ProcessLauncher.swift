@@ -27,14 +27,59 @@ public enum ProcessLauncher {
         if slipway_spawn_addclosefrom(&actions, 3) != 0 { Self.markInheritedDescriptorsCloseOnExec() }
         slipway_spawn_addchdir(&actions, workingDirectory)
 
+        // POSIX_SPAWN_SETSID is 0x80 in glibc (>= 2.26); Swift's Glibc module does not export it.
+        let setsid: Int32 = 0x80
+        return try launch(executable, arguments, environment, &actions, group: newSession ? setsid : Int32(POSIX_SPAWN_SETPGROUP))
+    }
+
+    /// Starts `executable` with stdin from /dev/null and stdout and stderr on two new pipes, default signal
+    /// handling and nothing blocked; returns the pid and the pipes' read ends. `ownGroup`: in a process group
+    /// of its own (a timeout then ends it and what it started). `closeInherited`: no descriptor above 2 is
+    /// inherited, close-on-exec or not.
+    public static func spawnCapturing(executable: String, arguments: [String], environment: [String: String],
+                                      workingDirectory: String? = nil, ownGroup: Bool, closeInherited: Bool = false)
+        throws(ProcessLaunchError) -> (pid: pid_t, stdout: Int32, stderr: Int32) {
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        guard slipway_pipe_cloexec(&outPipe) == 0 else {
+            throw ProcessLaunchError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
+        }
+        guard slipway_pipe_cloexec(&errPipe) == 0 else {
+            let why = String(cString: strerror(errno))
+            close(outPipe[0]); close(outPipe[1])
+            throw ProcessLaunchError(description: "cannot create a pipe: \(why)")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        if closeInherited, slipway_spawn_addclosefrom(&actions, 3) != 0 { markInheritedDescriptorsCloseOnExec() }
+        if let workingDirectory { slipway_spawn_addchdir(&actions, workingDirectory) }
+
+        defer {
+            close(outPipe[1])
+            close(errPipe[1])
+        }
+        do {
+            let pid = try launch(executable, arguments, environment, &actions, group: ownGroup ? Int32(POSIX_SPAWN_SETPGROUP) : 0)
+            return (pid, outPipe[0], errPipe[0])
+        } catch {
+            close(outPipe[0]); close(errPipe[0])
+            throw error
+        }
+    }
+
+    /// posix_spawn with default signal handling, nothing blocked, and `group` (POSIX_SPAWN_SETPGROUP for a
+    /// process group of its own, SETSID for a session, 0 for neither).
+    private static func launch(_ executable: String, _ arguments: [String], _ environment: [String: String],
+                               _ actions: inout posix_spawn_file_actions_t, group: Int32) throws(ProcessLaunchError) -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // POSIX_SPAWN_SETSID is 0x80 in glibc (>= 2.26); Swift's Glibc module does not export it.
-        let setsid: Int32 = 0x80
-        let group = newSession ? setsid : Int32(POSIX_SPAWN_SETPGROUP)
         posix_spawnattr_setflags(&attributes, Int16(group | Int32(POSIX_SPAWN_SETSIGDEF) | Int32(POSIX_SPAWN_SETSIGMASK)))
-        if !newSession { posix_spawnattr_setpgroup(&attributes, 0) }
+        if group == Int32(POSIX_SPAWN_SETPGROUP) { posix_spawnattr_setpgroup(&attributes, 0) }
         var defaults = sigset_t()
         sigemptyset(&defaults)
         for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }

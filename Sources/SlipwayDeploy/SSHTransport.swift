@@ -693,50 +693,11 @@ enum SSHSubprocess {
     }
 
     static func spawn(_ executable: String, _ arguments: [String]) throws(SpawnError) -> (pid: pid_t, stdout: Int32, stderr: Int32) {
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard slipway_pipe_cloexec(&outPipe) == 0 else {
-            throw SpawnError(message: "cannot create a pipe: \(String(cString: strerror(errno)))")
-        }
-        guard slipway_pipe_cloexec(&errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
-            throw SpawnError(message: "cannot create a pipe: \(String(cString: strerror(errno)))")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
         // Its own process group, so a timeout ends rsync and the ssh it started together.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
+        do {
+            return try ProcessLauncher.spawnCapturing(executable: executable, arguments: arguments, environment: ProcessInfo.processInfo.environment, ownGroup: true)
+        } catch {
+            throw SpawnError(message: error.description)
         }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        close(outPipe[1])
-        close(errPipe[1])
-        guard result == 0 else {
-            close(outPipe[0]); close(errPipe[0])
-            throw SpawnError(message: "cannot start \(executable): \(String(cString: strerror(result)))")
-        }
-        return (pid, outPipe[0], errPipe[0])
     }
 }

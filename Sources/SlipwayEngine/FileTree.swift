@@ -1,11 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSlipwaySystem
 import Crypto
 import Foundation
 import SlipwayArtifacts
 import SlipwayCore
+import SlipwayDeploy
 
 /// File-system helpers for workspaces, artifacts and cache inputs.
 public enum FileTree {
@@ -217,56 +217,18 @@ public enum Helper {
         private var failure: String?
 
         fileprivate init(_ arguments: [String], in directory: String, environment extra: [String: String]) {
-            var executable = "/usr/bin/env"
-            var argv = arguments
-            if let program = arguments.first, let path = Helper.resolve(program) {
-                executable = path
-                argv[0] = path
-            } else {
-                argv = ["/usr/bin/env"] + arguments
-            }
-            var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
-            guard slipway_pipe_cloexec(&outPipe) == 0 else { failure = "cannot create a pipe: \(String(cString: strerror(errno)))"; return }
-            guard slipway_pipe_cloexec(&errPipe) == 0 else {
-                failure = "cannot create a pipe: \(String(cString: strerror(errno)))"
-                close(outPipe[0]); close(outPipe[1])
-                return
-            }
-            defer { close(outPipe[1]); close(errPipe[1]) }
-            out = outPipe[0]
-            err = errPipe[0]
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-            _ = slipway_spawn_addclosefrom(&actions, 3)
-            slipway_spawn_addchdir(&actions, directory)
-            var attributes = posix_spawnattr_t()
-            posix_spawnattr_init(&attributes)
-            defer { posix_spawnattr_destroy(&attributes) }
-            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-            var defaults = sigset_t()
-            sigemptyset(&defaults)
-            for signal in [SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
-            posix_spawnattr_setsigdefault(&attributes, &defaults)
-            var mask = sigset_t()
-            sigemptyset(&mask)
-            posix_spawnattr_setsigmask(&attributes, &mask)
+            // Resolve the program on PATH ourselves: going through /usr/bin/env costs a second exec.
+            let resolved = arguments.first.flatMap(Helper.resolve)
+            let executable = resolved ?? "/usr/bin/env"
+            let rest = resolved == nil ? arguments : Array(arguments.dropFirst())
             let environment = extra.isEmpty ? ProcessInfo.processInfo.environment : ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
-            let argvList = CStringList(argv), envList = CStringList(environment: environment)
-            var child: pid_t = 0
-            let result = argvList.withPointers { argvPointers in
-                envList.withPointers { envPointers in
-                    posix_spawn(&child, executable, &actions, &attributes, argvPointers, envPointers)
-                }
+            do {
+                let spawned = try ProcessLauncher.spawnCapturing(executable: executable, arguments: rest, environment: environment,
+                                                                 workingDirectory: directory, ownGroup: false, closeInherited: true)
+                (pid, out, err) = (spawned.pid, spawned.stdout, spawned.stderr)
+            } catch {
+                failure = error.description
             }
-            guard result == 0 else {
-                failure = "cannot start \(executable): \(String(cString: strerror(result)))"
-                return
-            }
-            pid = child
         }
 
         deinit {
