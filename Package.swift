@@ -112,7 +112,7 @@ let package = Package(
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
-        .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore", "CSlipwaySystem"], swiftSettings: strict),
+        .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore", "CSlipwaySystem", "SlipwayTestSupport"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
         .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),
     ]

@@ -11,6 +11,8 @@ least any engine keeping issue 2's rules can do per job.
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
+from wide_repo import make_wide_repo
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binaries", nargs="+")
@@ -21,20 +23,12 @@ def main():
     work = tempfile.mkdtemp(prefix="slipway-wide-ab.")
     try:
         repo = os.path.join(work, "repo")
-        os.makedirs(repo)
-        with open(os.path.join(repo, "slipway.yml"), "w") as f:
-            f.write("name: bench-wide\njobs:\n")
-            for i in range(1, args.jobs + 1):
-                f.write(f"  j{i}: {{ steps: [ {{ run: /bin/true }} ] }}\n")
+        make_wide_repo(repo, args.jobs)
         names = " ".join(f"t{i}" for i in range(1, args.jobs + 1))
         with open(os.path.join(work, "wide.mk"), "w") as f:
             f.write(f".PHONY: all {names}\nall: {names}\n")
             for i in range(1, args.jobs + 1):
                 f.write(f"t{i}:\n\t/bin/true\n")
-        git = ["git", "-C", repo]
-        subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
-        subprocess.run(git + ["add", "-A"], check=True)
-        subprocess.run(git + ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"], check=True)
 
         def timed(command):
             shutil.rmtree(os.path.join(repo, ".slipway"), ignore_errors=True)

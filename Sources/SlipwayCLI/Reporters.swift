@@ -67,7 +67,13 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
         case .runStarted(let run, _, let resumed):
             Terminal.print(Symbols.header(run, resumed: resumed))
         case .jobStarted(let key, let attempt, let reason):
-            Terminal.print("▶ \(Terminal.bold(key))" + Terminal.dim(attempt > 1 ? " attempt \(attempt): \(reason)" : ""))
+            // Built as bytes: two lines per job are a share of a no-op job's start (as much as setting up its pipes).
+            var line: [UInt8] = Array("▶ ".utf8)
+            line.reserveCapacity(key.utf8.count + 16)
+            line.append(contentsOf: Terminal.bold(key).utf8)
+            if attempt > 1 { line.append(contentsOf: Terminal.dim(" attempt \(attempt): \(reason)").utf8) }
+            line.append(0x0A)
+            Terminal.write(line)
         case .stepStarted: break
         case .stepFinished(let key, _, let name, let status, let detail):
             if status == .skipped {
@@ -75,9 +81,17 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
             }
         case .jobFinished(let key, let result, let allowed, let reason, let cached, let duration):
             counts.withLock { $0[result, default: 0] += 1 }
-            let time = duration.map { " " + Terminal.formatDuration(Terminal.seconds($0)) } ?? ""
-            let detail = result == .success && !cached ? "" : Terminal.dim(" — \(reason)")
-            Terminal.print("\(Symbols.result(result, allowed: allowed, cached: cached)) \(key)\(time)\(detail)")
+            var line: [UInt8] = Array(Symbols.result(result, allowed: allowed, cached: cached).utf8)
+            line.reserveCapacity(line.count + key.utf8.count + 16)
+            line.append(0x20)
+            line.append(contentsOf: key.utf8)
+            if let duration {
+                line.append(0x20)
+                line.append(contentsOf: Terminal.formatDuration(Terminal.seconds(duration)).utf8)
+            }
+            if result != .success || cached { line.append(contentsOf: Terminal.dim(" — \(reason)").utf8) }
+            line.append(0x0A)
+            Terminal.write(line)
         case .runFinished(let run, let result, let duration):
             Terminal.print(Symbols.footer(run, result: result, duration: duration, counts: counts.withLock { $0 }))
         }

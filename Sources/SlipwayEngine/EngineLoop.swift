@@ -254,8 +254,15 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     /// Timeouts, cancellations and ends of every supervised process.
     private func superviseAll() {
         let now = ContinuousClock.now
+        // One ended process at a time, and only once the queued work has run: that work is what starts the
+        // next steps. When two steps end together, ending both at once would queue the second job's
+        // bookkeeping ahead of the step that replaces the first, and the core the second leaves would
+        // wait idle through both.
+        var mayFinish = shared.withLock { $0.jobs.isEmpty }
         for (token, process) in supervised {
             if process.exited {
+                guard mayFinish else { continue }
+                mayFinish = false
                 // The main process is gone; children that kept the pipes open are not waited for. What the
                 // pipes hold now is read, no more: a background child writing on and on must not keep the
                 // run's only thread here.

@@ -30,7 +30,7 @@ struct JobExecutor: Sendable {
     let store: RunStore
     let layout: DataLayout
     let masker: SecretMasker
-    let baseEnvironment: [String: String]
+    let baseEnvironment: StepEnvironment
     let live: LiveOutput?
     let observer: RunObserver?
     let gracePeriod: Duration
@@ -342,11 +342,11 @@ struct JobExecutor: Sendable {
 
     /// `bash -e -o pipefail -c SCRIPT`, or the program itself when the script has no shell syntax
     /// and the program is on the step's PATH (as make does).
-    static func processConfiguration(_ script: String, environment: [String: String], workingDirectory: String, timeout: Duration?, gracePeriod: Duration) -> StepProcess.Configuration {
+    static func processConfiguration(_ script: String, environment: StepEnvironment, workingDirectory: String, timeout: Duration?, gracePeriod: Duration) -> StepProcess.Configuration {
         if let arguments = SimpleCommand.arguments(script), let program = resolve(arguments[0], path: environment["PATH"], directory: workingDirectory) {
-            return .init(executable: program, arguments: Array(arguments.dropFirst()), environment: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
+            return .init(executable: program, arguments: Array(arguments.dropFirst()), variables: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
         }
-        return .init(executable: "/bin/bash", arguments: ["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", script], environment: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
+        return .init(executable: "/bin/bash", arguments: ["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", script], variables: environment, workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
     }
 
     static func resolve(_ program: String, path: String?, directory: String) -> String? {

@@ -256,7 +256,7 @@ public struct RemoteJobExecution: Sendable {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLIPWAY_") }
         environment["SLIPWAY_RUNNER"] = runnerName
         let executor = JobExecutor(
-            store: store, layout: layout, masker: masker, baseEnvironment: environment, live: nil, observer: observer,
+            store: store, layout: layout, masker: masker, baseEnvironment: StepEnvironment(environment), live: nil, observer: observer,
             gracePeriod: gracePeriod, control: control, releases: nil, builtins: BuiltinSteps(store: store, releaseStore: nil),
             deployments: DeployContext(environments: [:], specs: [:], agentExecutable: RunEngine.currentExecutable()),
             workspaces: WorkspacePool(snapshot: prepared.sourceDirectory, root: prepared.directory + "/ws"))

@@ -243,7 +243,7 @@ public final class RunEngine: Sendable {
         let pipeline = overrides
         let jobsByID = pipeline.jobsByID
         var machine = RunStateMachine(plan: plan, baseContext: baseContext(pipeline: pipeline, run: run, options: options), parallelism: options.parallelism, previous: previous)
-        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: stepBaseEnvironment(options: options), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
+        let executor = JobExecutor(store: store, layout: layout, masker: masker, baseEnvironment: StepEnvironment(stepBaseEnvironment(options: options)), live: live, observer: observer, gracePeriod: gracePeriod, control: control, releases: releases, builtins: BuiltinSteps(store: store, releaseStore: releases?.store),
                                    deployments: DeployContext(environments: Dictionary(pipeline.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                               specs: Dictionary(pipeline.jobs.compactMap { job in job.deploy.map { (job.id, $0) } }, uniquingKeysWith: { a, _ in a }),
                                                               agentExecutable: agentExecutable),

@@ -67,15 +67,24 @@ public enum StepProcess {
     public struct Configuration: Sendable {
         public var executable: String
         public var arguments: [String]
-        public var environment: [String: String]
+        public var variables: StepEnvironment
         public var workingDirectory: String
         public var timeout: Duration?
         public var gracePeriod: Duration
 
+        public var environment: [String: String] {
+            get { variables.dictionary }
+            set { variables = StepEnvironment(newValue) }
+        }
+
         public init(executable: String, arguments: [String], environment: [String: String], workingDirectory: String, timeout: Duration? = nil, gracePeriod: Duration = .seconds(5)) {
+            self.init(executable: executable, arguments: arguments, variables: StepEnvironment(environment), workingDirectory: workingDirectory, timeout: timeout, gracePeriod: gracePeriod)
+        }
+
+        public init(executable: String, arguments: [String], variables: StepEnvironment, workingDirectory: String, timeout: Duration? = nil, gracePeriod: Duration = .seconds(5)) {
             self.executable = executable
             self.arguments = arguments
-            self.environment = environment
+            self.variables = variables
             self.workingDirectory = workingDirectory
             self.timeout = timeout
             self.gracePeriod = gracePeriod
@@ -296,7 +305,7 @@ public enum StepProcess {
             throw StepProcessError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
         let argv = CStringList([configuration.executable] + configuration.arguments)
-        let envp = CStringList(environment: configuration.environment)
+        let envp = configuration.variables.encoded()
         var error: Int32 = 0
         var stage: Int32 = 0
         let pid = argv.withPointers { argv in
@@ -327,21 +336,35 @@ struct CStringList {
     private var bytes: [UInt8] = []
     private var offsets: [Int] = []
 
-    init(_ strings: [String]) {
-        for string in strings { append(string.utf8) }
-    }
-
-    /// `KEY=value` for each variable.
-    init(environment: [String: String]) {
-        bytes.reserveCapacity(environment.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 2 })
-        offsets.reserveCapacity(environment.count)
-        for (key, value) in environment {
+    /// `KEY=value` for each variable of `environment`: the inherited block as it was encoded, less the
+    /// variables set over it, then those.
+    init(_ environment: StepEnvironment) {
+        let inherited = environment.inherited
+        var shadowed: [Int] = []
+        var names: [String] = []
+        bytes = inherited.bytes
+        bytes.reserveCapacity(inherited.bytes.count + environment.overlay.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 2 })
+        // Last one set wins.
+        var own: [Int] = []
+        for index in environment.overlay.indices.reversed() where !names.contains(environment.overlay[index].name) {
+            names.append(environment.overlay[index].name)
+            own.append(index)
+            if let entry = inherited.entries[environment.overlay[index].name] { shadowed.append(entry) }
+        }
+        offsets.reserveCapacity(inherited.offsets.count + own.count)
+        for (entry, offset) in inherited.offsets.enumerated() where !shadowed.contains(entry) { offsets.append(offset) }
+        for index in own.reversed() {
+            let (name, value) = environment.overlay[index]
             offsets.append(bytes.count)
-            bytes.append(contentsOf: key.utf8)
+            bytes.append(contentsOf: name.utf8)
             bytes.append(UInt8(ascii: "="))
             bytes.append(contentsOf: value.utf8)
             bytes.append(0)
         }
+    }
+
+    init(_ strings: [String]) {
+        for string in strings { append(string.utf8) }
     }
 
     private mutating func append(_ utf8: String.UTF8View) {
@@ -363,4 +386,64 @@ struct CStringList {
             return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
         }
     }
+}
+
+/// A step's environment: the variables every step of a run inherits, encoded once, with the job's and the
+/// step's own set over them. Copying the inherited dictionary for each job, setting a dozen `SLIPWAY_*`
+/// variables in the copy and encoding it all again cost a no-op job more than any other part of its start.
+public struct StepEnvironment: Sendable {
+    /// The inherited variables and their `KEY=value\0` encoding.
+    public final class Inherited: Sendable {
+        let values: [String: String]
+        let bytes: [UInt8]
+        let offsets: [Int]
+        /// Entry number by name.
+        let entries: [String: Int]
+
+        public init(_ values: [String: String]) {
+            var bytes: [UInt8] = [], offsets: [Int] = [], entries: [String: Int] = [:]
+            for (name, value) in values {
+                entries[name] = offsets.count
+                offsets.append(bytes.count)
+                bytes.append(contentsOf: name.utf8)
+                bytes.append(UInt8(ascii: "="))
+                bytes.append(contentsOf: value.utf8)
+                bytes.append(0)
+            }
+            self.values = values
+            self.bytes = bytes
+            self.offsets = offsets
+            self.entries = entries
+        }
+    }
+
+    public let inherited: Inherited
+    /// Set over the inherited ones, in order: a later one wins.
+    public private(set) var overlay: [(name: String, value: String)] = []
+
+    public init(inherited: Inherited) { self.inherited = inherited }
+
+    public init(_ variables: [String: String]) { self.init(inherited: Inherited(variables)) }
+
+    public subscript(name: String) -> String? {
+        get { overlay.last { $0.name == name }?.value ?? inherited.values[name] }
+        set {
+            if let newValue {
+                overlay.append((name, newValue))
+            } else {
+                // Removing is rare (nothing in a run does); the dictionary form keeps it simple.
+                var all = dictionary
+                all[name] = nil
+                self = StepEnvironment(all)
+            }
+        }
+    }
+
+    public var dictionary: [String: String] {
+        var all = inherited.values
+        for (name, value) in overlay { all[name] = value }
+        return all
+    }
+
+    func encoded() -> CStringList { CStringList(self) }
 }

@@ -1,0 +1,14 @@
+"""The wide-DAG benchmark's project: a git repository whose pipeline has JOBS independent no-op jobs."""
+import os, subprocess
+
+
+def make_wide_repo(repo, jobs):
+    os.makedirs(repo)
+    with open(os.path.join(repo, "slipway.yml"), "w") as f:
+        f.write("name: bench-wide\njobs:\n")
+        for i in range(1, jobs + 1):
+            f.write(f"  j{i}: {{ steps: [ {{ run: /bin/true }} ] }}\n")
+    git = ["git", "-C", repo]
+    subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"], check=True)
