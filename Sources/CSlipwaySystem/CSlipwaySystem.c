@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <unistd.h>
@@ -89,8 +90,18 @@ fail:
     _exit(127);
 }
 
+struct slipway_child_arguments {
+    const char *path; char *const *argv; char *const *envp; const char *dir; int out_fd, err_fd;
+    struct slipway_child_report *report;
+};
+
+static int slipway_child_entry(void *p) {
+    struct slipway_child_arguments *a = p;
+    slipway_child(a->path, a->argv, a->envp, a->dir, a->out_fd, a->err_fd, a->report);
+}
+
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
-                    int out_fd, int err_fd, int *error, int *stage) {
+                    int out_fd, int err_fd, int *error, int *stage, int *pidfd) {
     struct slipway_child_report report = { 0, 0 };
     pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
     /* A pipe end that got fd 0, 1 or 2 (this process started with one of them closed) would be overwritten, or
@@ -113,8 +124,25 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
        but queued, waking another thread for every step that ends while this one waits in vfork. */
     sigdelset(&all, SIGCHLD);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = vfork();
-    if (pid == 0) slipway_child(path, argv, envp, dir, out_fd, err_fd, &report);
+    *pidfd = -1;
+    pid_t pid = -1;
+#ifdef CLONE_PIDFD
+    {
+        /* vfork's semantics (the child borrows this thread's memory until it execs), plus the child's pidfd
+           from the same call instead of a pidfd_open after it. The child's stack is a part of this frame,
+           which waits. */
+        char stack[32 * 1024] __attribute__((aligned(16)));
+        struct slipway_child_arguments arguments = { path, argv, envp, dir, out_fd, err_fd, &report };
+        int fd = -1;
+        pid = clone(slipway_child_entry, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &arguments, &fd);
+        if (pid > 0) *pidfd = fd;
+    }
+    if (pid < 0 && errno == EINVAL)  /* a kernel before 5.2 */
+#endif
+    {
+        pid = vfork();
+        if (pid == 0) slipway_child(path, argv, envp, dir, out_fd, err_fd, &report);
+    }
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (moved_out >= 0) close(moved_out);
@@ -126,6 +154,7 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
     }
     if (report.error != 0) {
         /* The child never exec'd: it has exited (vfork returned), reap it. */
+        if (*pidfd >= 0) { close(*pidfd); *pidfd = -1; }
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
         *error = report.error;

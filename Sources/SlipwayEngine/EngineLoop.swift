@@ -196,8 +196,9 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     /// Starts a step's process on this thread and returns when it has ended and its output is drained.
     func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
-        guard let spawned = try StepProcess.start(configuration, control: control, sink: sink) else { return .cancelled }
-        let pidfd = slipway_pidfd_open(spawned.pid)
+        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink) else { return .cancelled }
+        let pidfd = spawned.pidfd >= 0 ? spawned.pidfd : slipway_pidfd_open(spawned.pid)
+        spawned.pidfd = -1  // the loop's own now
         guard pidfd >= 0 else {
             // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
             return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)

@@ -95,6 +95,8 @@ public enum StepProcess {
         var pid: pid_t
         var stdout: Int32
         var stderr: Int32
+        /// The process's pidfd from its start, or -1; whoever supervises the process closes it.
+        var pidfd: Int32 = -1
     }
 
     /// The sink is used only by the reader thread once handed over.
@@ -211,6 +213,8 @@ public enum StepProcess {
     }
 
     static func readUntilExit(_ process: Spawned, timeout: Duration?, grace: Duration, control: ProcessControl, sink: ProcessOutputSink) -> ProcessTermination {
+        // This loop polls the pipes and waits for the pid itself.
+        if process.pidfd >= 0 { close(process.pidfd) }
         var escalation = Escalation(timeout: timeout, grace: grace)
         // Quiet steps read into a small buffer; one that fills it gets a large one (a 256 KiB buffer per
         // step was mapped and unmapped by malloc each time: page faults and TLB shoot-downs per step).
@@ -308,9 +312,10 @@ public enum StepProcess {
         let envp = configuration.variables.encoded()
         var error: Int32 = 0
         var stage: Int32 = 0
+        var pidfd: Int32 = -1
         let pid = argv.withPointers { argv in
             envp.withPointers { envp in
-                slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage)
+                slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage, &pidfd)
             }
         }
         close(outPipe[1])
@@ -325,7 +330,7 @@ public enum StepProcess {
             }
             throw StepProcessError(description: "\(what): \(String(cString: strerror(error)))")
         }
-        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd)
     }
 }
 

@@ -175,7 +175,8 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
         let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
         var error: Int32 = 0
         var stage: Int32 = 0
-        let pid = slipway_spawn("/bin/sh", argv, envp, "/", 0, err[1], &error, &stage)
+        var pidfd: Int32 = -1
+        let pid = slipway_spawn("/bin/sh", argv, envp, "/", 0, err[1], &error, &stage, &pidfd)
         dup2(savedStdin, 0)
         close(savedStdin)
         close(err[1])
@@ -183,6 +184,14 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
         #expect(pid > 0, "error \(error) at stage \(stage)")
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        // The child's pidfd comes with it (Linux 5.2 and later) and is readable once it has exited.
+        #expect(pidfd >= 0)
+        if pidfd >= 0 {
+            var entry = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            #expect(poll(&entry, 1, 1000) == 1)
+            #expect(fcntl(pidfd, F_GETFD) & FD_CLOEXEC != 0)
+            close(pidfd)
+        }
         func drain(_ fd: Int32) -> String {
             var bytes: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 4096)

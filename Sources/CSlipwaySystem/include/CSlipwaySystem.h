@@ -14,13 +14,14 @@ int slipway_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 /// Makes this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER).
 int slipway_set_child_subreaper(void);
 /// Starts PATH in a new process group with stdin from /dev/null, stdout/stderr on OUT_FD/ERR_FD and DIR as
-/// its working directory, by vfork+execve: the caller's thread waits only until the exec, no stack is mapped
-/// for the child, and the signals to set back to default are read once per process, not per step (posix_spawn
+/// its working directory, by clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD)+execve: the caller's thread waits only until the exec, the
+/// child's stack is part of the caller's frame (none is mapped), and the signals to set back to default are read once per process, not per step (posix_spawn
 /// asks about all 64 each time). Pipe ends numbered 0-2 are moved up first. Returns the pid, or -1 with
 /// *error set to the errno and *stage to the step that failed (0 vfork, 1 setpgid, 2 stdin, 3 dup2,
-/// 4 chdir, 5 signal mask, 6 execve).
+/// 4 chdir, 5 signal mask, 6 execve). *pidfd is the child's pidfd (close-on-exec), or -1 on a kernel
+/// before 5.2; the caller closes it.
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
-                    int out_fd, int err_fd, int *error, int *stage);
+                    int out_fd, int err_fd, int *error, int *stage, int *pidfd);
 /// pidfd_open(2): a descriptor that becomes readable when PID exits; -1 with errno (ENOSYS before Linux 5.3).
 int slipway_pidfd_open(pid_t pid);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
