@@ -874,16 +874,16 @@ public struct PipelineLoader {
     }
 }
 
-/// A mapping node with its keys indexed by name. The loader looks each key of a job or step up by name, and
-/// Yams' own subscript builds a node and scans the whole mapping for every lookup (a third of the time to
-/// load a 1000-job file).
-/// Split on first use, shared by the loader's copies.
+/// A file's lines, split on first use and shared by the loader's copies.
 final class SourceLines {
     let text: String
     lazy var lines: [Substring] = text.split(separator: "\n", omittingEmptySubsequences: false)
     init(_ text: String) { self.text = text }
 }
 
+/// A mapping node with its keys indexed by name. The loader looks each key of a job or step up by name, and
+/// Yams' own subscript builds a node and scans the whole mapping for every lookup (a third of the time to
+/// load a 1000-job file).
 struct KeyedMapping: RandomAccessCollection {
     let mapping: Node.Mapping
     /// Positions, not nodes: building the index copies no `Node`.

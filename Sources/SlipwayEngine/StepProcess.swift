@@ -359,13 +359,17 @@ struct CStringList {
         offsets.reserveCapacity(inherited.offsets.count + own.count)
         for (entry, offset) in inherited.offsets.enumerated() where !shadowed.contains(entry) { offsets.append(offset) }
         for index in own.reversed() {
-            let (name, value) = environment.overlay[index]
             offsets.append(bytes.count)
-            bytes.append(contentsOf: name.utf8)
-            bytes.append(UInt8(ascii: "="))
-            bytes.append(contentsOf: value.utf8)
-            bytes.append(0)
+            Self.appendVariable(environment.overlay[index].name, environment.overlay[index].value, to: &bytes)
         }
+    }
+
+    /// `name=value` and its NUL.
+    static func appendVariable(_ name: String, _ value: String, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: name.utf8)
+        bytes.append(UInt8(ascii: "="))
+        bytes.append(contentsOf: value.utf8)
+        bytes.append(0)
     }
 
     init(_ strings: [String]) {
@@ -410,10 +414,7 @@ public struct StepEnvironment: Sendable {
             for (name, value) in values {
                 entries[name] = offsets.count
                 offsets.append(bytes.count)
-                bytes.append(contentsOf: name.utf8)
-                bytes.append(UInt8(ascii: "="))
-                bytes.append(contentsOf: value.utf8)
-                bytes.append(0)
+                CStringList.appendVariable(name, value, to: &bytes)
             }
             self.values = values
             self.bytes = bytes
