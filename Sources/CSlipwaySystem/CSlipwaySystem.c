@@ -7,6 +7,8 @@
 #include <spawn.h>
 #include <unistd.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -163,6 +165,177 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
     }
     return pid;
 }
+
+/* ---- Detached starts: the caller does not wait for the child's exec. ----
+   The child shares this process's memory (CLONE_VM) while the caller's thread goes on, so it touches only
+   its launch block (its stack, its copies of the strings, its report) and makes raw system calls: a libc
+   wrapper could write errno, which lives in the caller thread's TLS, or take a lock another thread holds. */
+
+#if defined(CLONE_PIDFD) && (defined(__x86_64__) || defined(__aarch64__))
+#define SLIPWAY_DETACHED_SPAWN 1
+
+static inline long slipway_raw_syscall(long number, long a, long b, long c, long d) {
+#if defined(__x86_64__)
+    long result;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile ("syscall" : "=a"(result) : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+    return result;
+#else
+    register long x8 __asm__("x8") = number;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    __asm__ volatile ("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
+    return x0;
+#endif
+}
+
+/* The kernel's struct sigaction, for SIG_DFL (no handler, so no restorer). */
+struct slipway_kernel_sigaction { void *handler; unsigned long flags; void *restorer; uint64_t mask; };
+
+#define SLIPWAY_LAUNCH_STACK (16 * 1024)
+
+struct slipway_launch {
+    struct slipway_child_report report;
+    const char *path; char **argv; char **envp; const char *dir; int out_fd, err_fd;
+    char stack[SLIPWAY_LAUNCH_STACK] __attribute__((aligned(16)));
+    /* then argv and envp pointer arrays, then the strings */
+};
+
+static __attribute__((noreturn)) void slipway_launch_fail(struct slipway_launch *launch, long result, int stage) {
+    launch->report.stage = stage;
+    launch->report.error = (int)-result;
+    for (;;) slipway_raw_syscall(SYS_exit_group, 127, 0, 0, 0);
+}
+
+static int slipway_launch_child(void *p) {
+    struct slipway_launch *launch = p;
+    struct slipway_kernel_sigaction action = { (void *)SIG_DFL, 0, NULL, 0 };
+    for (int signal_number = 1; signal_number < 32; signal_number++) {
+        if (sigismember(&slipway_reset_signals, signal_number) == 1)
+            slipway_raw_syscall(SYS_rt_sigaction, signal_number, (long)&action, 0, sizeof(uint64_t));
+    }
+    launch->report.stage = 1;
+    long result = slipway_raw_syscall(SYS_setpgid, 0, 0, 0, 0);
+    if (result < 0) slipway_launch_fail(launch, result, 1);
+    long null = slipway_raw_syscall(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
+    if (null < 0) slipway_launch_fail(launch, null, 2);
+    if (null != 0) {
+        result = slipway_raw_syscall(SYS_dup3, null, 0, 0, 0);
+        if (result < 0) slipway_launch_fail(launch, result, 2);
+        slipway_raw_syscall(SYS_close, null, 0, 0, 0);
+    }
+    /* Both are 3 or above (moved by the caller), so dup3 never sees equal descriptors. */
+    if ((result = slipway_raw_syscall(SYS_dup3, launch->out_fd, 1, 0, 0)) < 0) slipway_launch_fail(launch, result, 3);
+    if ((result = slipway_raw_syscall(SYS_dup3, launch->err_fd, 2, 0, 0)) < 0) slipway_launch_fail(launch, result, 3);
+    if (launch->dir != NULL && (result = slipway_raw_syscall(SYS_chdir, (long)launch->dir, 0, 0, 0)) < 0) slipway_launch_fail(launch, result, 4);
+    uint64_t none = 0;
+    if ((result = slipway_raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none)) < 0) slipway_launch_fail(launch, result, 5);
+    result = slipway_raw_syscall(SYS_execve, (long)launch->path, (long)launch->argv, (long)launch->envp, 0);
+    slipway_launch_fail(launch, result, 6);
+}
+
+static size_t slipway_list_size(char *const list[], size_t *count) {
+    size_t bytes = 0, n = 0;
+    for (; list[n] != NULL; n++) bytes += strlen(list[n]) + 1;
+    *count = n;
+    return bytes;
+}
+
+static char **slipway_copy_list(char *const list[], size_t count, char **pointers, char **strings) {
+    for (size_t i = 0; i < count; i++) {
+        size_t length = strlen(list[i]) + 1;
+        memcpy(*strings, list[i], length);
+        pointers[i] = *strings;
+        *strings += length;
+    }
+    pointers[count] = NULL;
+    return pointers;
+}
+
+pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *dir,
+                             int out_fd, int err_fd, int *error, int *pidfd, void **launch_out) {
+    *launch_out = NULL;
+    *pidfd = -1;
+    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
+    size_t argc, envc;
+    size_t strings = slipway_list_size(argv, &argc) + slipway_list_size(envp, &envc) + strlen(path) + 1 + (dir ? strlen(dir) + 1 : 0);
+    size_t size = sizeof(struct slipway_launch) + (argc + envc + 2) * sizeof(char *) + strings;
+    struct slipway_launch *launch = malloc(size);
+    if (launch == NULL) { *error = ENOMEM; return -1; }
+    launch->report.error = 0;
+    launch->report.stage = 0;
+    char **pointers = (char **)(launch + 1);
+    char *cursor = (char *)(pointers + argc + envc + 2);
+    launch->argv = slipway_copy_list(argv, argc, pointers, &cursor);
+    launch->envp = slipway_copy_list(envp, envc, pointers + argc + 1, &cursor);
+    size_t length = strlen(path) + 1;
+    memcpy(cursor, path, length);
+    launch->path = cursor;
+    cursor += length;
+    launch->dir = NULL;
+    if (dir != NULL) {
+        memcpy(cursor, dir, strlen(dir) + 1);
+        launch->dir = cursor;
+    }
+    int moved_out = -1, moved_err = -1;
+    if (out_fd < 3) {
+        moved_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 3);
+        if (moved_out < 0) { *error = errno; free(launch); return -1; }
+        out_fd = moved_out;
+    }
+    if (err_fd < 3) {
+        moved_err = fcntl(err_fd, F_DUPFD_CLOEXEC, 3);
+        if (moved_err < 0) { *error = errno; if (moved_out >= 0) close(moved_out); free(launch); return -1; }
+        err_fd = moved_err;
+    }
+    launch->out_fd = out_fd;
+    launch->err_fd = err_fd;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int fd = -1;
+    pid_t pid = clone(slipway_launch_child, launch->stack + SLIPWAY_LAUNCH_STACK, CLONE_VM | CLONE_PIDFD | SIGCHLD, launch, &fd);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* The child's descriptor table is its own copy: these closes do not reach it. */
+    if (moved_out >= 0) close(moved_out);
+    if (moved_err >= 0) close(moved_err);
+    if (pid < 0) {
+        free(launch);
+        *error = saved;
+        return -1;
+    }
+    /* The group exists when this returns, whether or not the child got to its own setpgid yet, so a cancel
+       right away reaches it. (After the exec this fails with EACCES: the child did it.) */
+    setpgid(pid, pid);
+    *pidfd = fd;
+    *launch_out = launch;
+    return pid;
+}
+
+int slipway_launch_failure(void *launch, int *error, int *stage) {
+    const struct slipway_launch *l = launch;
+    if (l->report.error == 0) return 0;
+    *error = l->report.error;
+    *stage = l->report.stage;
+    return 1;
+}
+
+void slipway_launch_release(void *launch) { free(launch); }
+
+#else
+pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *dir,
+                             int out_fd, int err_fd, int *error, int *pidfd, void **launch_out) {
+    (void)path; (void)argv; (void)envp; (void)dir; (void)out_fd; (void)err_fd; (void)pidfd;
+    *launch_out = NULL;
+    *error = ENOSYS;
+    return -1;
+}
+int slipway_launch_failure(void *launch, int *error, int *stage) { (void)launch; (void)error; (void)stage; return 0; }
+void slipway_launch_release(void *launch) { (void)launch; }
+#endif
 
 int slipway_pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open

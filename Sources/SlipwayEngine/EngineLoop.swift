@@ -163,6 +163,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     /// A step's process while it runs: its pipes and pidfd are registered with the loop.
     final class Supervised {
         let spawned: StepProcess.Spawned
+        let configuration: StepProcess.Configuration
         let pidfd: Int32
         var fds: [Int32]
         var exited = false
@@ -171,10 +172,11 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         let control: ProcessControl
         let sink: ProcessOutputSink
         var grown = [false, false]
-        var continuation: CheckedContinuation<ProcessTermination, Never>?
+        var continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>?
 
-        init(spawned: StepProcess.Spawned, pidfd: Int32, escalation: StepProcess.Escalation, control: ProcessControl, sink: ProcessOutputSink) {
+        init(spawned: StepProcess.Spawned, configuration: StepProcess.Configuration, pidfd: Int32, escalation: StepProcess.Escalation, control: ProcessControl, sink: ProcessOutputSink) {
             self.spawned = spawned
+            self.configuration = configuration
             self.pidfd = pidfd
             self.fds = [spawned.stdout, spawned.stderr]
             self.escalation = escalation
@@ -195,13 +197,15 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     }
 
     /// Starts a step's process on this thread and returns when it has ended and its output is drained.
+    /// The start is detached: this thread goes on while the child sets itself up and execs, instead of
+    /// waiting in vfork (on two cores, often for the other core, busy with another step, while this one idles).
     func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
-        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink) else { return .cancelled }
+        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink, detached: true) else { return .cancelled }
         let pidfd = spawned.pidfd >= 0 ? spawned.pidfd : slipway_pidfd_open(spawned.pid)
         spawned.pidfd = -1  // the loop's own now
         guard pidfd >= 0 else {
             // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
-            return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
+            return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
         let token = nextToken
         nextToken += 1
@@ -212,18 +216,26 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
             // epoll is out of room (ENOMEM, max_user_watches): this step gets a reader thread of its own.
             for (fd, _) in registered { _ = slipway_epoll_remove(epoll, fd) }
             close(pidfd)
-            return await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
+            return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
-        let process = Supervised(spawned: spawned, pidfd: pidfd, escalation: .init(timeout: configuration.timeout, grace: configuration.gracePeriod),
-                                 control: control, sink: sink)
+        let process = Supervised(spawned: spawned, configuration: configuration, pidfd: pidfd,
+                                 escalation: .init(timeout: configuration.timeout, grace: configuration.gracePeriod), control: control, sink: sink)
         supervised[token] = process
-        return await withTaskCancellationHandler {
+        return try await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 process.continuation = continuation
             }
         } onCancel: {
             control.cancel()
-        }
+        }.get()
+    }
+
+    /// A process supervised on a reader thread of its own; a detached start that failed before its exec
+    /// throws as a start that waited for it would have.
+    private func supervised(_ spawned: StepProcess.Spawned, configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
+        let termination = await StepProcess.supervise(spawned, configuration: configuration, control: control, sink: sink)
+        if let failure = StepProcess.settleLaunch(spawned, configuration) { throw failure }
+        return termination
     }
 
     private func readOnce(_ process: Supervised, stream index: Int) {
@@ -243,11 +255,13 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         closePipe(process, index)
     }
 
-    /// Closing is enough to leave the epoll set: the pipes' read ends and the pidfd are close-on-exec and
-    /// never duplicated, so the close releases the last reference (and saves an epoll_ctl per descriptor).
+    /// Leaves the epoll set before closing: a close alone is not enough, as a step started since (detached:
+    /// it has not exec'd yet) holds a copy of this process's descriptors, and epoll would go on reporting a
+    /// descriptor it no longer knows, on every wait until that step's exec.
     private func closePipe(_ process: Supervised, _ index: Int) {
         let fd = process.fds[index]
         guard fd >= 0 else { return }
+        _ = slipway_epoll_remove(epoll, fd)
         close(fd)
         process.fds[index] = -1
     }
@@ -293,10 +307,16 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     private func finish(_ token: UInt64, _ process: Supervised) {
         supervised[token] = nil
+        _ = slipway_epoll_remove(epoll, process.pidfd)
         close(process.pidfd)
-        process.sink.finish()
-        let termination = process.escalation.termination(status: process.status, control: process.control)
-        process.continuation?.resume(returning: termination)
+        // A child that could not exec wrote why before it exited: the step fails to start, as it would have
+        // at the start itself (its sink untouched, for the caller's note).
+        if let failure = StepProcess.settleLaunch(process.spawned, process.configuration) {
+            process.continuation?.resume(returning: .failure(failure))
+        } else {
+            process.sink.finish()
+            process.continuation?.resume(returning: .success(process.escalation.termination(status: process.status, control: process.control)))
+        }
         process.continuation = nil
     }
 }

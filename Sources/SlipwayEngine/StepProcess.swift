@@ -97,6 +97,9 @@ public enum StepProcess {
         var stderr: Int32
         /// The process's pidfd from its start, or -1; whoever supervises the process closes it.
         var pidfd: Int32 = -1
+        /// A detached start's launch block (its address), which whoever reaps the process settles once
+        /// (`settleLaunch`); 0 for a start that waited for the exec.
+        var launch: UInt = 0
     }
 
     /// The sink is used only by the reader thread once handed over.
@@ -155,12 +158,12 @@ public enum StepProcess {
 
     /// Starts the process, or nil (the sink finished) when it was cancelled before it started (fail-fast,
     /// Ctrl-C): it never starts. A cancel that came before the group existed could not signal it: it does now.
-    static func start(_ configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink) throws(StepProcessError) -> Spawned? {
+    static func start(_ configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink, detached: Bool = false) throws(StepProcessError) -> Spawned? {
         if control.flags.cancelled {
             sink.finish()
             return nil
         }
-        let spawned = try spawn(configuration)
+        let spawned = try spawn(configuration, detached: detached)
         let flags = control.state.withLock { state in
             state.processGroup = spawned.pid
             return (state.cancelRequested, state.killNow)
@@ -299,7 +302,10 @@ public enum StepProcess {
         }
     }()
 
-    static func spawn(_ configuration: Configuration) throws(StepProcessError) -> Spawned {
+    /// Starts the process. `detached`: return as soon as it exists, not once it has exec'd (see
+    /// `slipway_spawn_detached`); whoever reaps it then calls `settleLaunch`. Where a detached start is not
+    /// supported, or fails, the start waits for the exec as usual.
+    static func spawn(_ configuration: Configuration, detached: Bool = false) throws(StepProcessError) -> Spawned {
         _ = inheritedDescriptorsClosedOnExec
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
@@ -313,6 +319,19 @@ public enum StepProcess {
         var error: Int32 = 0
         var stage: Int32 = 0
         var pidfd: Int32 = -1
+        if detached {
+            var launch: UnsafeMutableRawPointer?
+            let pid = argv.withPointers { argv in
+                envp.withPointers { envp in
+                    slipway_spawn_detached(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &pidfd, &launch)
+                }
+            }
+            if pid > 0, let launch {
+                close(outPipe[1])
+                close(errPipe[1])
+                return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd, launch: UInt(bitPattern: launch))
+            }
+        }
         let pid = argv.withPointers { argv in
             envp.withPointers { envp in
                 slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage, &pidfd)
@@ -322,15 +341,30 @@ public enum StepProcess {
         close(errPipe[1])
         guard pid > 0 else {
             close(outPipe[0]); close(errPipe[0])
-            let what = switch stage {
-            case 2: "cannot open /dev/null for \(configuration.executable)"
-            case 4: "cannot change to the working directory \(configuration.workingDirectory)"
-            case 6: "cannot start \(configuration.executable)"
-            default: "cannot start \(configuration.executable) (setting up its process)"
-            }
-            throw StepProcessError(description: "\(what): \(String(cString: strerror(error)))")
+            throw startError(configuration, stage: stage, error: error)
         }
         return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd)
+    }
+
+    /// A detached start's end, once its process has been reaped: the error that kept it from its exec (it
+    /// exited 127 then), or nil. Frees the launch block; call once.
+    static func settleLaunch(_ spawned: Spawned, _ configuration: Configuration) -> StepProcessError? {
+        guard let launch = UnsafeMutableRawPointer(bitPattern: spawned.launch) else { return nil }
+        defer { slipway_launch_release(launch) }
+        var error: Int32 = 0
+        var stage: Int32 = 0
+        guard slipway_launch_failure(launch, &error, &stage) != 0 else { return nil }
+        return startError(configuration, stage: stage, error: error)
+    }
+
+    private static func startError(_ configuration: Configuration, stage: Int32, error: Int32) -> StepProcessError {
+        let what = switch stage {
+        case 2: "cannot open /dev/null for \(configuration.executable)"
+        case 4: "cannot change to the working directory \(configuration.workingDirectory)"
+        case 6: "cannot start \(configuration.executable)"
+        default: "cannot start \(configuration.executable) (setting up its process)"
+        }
+        return StepProcessError(description: "\(what): \(String(cString: strerror(error)))")
     }
 }
 

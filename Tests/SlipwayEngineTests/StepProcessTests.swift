@@ -60,6 +60,19 @@ func runStep(_ configuration: StepProcess.Configuration, control: ProcessControl
 
 struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
 
+/// Everything a pipe gives until EOF, as text; closes it.
+func drainPipe(_ fd: Int32) -> String {
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+    }
+    close(fd)
+    return String(decoding: bytes, as: UTF8.self)
+}
+
 @Suite(.serialized) struct StepProcessTests {
     @Test(arguments: Supervisor.allCases) func capturesBothStreamsAndExitCode(supervisor: Supervisor) async throws {
         let sink = CollectingSink()
@@ -150,12 +163,81 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
         #expect(String(decoding: sink.stdout, as: UTF8.self) == "x=y=z|héllo ✓ 漢字|[]|  two  spaces ||arg ✓|a=b|")
     }
 
+    /// On the loop the start is detached and the exec fails after it returned: the error is the same.
     @Test(arguments: Supervisor.allCases) func missingExecutableIsAnError(supervisor: Supervisor) async {
         var configuration = bash("true")
         configuration.executable = "/nonexistent/bash"
-        await #expect(throws: StepProcessError.self) {
+        do {
             _ = try await runStep(configuration, control: ProcessControl(), sink: CollectingSink(), on: supervisor)
+            Issue.record("a missing executable started")
+        } catch {
+            #expect(error.description == "cannot start /nonexistent/bash: No such file or directory")
         }
+    }
+
+    /// A detached start returns before the child has exec'd, or even run: the child works only on its own
+    /// copies (the caller frees its argument lists at once), its group exists as the start returns (a
+    /// cancel right away reaches it), and a failed exec is told when the process has been reaped.
+    @Test func aDetachedStartOwnsItsArgumentsAndItsGroupAndReportsAFailedExec() throws {
+        func start(_ arguments: [String], directory: String = "/") -> (pid: pid_t, pidfd: Int32, launch: UnsafeMutableRawPointer?, out: Int32, error: Int32) {
+            var out: [Int32] = [-1, -1]
+            var err: [Int32] = [-1, -1]
+            #expect(slipway_pipe_cloexec(&out) == 0 && slipway_pipe_cloexec(&err) == 0)
+            let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+            let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), strdup("SLIPWAY_TEST=detached ✓"), nil]
+            var error: Int32 = 0
+            var pidfd: Int32 = -1
+            var launch: UnsafeMutableRawPointer?
+            let pid = slipway_spawn_detached(arguments[0], argv, envp, directory, out[1], err[1], &error, &pidfd, &launch)
+            // Overwritten and freed while the child may not have read them yet.
+            for case let pointer? in argv + envp {
+                memset(pointer, 0x58, strlen(pointer))
+                free(pointer)
+            }
+            close(out[1]); close(err[1]); close(err[0])
+            return (pid, pidfd, launch, out[0], error)
+        }
+
+        let echo = start(["/bin/sh", "-c", "echo \"$SLIPWAY_TEST $0 $(pwd)\"", "arg0"], directory: "/tmp")
+        #expect(echo.pid > 0, "errno \(echo.error)")
+        #expect(echo.pidfd >= 0)
+        #expect(drainPipe(echo.out) == "detached ✓ arg0 /tmp\n")
+        var status: Int32 = 0
+        #expect(waitpid(echo.pid, &status, 0) == echo.pid)
+        #expect(status == 0)
+        var error: Int32 = 0
+        var stage: Int32 = 0
+        #expect(slipway_launch_failure(echo.launch, &error, &stage) == 0)
+        slipway_launch_release(echo.launch)
+        close(echo.pidfd)
+
+        // Killed as a group the moment the start returns.
+        let sleeper = start(["/bin/sleep", "30"])
+        #expect(sleeper.pid > 0)
+        #expect(kill(-sleeper.pid, SIGKILL) == 0)
+        #expect(waitpid(sleeper.pid, &status, 0) == sleeper.pid)
+        #expect(status & 0x7f == SIGKILL)
+        slipway_launch_release(sleeper.launch)
+        close(sleeper.pidfd)
+        close(sleeper.out)
+
+        let missing = start(["/nonexistent/program"])
+        #expect(missing.pid > 0)
+        #expect(waitpid(missing.pid, &status, 0) == missing.pid)
+        #expect((status >> 8) & 0xff == 127)
+        #expect(slipway_launch_failure(missing.launch, &error, &stage) == 1)
+        #expect(error == ENOENT && stage == 6)
+        slipway_launch_release(missing.launch)
+        close(missing.pidfd)
+        close(missing.out)
+
+        let nowhere = start(["/bin/true"], directory: "/nonexistent/slipway-wd")
+        #expect(waitpid(nowhere.pid, &status, 0) == nowhere.pid)
+        #expect(slipway_launch_failure(nowhere.launch, &error, &stage) == 1)
+        #expect(error == ENOENT && stage == 4)
+        slipway_launch_release(nowhere.launch)
+        close(nowhere.pidfd)
+        close(nowhere.out)
     }
 
     /// A process started with fd 0, 1 or 2 closed gets pipe ends with those numbers: the child must not
@@ -192,19 +274,8 @@ struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
             #expect(fcntl(pidfd, F_GETFD) & FD_CLOEXEC != 0)
             close(pidfd)
         }
-        func drain(_ fd: Int32) -> String {
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n <= 0 { break }
-                bytes += chunk[0..<n]
-            }
-            close(fd)
-            return String(decoding: bytes, as: UTF8.self)
-        }
-        #expect(drain(out[0]) == "to-stdout\n")
-        #expect(drain(err[0]) == "to-stderr\n")
+        #expect(drainPipe(out[0]) == "to-stdout\n")
+        #expect(drainPipe(err[0]) == "to-stderr\n")
     }
 
     /// Cancelled (fail-fast, Ctrl-C) before it started: the process never starts, and there is no process

@@ -22,6 +22,17 @@ int slipway_set_child_subreaper(void);
 /// before 5.2; the caller closes it.
 pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], const char *dir,
                     int out_fd, int err_fd, int *error, int *stage, int *pidfd);
+/// Starts a process as `slipway_spawn` does, but returns as soon as the child exists: the caller's thread
+/// does not wait for the exec (on two cores a vfork'd child often waits for the other, busy CPU while its
+/// parent's idles). The child works on a launch block of its own (stack, copies of the arguments, report),
+/// which *launch holds until the process has been reaped: then `slipway_launch_failure` tells whether the
+/// child failed before its exec (it exited 127; *error and *stage as for `slipway_spawn`) and
+/// `slipway_launch_release` frees the block. Returns the pid with *pidfd set (never -1), or -1 with *error
+/// (ENOSYS where unsupported: before Linux 5.2, or not x86-64/arm64; use `slipway_spawn`).
+pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *dir,
+                             int out_fd, int err_fd, int *error, int *pidfd, void **launch);
+int slipway_launch_failure(void *launch, int *error, int *stage);
+void slipway_launch_release(void *launch);
 /// pidfd_open(2): a descriptor that becomes readable when PID exits; -1 with errno (ENOSYS before Linux 5.3).
 int slipway_pidfd_open(pid_t pid);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
