@@ -118,15 +118,11 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 64)
         var batch: [UnownedJob] = []
         while true {
-            let (stop, block): (Bool, Bool) = shared.withLock { state in
+            let stop: Bool = shared.withLock { state in
                 swap(&batch, &state.jobs)
-                if !batch.isEmpty { return (false, false) }
-                if state.stopped && supervised.isEmpty {
-                    state.exited = true
-                    return (true, false)
-                }
-                state.sleeping = true
-                return (false, true)
+                guard batch.isEmpty, state.stopped, supervised.isEmpty else { return false }
+                state.exited = true
+                return true
             }
             if stop {
                 // A pthread id is reused: a task that outlives the run must not take another thread for this one.
@@ -135,6 +131,13 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
             }
             for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
             batch.removeAll(keepingCapacity: true)
+            // Asleep as soon as nothing is queued, rather than after one more pass that finds nothing (an
+            // epoll_wait per step less). Decided under the lock `enqueue` takes, so no wake-up is missed.
+            let block: Bool = shared.withLock { state in
+                guard state.jobs.isEmpty, !(state.stopped && supervised.isEmpty) else { return false }
+                state.sleeping = true
+                return true
+            }
             // Timeouts and cancellations are checked at least every 50 ms while a step runs.
             let timeout: Int32 = block ? (supervised.isEmpty ? -1 : 50) : 0
             let ready = tokens.withUnsafeMutableBufferPointer { slipway_epoll_wait(epoll, $0.baseAddress, 64, timeout) }
@@ -152,8 +155,9 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 default: readOnce(process, stream: Int(token & 3))
                 }
             }
-            // A quiet 50 ms: reap directly too, should a pidfd event ever not come.
-            if ready == 0 { for process in supervised.values { process.reap() } }
+            // A quiet 50 ms: reap directly too, should a pidfd event ever not come. (Not after a look that
+            // did not wait: that is a waitpid per process on every pass.)
+            if ready == 0, block { for process in supervised.values { process.reap() } }
             if !supervised.isEmpty { superviseAll() }
         }
     }
