@@ -209,11 +209,22 @@ static __attribute__((noreturn)) void slipway_launch_fail(struct slipway_launch 
     for (;;) slipway_raw_syscall(SYS_exit_group, 127, 0, 0, 0);
 }
 
+/* slipway_reset_signals as bits (signal n is bit n), for the child, which calls no libc function. */
+static uint32_t slipway_reset_signal_bits;
+static pthread_once_t slipway_reset_signal_bits_once = PTHREAD_ONCE_INIT;
+
+static void slipway_collect_reset_signal_bits(void) {
+    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
+    for (int signal_number = 1; signal_number < 32; signal_number++) {
+        if (sigismember(&slipway_reset_signals, signal_number) == 1) slipway_reset_signal_bits |= UINT32_C(1) << signal_number;
+    }
+}
+
 static int slipway_launch_child(void *p) {
     struct slipway_launch *launch = p;
     struct slipway_kernel_sigaction action = { (void *)SIG_DFL, 0, NULL, 0 };
     for (int signal_number = 1; signal_number < 32; signal_number++) {
-        if (sigismember(&slipway_reset_signals, signal_number) == 1)
+        if (slipway_reset_signal_bits & (UINT32_C(1) << signal_number))
             slipway_raw_syscall(SYS_rt_sigaction, signal_number, (long)&action, 0, sizeof(uint64_t));
     }
     launch->report.stage = 1;
@@ -258,7 +269,7 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
                              int out_fd, int err_fd, int *error, int *pidfd, void **launch_out) {
     *launch_out = NULL;
     *pidfd = -1;
-    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
+    pthread_once(&slipway_reset_signal_bits_once, slipway_collect_reset_signal_bits);
     size_t argc, envc;
     size_t strings = slipway_list_size(argv, &argc) + slipway_list_size(envp, &envc) + strlen(path) + 1 + (dir ? strlen(dir) + 1 : 0);
     size_t size = sizeof(struct slipway_launch) + (argc + envc + 2) * sizeof(char *) + strings;
@@ -292,8 +303,11 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
     }
     launch->out_fd = out_fd;
     launch->err_fd = err_fd;
+    /* No handler of this process may run in the child, which shares its memory; SIGCHLD stays open, as for
+       slipway_spawn (the child has no children of its own before its exec). */
     sigset_t all, old;
     sigfillset(&all);
+    sigdelset(&all, SIGCHLD);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int fd = -1;
     pid_t pid = clone(slipway_launch_child, launch->stack + SLIPWAY_LAUNCH_STACK, CLONE_VM | CLONE_PIDFD | SIGCHLD, launch, &fd);
