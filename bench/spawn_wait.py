@@ -12,7 +12,7 @@ Needs `perf` (linux-perf) and permission to record system call tracepoints (root
 """
 import argparse, bisect, os, re, shutil, statistics, subprocess, tempfile
 
-from wide_repo import make_wide_repo
+from wide_repo import make_wide_makefile, make_wide_repo
 
 EVENTS = ["syscalls:sys_enter_clone", "syscalls:sys_exit_clone", "syscalls:sys_enter_clone3", "syscalls:sys_exit_clone3",
           "syscalls:sys_enter_vfork", "syscalls:sys_exit_vfork", "sched:sched_process_exit"]
@@ -58,9 +58,7 @@ def main():
         repo = os.path.join(work, "repo")
         make_wide_repo(repo, args.jobs)
         makefile = os.path.join(work, "wide.mk")
-        names = " ".join(f"t{i}" for i in range(1, args.jobs + 1))
-        with open(makefile, "w") as f:
-            f.write(f".PHONY: all {names}\nall: {names}\n" + "".join(f"t{i}:\n\t/bin/true\n" for i in range(1, args.jobs + 1)))
+        make_wide_makefile(makefile, args.jobs)
         for binary in args.binaries:
             if binary == "make":
                 command, name = ["make", "-s", "-j2", "-f", makefile], "make"

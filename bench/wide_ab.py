@@ -11,7 +11,7 @@ least any engine keeping issue 2's rules can do per job.
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
-from wide_repo import make_wide_repo
+from wide_repo import make_wide_makefile, make_wide_repo
 
 def main():
     parser = argparse.ArgumentParser()
@@ -24,11 +24,7 @@ def main():
     try:
         repo = os.path.join(work, "repo")
         make_wide_repo(repo, args.jobs)
-        names = " ".join(f"t{i}" for i in range(1, args.jobs + 1))
-        with open(os.path.join(work, "wide.mk"), "w") as f:
-            f.write(f".PHONY: all {names}\nall: {names}\n")
-            for i in range(1, args.jobs + 1):
-                f.write(f"t{i}:\n\t/bin/true\n")
+        make_wide_makefile(os.path.join(work, "wide.mk"), args.jobs)
 
         def timed(command):
             shutil.rmtree(os.path.join(repo, ".slipway"), ignore_errors=True)

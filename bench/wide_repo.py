@@ -1,4 +1,5 @@
-"""The wide-DAG benchmark's project: a git repository whose pipeline has JOBS independent no-op jobs."""
+"""The wide-DAG benchmark's project: a git repository whose pipeline has JOBS independent no-op jobs, and the
+same as a Makefile for `make -j2`."""
 import os, subprocess
 
 
@@ -12,3 +13,11 @@ def make_wide_repo(repo, jobs):
     subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"], check=True)
+
+
+def make_wide_makefile(path, jobs):
+    names = " ".join(f"t{i}" for i in range(1, jobs + 1))
+    with open(path, "w") as f:
+        f.write(f".PHONY: all {names}\nall: {names}\n")
+        for i in range(1, jobs + 1):
+            f.write(f"t{i}:\n\t/bin/true\n")

@@ -41,20 +41,33 @@ struct slipway_child_report { volatile int error; volatile int stage; };
    catch itself (Ctrl-C handling, ignored SIGPIPE), the synchronous ones the Swift runtime's backtracer
    catches, and every other signal that was not at its default when the first step started. A handler of
    this process must not run in the child, which shares its memory until execve; execve would reset caught
-   signals by itself, but ignored ones it keeps. */
-static sigset_t slipway_reset_signals;
+   signals by itself, but ignored ones it keeps. Signal n is bit n: a detached child tests them without libc. */
+static uint32_t slipway_reset_signals;
 static pthread_once_t slipway_reset_signals_once = PTHREAD_ONCE_INIT;
 
 static void slipway_collect_reset_signals(void) {
     static const int always[] = { SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH,
                                   SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGSYS };
-    sigemptyset(&slipway_reset_signals);
-    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) sigaddset(&slipway_reset_signals, always[i]);
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) slipway_reset_signals |= UINT32_C(1) << always[i];
     for (int signal_number = 1; signal_number < 32; signal_number++) {
         struct sigaction current;
         if (signal_number == SIGKILL || signal_number == SIGSTOP) continue;
-        if (sigaction(signal_number, NULL, &current) == 0 && current.sa_handler != SIG_DFL) sigaddset(&slipway_reset_signals, signal_number);
+        if (sigaction(signal_number, NULL, &current) == 0 && current.sa_handler != SIG_DFL) slipway_reset_signals |= UINT32_C(1) << signal_number;
     }
+}
+
+static int slipway_resets(int signal_number) { return (slipway_reset_signals >> signal_number) & 1; }
+
+/* A pipe end numbered 0-2 (this process started with one of them closed) would be overwritten in the child, or
+   keep its close-on-exec flag through a dup2 onto itself: the child gets a copy numbered 3 or above, which the
+   caller closes after the start (*moved). Returns 0, or the errno. */
+static int slipway_move_above_stdio(int *fd, int *moved) {
+    *moved = -1;
+    if (*fd >= 3) return 0;
+    *moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (*moved < 0) return errno;
+    *fd = *moved;
+    return 0;
 }
 
 /* The child's side: only async-signal-safe calls on the parent's memory, never a return. */
@@ -65,7 +78,7 @@ static __attribute__((noinline, noreturn)) void slipway_child(const char *path, 
     struct sigaction action = { .sa_handler = SIG_DFL };
     sigemptyset(&action.sa_mask);
     for (int signal_number = 1; signal_number < 32; signal_number++) {
-        if (sigismember(&slipway_reset_signals, signal_number) == 1) sigaction(signal_number, &action, NULL);
+        if (slipway_resets(signal_number)) sigaction(signal_number, &action, NULL);
     }
     report->stage = 1;
     if (setpgid(0, 0) != 0) goto fail;
@@ -106,19 +119,9 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
                     int out_fd, int err_fd, int *error, int *stage, int *pidfd) {
     struct slipway_child_report report = { 0, 0 };
     pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
-    /* A pipe end that got fd 0, 1 or 2 (this process started with one of them closed) would be overwritten, or
-       keep its close-on-exec flag through a dup2 onto itself: the child gets copies numbered 3 and above. */
-    int moved_out = -1, moved_err = -1;
-    if (out_fd < 3) {
-        moved_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 3);
-        if (moved_out < 0) { *error = errno; *stage = 3; return -1; }
-        out_fd = moved_out;
-    }
-    if (err_fd < 3) {
-        moved_err = fcntl(err_fd, F_DUPFD_CLOEXEC, 3);
-        if (moved_err < 0) { *error = errno; *stage = 3; if (moved_out >= 0) close(moved_out); return -1; }
-        err_fd = moved_err;
-    }
+    int moved_out, moved_err;
+    if ((*error = slipway_move_above_stdio(&out_fd, &moved_out)) != 0) { *stage = 3; return -1; }
+    if ((*error = slipway_move_above_stdio(&err_fd, &moved_err)) != 0) { *stage = 3; if (moved_out >= 0) close(moved_out); return -1; }
     sigset_t all, old;
     sigfillset(&all);
     /* No handler of this process may run in the child while it shares our memory. SIGCHLD stays open: it is
@@ -209,22 +212,11 @@ static __attribute__((noreturn)) void slipway_launch_fail(struct slipway_launch 
     for (;;) slipway_raw_syscall(SYS_exit_group, 127, 0, 0, 0);
 }
 
-/* slipway_reset_signals as bits (signal n is bit n), for the child, which calls no libc function. */
-static uint32_t slipway_reset_signal_bits;
-static pthread_once_t slipway_reset_signal_bits_once = PTHREAD_ONCE_INIT;
-
-static void slipway_collect_reset_signal_bits(void) {
-    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
-    for (int signal_number = 1; signal_number < 32; signal_number++) {
-        if (sigismember(&slipway_reset_signals, signal_number) == 1) slipway_reset_signal_bits |= UINT32_C(1) << signal_number;
-    }
-}
-
 static int slipway_launch_child(void *p) {
     struct slipway_launch *launch = p;
     struct slipway_kernel_sigaction action = { (void *)SIG_DFL, 0, NULL, 0 };
     for (int signal_number = 1; signal_number < 32; signal_number++) {
-        if (slipway_reset_signal_bits & (UINT32_C(1) << signal_number))
+        if (slipway_resets(signal_number))
             slipway_raw_syscall(SYS_rt_sigaction, signal_number, (long)&action, 0, sizeof(uint64_t));
     }
     launch->report.stage = 1;
@@ -269,7 +261,7 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
                              int out_fd, int err_fd, int *error, int *pidfd, void **launch_out) {
     *launch_out = NULL;
     *pidfd = -1;
-    pthread_once(&slipway_reset_signal_bits_once, slipway_collect_reset_signal_bits);
+    pthread_once(&slipway_reset_signals_once, slipway_collect_reset_signals);
     size_t argc, envc;
     size_t strings = slipway_list_size(argv, &argc) + slipway_list_size(envp, &envc) + strlen(path) + 1 + (dir ? strlen(dir) + 1 : 0);
     size_t size = sizeof(struct slipway_launch) + (argc + envc + 2) * sizeof(char *) + strings;
@@ -290,17 +282,9 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
         memcpy(cursor, dir, strlen(dir) + 1);
         launch->dir = cursor;
     }
-    int moved_out = -1, moved_err = -1;
-    if (out_fd < 3) {
-        moved_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 3);
-        if (moved_out < 0) { *error = errno; free(launch); return -1; }
-        out_fd = moved_out;
-    }
-    if (err_fd < 3) {
-        moved_err = fcntl(err_fd, F_DUPFD_CLOEXEC, 3);
-        if (moved_err < 0) { *error = errno; if (moved_out >= 0) close(moved_out); free(launch); return -1; }
-        err_fd = moved_err;
-    }
+    int moved_out, moved_err;
+    if ((*error = slipway_move_above_stdio(&out_fd, &moved_out)) != 0) { free(launch); return -1; }
+    if ((*error = slipway_move_above_stdio(&err_fd, &moved_err)) != 0) { if (moved_out >= 0) close(moved_out); free(launch); return -1; }
     launch->out_fd = out_fd;
     launch->err_fd = err_fd;
     /* No handler of this process may run in the child, which shares its memory; SIGCHLD stays open, as for

@@ -319,22 +319,11 @@ public enum StepProcess {
         var error: Int32 = 0
         var stage: Int32 = 0
         var pidfd: Int32 = -1
-        if detached {
-            var launch: UnsafeMutableRawPointer?
-            let pid = argv.withPointers { argv in
-                envp.withPointers { envp in
-                    slipway_spawn_detached(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &pidfd, &launch)
-                }
-            }
-            if pid > 0, let launch {
-                close(outPipe[1])
-                close(errPipe[1])
-                return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd, launch: UInt(bitPattern: launch))
-            }
-        }
+        var launch: UnsafeMutableRawPointer?
         let pid = argv.withPointers { argv in
             envp.withPointers { envp in
-                slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage, &pidfd)
+                let pid = detached ? slipway_spawn_detached(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &pidfd, &launch) : -1
+                return pid > 0 ? pid : slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage, &pidfd)
             }
         }
         close(outPipe[1])
@@ -343,7 +332,7 @@ public enum StepProcess {
             close(outPipe[0]); close(errPipe[0])
             throw startError(configuration, stage: stage, error: error)
         }
-        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd)
+        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd, launch: UInt(bitPattern: launch))
     }
 
     /// A detached start's end, once its process has been reaped: the error that kept it from its exec (it
