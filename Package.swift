@@ -27,7 +27,8 @@ let package = Package(
         .executableTarget(
             name: "slipway",
             dependencies: ["SlipwayCLI"],
-            swiftSettings: strict
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
         .target(
             name: "SlipwayCLI",
@@ -114,6 +115,6 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "SlipwayEngineTests", dependencies: ["SlipwayEngine", "SlipwayStore", "SlipwayCore", "CSlipwaySystem", "SlipwayTestSupport"], swiftSettings: strict),
         // Depends on the executable so `swift test` builds the binary these tests run.
-        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),
+        .testTarget(name: "SlipwayEndToEndTests", dependencies: ["slipway", "SlipwayCLI", "SlipwayCore", "SlipwayDeploy", "SlipwayTestSupport"], swiftSettings: strict),
     ]
 )

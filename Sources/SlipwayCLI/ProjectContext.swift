@@ -21,19 +21,23 @@ struct ProjectContext {
     var layout: DataLayout
 
     init(_ options: ProjectOptions) {
+        self.init(file: options.file, dataDirectory: options.dataDirectory)
+    }
+
+    init(file: String, dataDirectory: String?) {
         let cwd = FileManager.default.currentDirectoryPath
-        let url = URL(fileURLWithPath: options.file, relativeTo: URL(fileURLWithPath: cwd, isDirectory: true)).standardizedFileURL
+        let url = URL(fileURLWithPath: file, relativeTo: URL(fileURLWithPath: cwd, isDirectory: true)).standardizedFileURL
         fileURL = url
-        displayName = options.file
+        displayName = file
         projectDirectory = url.deletingLastPathComponent().path
-        let dataDir = options.dataDirectory ?? ProcessInfo.processInfo.environment["SLIPWAY_DATA_DIR"] ?? (projectDirectory + "/.slipway")
+        let dataDir = dataDirectory ?? ProcessInfo.processInfo.environment["SLIPWAY_DATA_DIR"] ?? (projectDirectory + "/.slipway")
         layout = DataLayout(root: URL(fileURLWithPath: dataDir, relativeTo: URL(fileURLWithPath: cwd, isDirectory: true)).standardizedFileURL.path)
     }
 
     /// Loads and validates the pipeline; prints every diagnostic and throws exit 2 when there are errors.
     func loadPipeline() throws -> (Pipeline, String) {
         let result = PipelineLoader.load(contentsOf: fileURL, displayName: displayName)
-        let text = (try? String(contentsOf: fileURL, encoding: .utf8)) ?? ""
+        let text = result.text ?? ""
         DiagnosticRenderer.print(result.diagnostics, source: text)
         guard let pipeline = result.pipeline else {
             let count = result.errors.count

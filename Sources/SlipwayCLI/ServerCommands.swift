@@ -253,7 +253,7 @@ struct TriggerCommand: AsyncParsableCommand {
         if let branch { body["branch"] = branch }
         if let commit { body["commit"] = commit }
         if let event { body["event"] = event }
-        let inputValues = try RunCommand.keyValues(inputs, option: "--input")
+        let inputValues = try RunInvocation.keyValues(inputs, option: "--input")
         if !inputValues.isEmpty { body["inputs"] = inputValues }
         let http = HTTPClient()
         let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]

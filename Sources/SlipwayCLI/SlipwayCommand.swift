@@ -28,6 +28,11 @@ public struct SlipwayCommand: AsyncParsableCommand {
             }
         }
         do {
+            let arguments = CommandLine.arguments.dropFirst()
+            if arguments.first == "run", let invocation = RunInvocation(fastParsing: arguments.dropFirst()) {
+                try await invocation.run()
+                return
+            }
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
