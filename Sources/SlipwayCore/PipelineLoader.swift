@@ -104,6 +104,7 @@ public struct PipelineLoader {
             return nil
         }
         var root: Node?
+        var nodes: Int?
         // Yams stops at the first duplicate key. To still report every other problem at once, rename the
         // duplicate in place (same length, private-use characters, so every position stays the same),
         // record it, and parse again; diagnostics about the renamed keys are dropped at the end.
@@ -113,7 +114,11 @@ public struct PipelineLoader {
             do {
                 // The loader reads scalars itself, so Yams need not resolve their tags: the default
                 // resolver runs seven regular expressions per scalar (a fifth of loading a 1000-job file).
-                root = try Yams.compose(yaml: working, .basic)
+                if case .composed(let node, let count) = YAMLComposer.compose(working) {
+                    (root, nodes) = (node, count)
+                } else {
+                    root = try Yams.compose(yaml: working, .basic)
+                }
                 break
             } catch let yamlError as YamlError {
                 let workingLines = working.split(separator: "\n", omittingEmptySubsequences: false)
@@ -145,7 +150,7 @@ public struct PipelineLoader {
             error(at: origin, "the file is empty", hint: "add `jobs:` with at least one job; `slipway init` writes a starter file")
             return nil
         }
-        guard countNodes(root) else {
+        guard nodes.map({ $0 <= Self.maximumNodes }) ?? countNodes(root) else {
             error(at: origin, "the document expands to more than \(Self.maximumNodes) YAML nodes", hint: "remove anchors/aliases that repeat large blocks")
             return nil
         }
