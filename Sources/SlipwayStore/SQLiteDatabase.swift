@@ -42,12 +42,45 @@ public final class SQLiteDatabase: SQLDatabase {
 
     /// GRDB's migrator, so databases created before this type existed (same identifiers) carry on.
     public func migrate(_ migrations: [SQLMigration]) throws(StoreError) {
+        if try migrateNew(migrations) { return }
         var migrator = DatabaseMigrator()
         for migration in migrations {
             migrator.registerMigration(migration.identifier) { db in try db.execute(sql: migration.sql) }
         }
         do { try migrator.migrate(queue) } catch { throw StoreError("cannot migrate the database \(path): \(error)") }
     }
+
+    /// A database without any schema yet takes every migration in one transaction, recorded as GRDB's
+    /// migrator records them (so it finds nothing to do later): one commit instead of one per migration,
+    /// each with its foreign-key check of tables that are still empty. Half of a first run's start-up went
+    /// there. False when the database has a schema already, for the migrator.
+    func migrateNew(_ migrations: [SQLMigration]) throws(StoreError) -> Bool {
+        let isEmpty = "SELECT count(*) = 0 FROM sqlite_master"
+        do {
+            return try queue.inDatabase { db in
+                // Read first: a database in use is never write-locked here.
+                guard !migrations.isEmpty, try Bool.fetchOne(db, sql: isEmpty) == true else { return false }
+                var created = false
+                try db.inTransaction(.immediate) {
+                    // Another process may have created it meanwhile.
+                    guard try Bool.fetchOne(db, sql: isEmpty) == true else { return .commit }
+                    for migration in migrations { try db.execute(sql: migration.sql) }
+                    try db.execute(sql: Self.migrationsTable)
+                    for migration in migrations {
+                        try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES (?)", arguments: [migration.identifier])
+                    }
+                    created = true
+                    return .commit
+                }
+                return created
+            }
+        } catch {
+            throw StoreError("cannot migrate the database \(path): \(error)")
+        }
+    }
+
+    /// The table GRDB's `DatabaseMigrator` keeps applied identifiers in, as it creates it.
+    static let migrationsTable = "CREATE TABLE IF NOT EXISTS grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)"
 }
 
 struct GRDBConnection: SQLConnection {
