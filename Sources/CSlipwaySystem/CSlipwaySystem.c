@@ -257,6 +257,23 @@ static char **slipway_copy_list(char *const list[], size_t count, char **pointer
     return pointers;
 }
 
+/* Set on a thread that keeps every asynchronous signal blocked (slipway_hold_signals): its detached starts
+   need not block them around each clone and unblock them after. */
+static __thread int slipway_signals_held = 0;
+
+int slipway_hold_signals(void) {
+    sigset_t held;
+    sigfillset(&held);
+    /* SIGCHLD stays open (see slipway_spawn). So do the signals only ever sent to the thread itself, which
+       the child does not raise before its exec: faults and traps (for the crash handler) and SIGPIPE (a write
+       to a reader that went away ends the process as before). */
+    static const int open_signals[] = { SIGCHLD, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT, SIGPIPE };
+    for (size_t i = 0; i < sizeof open_signals / sizeof open_signals[0]; i++) sigdelset(&held, open_signals[i]);
+    int result = pthread_sigmask(SIG_SETMASK, &held, NULL);
+    if (result == 0) slipway_signals_held = 1;
+    return result;
+}
+
 pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *dir,
                              int out_fd, int err_fd, int *error, int *pidfd, void **launch_out) {
     *launch_out = NULL;
@@ -290,13 +307,15 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
     /* No handler of this process may run in the child, which shares its memory; SIGCHLD stays open, as for
        slipway_spawn (the child has no children of its own before its exec). */
     sigset_t all, old;
-    sigfillset(&all);
-    sigdelset(&all, SIGCHLD);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (!slipway_signals_held) {
+        sigfillset(&all);
+        sigdelset(&all, SIGCHLD);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+    }
     int fd = -1;
     pid_t pid = clone(slipway_launch_child, launch->stack + SLIPWAY_LAUNCH_STACK, CLONE_VM | CLONE_PIDFD | SIGCHLD, launch, &fd);
     int saved = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!slipway_signals_held) pthread_sigmask(SIG_SETMASK, &old, NULL);
     /* The child's descriptor table is its own copy: these closes do not reach it. */
     if (moved_out >= 0) close(moved_out);
     if (moved_err >= 0) close(moved_err);
@@ -333,6 +352,7 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
 }
 int slipway_launch_failure(void *launch, int *error, int *stage) { (void)launch; (void)error; (void)stage; return 0; }
 void slipway_launch_release(void *launch) { (void)launch; }
+int slipway_hold_signals(void) { return 0; }  /* nothing to hold for: no detached starts here */
 #endif
 
 int slipway_pidfd_open(pid_t pid) {
@@ -359,7 +379,11 @@ int slipway_epoll_wait(int epoll, uint64_t *tokens, int max, int timeout_ms) {
     struct epoll_event events[64];
     if (max > 64) max = 64;
     int n = epoll_wait(epoll, events, max, timeout_ms);
-    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
+    for (int i = 0; i < n; i++) {
+        tokens[i] = events[i].data.u64;
+        /* A pipe whose writers are gone and that holds nothing: its end, without a read to learn it. */
+        if ((events[i].events & (EPOLLHUP | EPOLLIN)) == EPOLLHUP) tokens[i] |= SLIPWAY_EPOLL_HUNG_UP;
+    }
     return n;
 }
 

@@ -51,6 +51,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     private var nextToken: UInt64 = 1
     private var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
     private static let wakeToken = UInt64.max
+    /// Set by `slipway_epoll_wait` on a pipe's token when it hung up empty (SLIPWAY_EPOLL_HUNG_UP).
+    private static let hungUp: UInt64 = 1 << 62
 
     private init(epoll: Int32, wakeFD: Int32) {
         self.epoll = epoll
@@ -115,6 +117,13 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         sigemptyset(&childSignal)
         sigaddset(&childSignal, SIGCHLD)
         pthread_sigmask(SIG_UNBLOCK, &childSignal, nil)
+        // Asynchronous signals go to other threads: the detached starts then need not block them around each
+        // clone (two system calls a step).
+        _ = slipway_hold_signals()
+        // While queued work keeps the loop busy, a look at the processes without waiting is taken every
+        // fourth pass or 100 µs: a step's end and the start after it take two passes each, not two looks.
+        var passesSinceLook = 0
+        var lastLook = ContinuousClock.now
         var tokens = [UInt64](repeating: 0, count: 64)
         var batch: [UnownedJob] = []
         while true {
@@ -138,21 +147,30 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 state.sleeping = true
                 return true
             }
+            if !block {
+                passesSinceLook += 1
+                if passesSinceLook < 4, ContinuousClock.now - lastLook < .microseconds(100) { continue }
+            }
+            passesSinceLook = 0
             // Timeouts and cancellations are checked at least every 50 ms while a step runs.
             let timeout: Int32 = block ? (supervised.isEmpty ? -1 : 50) : 0
             let ready = tokens.withUnsafeMutableBufferPointer { slipway_epoll_wait(epoll, $0.baseAddress, 64, timeout) }
+            lastLook = ContinuousClock.now
             if block { shared.withLock { $0.sleeping = false } }
             for index in 0..<max(0, Int(ready)) {
-                let token = tokens[index]
+                var token = tokens[index]
                 if token == Self.wakeToken {
                     var value: UInt64 = 0
                     _ = read(wakeFD, &value, 8)
                     continue
                 }
+                let hungUp = token & Self.hungUp != 0
+                token &= ~Self.hungUp
                 guard let process = supervised[token >> 2] else { continue }
                 switch token & 3 {
                 case 2: process.reap()
-                default: readOnce(process, stream: Int(token & 3))
+                default:
+                    if hungUp { closePipe(process, Int(token & 3)) } else { readOnce(process, stream: Int(token & 3)) }
                 }
             }
             // A quiet 50 ms: reap directly too, should a pidfd event ever not come. (Not after a look that

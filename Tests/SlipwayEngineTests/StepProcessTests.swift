@@ -416,6 +416,19 @@ final class SlowSink: ProcessOutputSink, @unchecked Sendable {
     }
 
     /// Work that blocks runs on the shared pool, then the task is back on the loop.
+    /// The loop's thread keeps asynchronous signals blocked (its starts then skip blocking them around each
+    /// clone), but not SIGCHLD, faults or SIGPIPE; the steps it starts begin with none blocked (tested above).
+    @Test func theLoopsThreadHoldsAsynchronousSignalsOnly() async throws {
+        let status: String = await EngineLoop.run {
+            String(decoding: FileManager.default.contents(atPath: "/proc/thread-self/status") ?? Data(), as: UTF8.self)
+        }
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") })
+        let blocked = try #require(UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16))
+        func isBlocked(_ signal: Int32) -> Bool { blocked & (1 << UInt64(signal - 1)) != 0 }
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGALRM] { #expect(isBlocked(signal), "signal \(signal) open: \(line)") }
+        for signal in [SIGCHLD, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGPIPE] { #expect(!isBlocked(signal), "signal \(signal) blocked: \(line)") }
+    }
+
     @Test func offloadedWorkLeavesTheLoopsThreadAndComesBack() async {
         let (before, inside, after, stillCurrent): (Bool, Bool, Bool, Bool) = await EngineLoop.run {
             let before = EngineLoop.current?.isCurrentThread == true

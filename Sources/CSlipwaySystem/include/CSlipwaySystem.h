@@ -33,12 +33,18 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
                              int out_fd, int err_fd, int *error, int *pidfd, void **launch);
 int slipway_launch_failure(void *launch, int *error, int *stage);
 void slipway_launch_release(void *launch);
+/// Blocks every asynchronous signal but SIGCHLD on the calling thread for good (faults and traps stay open),
+/// so its detached starts skip blocking them around each clone: for a thread that only starts and supervises
+/// processes. 0, or an error number.
+int slipway_hold_signals(void);
 /// pidfd_open(2): a descriptor that becomes readable when PID exits; -1 with errno (ENOSYS before Linux 5.3).
 int slipway_pidfd_open(pid_t pid);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
 int slipway_eventfd(void);
 /// epoll without struct epoll_event in Swift (it is packed on x86-64): descriptors are registered for input
-/// with a 64-bit token, and a wait returns the tokens of the ready ones.
+/// with a 64-bit token, and a wait returns the tokens of the ready ones, with SLIPWAY_EPOLL_HUNG_UP set on
+/// those that hung up with nothing left to read (a pipe whose writers are all gone and that is empty).
+#define SLIPWAY_EPOLL_HUNG_UP (1ULL << 62)
 int slipway_epoll_create(void);
 int slipway_epoll_add(int epoll, int fd, uint64_t token);
 int slipway_epoll_remove(int epoll, int fd);
