@@ -63,9 +63,21 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
     }
 
     func progress(_ event: RunProgress) {
+        if let line = line(for: event) { Terminal.write(line) }
+    }
+
+    /// A turn's lines in one write.
+    func progress(batch events: [RunProgress]) {
+        var out: [UInt8] = []
+        for event in events { if let line = line(for: event) { out += line } }
+        if !out.isEmpty { Terminal.write(out) }
+    }
+
+    /// The line an event prints, if any.
+    func line(for event: RunProgress) -> [UInt8]? {
         switch event {
         case .runStarted(let run, _, let resumed):
-            Terminal.print(Symbols.header(run, resumed: resumed))
+            return Array((Symbols.header(run, resumed: resumed) + "\n").utf8)
         case .jobStarted(let key, let attempt, let reason):
             // Built as bytes: two lines per job are a share of a no-op job's start (as much as setting up its pipes).
             var line: [UInt8] = Array("▶ ".utf8)
@@ -73,12 +85,11 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
             line.append(contentsOf: Terminal.bold(key).utf8)
             if attempt > 1 { line.append(contentsOf: Terminal.dim(" attempt \(attempt): \(reason)").utf8) }
             line.append(0x0A)
-            Terminal.write(line)
-        case .stepStarted: break
+            return line
+        case .stepStarted: return nil
         case .stepFinished(let key, _, let name, let status, let detail):
-            if status == .skipped {
-                Terminal.print(Terminal.dim("  [\(key)] step '\(name)' \(status.rawValue)\(detail.map { ": \($0)" } ?? "")"))
-            }
+            guard status == .skipped else { return nil }
+            return Array((Terminal.dim("  [\(key)] step '\(name)' \(status.rawValue)\(detail.map { ": \($0)" } ?? "")") + "\n").utf8)
         case .jobFinished(let key, let result, let allowed, let reason, let cached, let duration):
             counts.withLock { $0[result, default: 0] += 1 }
             var line: [UInt8] = Array(Symbols.result(result, allowed: allowed, cached: cached).utf8)
@@ -91,9 +102,9 @@ final class PlainReporter: Reporter, LiveOutput, Sendable {
             }
             if result != .success || cached { line.append(contentsOf: Terminal.dim(" — \(reason)").utf8) }
             line.append(0x0A)
-            Terminal.write(line)
+            return line
         case .runFinished(let run, let result, let duration):
-            Terminal.print(Symbols.footer(run, result: result, duration: duration, counts: counts.withLock { $0 }))
+            return Array((Symbols.footer(run, result: result, duration: duration, counts: counts.withLock { $0 }) + "\n").utf8)
         }
     }
 

@@ -346,16 +346,17 @@ public final class RunEngine: Sendable {
                 }
                 deferred = []
                 var nextStarted = startedAttempts.makeIterator()
+                var progress: [RunProgress] = []
                 for item in committed {
                     switch item {
-                    case .finished(let progress):
-                        observer?.progress(progress)
+                    case .finished(let finished):
+                        progress.append(finished)
                     case .cancel(let key):
                         control.cancelJob(key)
                     case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context, let remotely):
                         let started = nextStarted.next() ?? nil
                         let attemptRecord = started?.attempt
-                        observer?.progress(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
+                        progress.append(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                         let needs = jobsByID[instance.jobID]?.needs ?? []
                         let upstream = needs.flatMap { need in
                             plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
@@ -400,6 +401,7 @@ public final class RunEngine: Sendable {
                         }
                     }
                 }
+                if !progress.isEmpty { observer?.progress(batch: progress) }
                 if machine.isFinished { break }
                 guard let (key, attempt, outcome, cacheKey, written) = await group.next() else { break }
                 deferred += written

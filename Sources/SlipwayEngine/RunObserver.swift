@@ -14,4 +14,13 @@ public enum RunProgress: Sendable {
 
 public protocol RunObserver: Sendable {
     func progress(_ event: RunProgress)
+    /// A turn's events at once, in order (the jobs that ended and those that start): a terminal writes them
+    /// in one go.
+    func progress(batch events: [RunProgress])
+}
+
+extension RunObserver {
+    public func progress(batch events: [RunProgress]) {
+        for event in events { progress(event) }
+    }
 }
