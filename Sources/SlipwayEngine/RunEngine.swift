@@ -212,8 +212,15 @@ public final class RunEngine: Sendable {
     /// it neither deploys nor releases (those stay on the server, which holds the environments and the
     /// signing key).
     func runsRemotely(_ instance: JobInstance, resolved: ResolvedJob, pipeline: Pipeline) -> Bool {
-        guard let remote, let job = pipeline.job(instance.jobID), !job.runsOn.isEmpty else { return false }
-        return resolved.deployEnvironment == nil && resolved.release == nil && remote.takes(labels: job.runsOn)
+        guard let job = pipeline.job(instance.jobID) else { return false }
+        return runsRemotely(resolved: resolved, runsOn: job.runsOn)
+    }
+
+    /// The same from the job's `runs-on`; a job without labels never copies the runner out (a share of a
+    /// no-op job's turn).
+    func runsRemotely(resolved: ResolvedJob, runsOn: [String]) -> Bool {
+        guard !runsOn.isEmpty, let remote else { return false }
+        return resolved.deployEnvironment == nil && resolved.release == nil && remote.takes(labels: runsOn)
     }
 
     /// The attempt as remote runners get it, when it goes to one (`runsRemotely`).
@@ -284,8 +291,10 @@ public final class RunEngine: Sendable {
                         guard let instance = instances[key], var row = jobRows[key] else { continue }
                         let context = machine.context(for: instance)
                         var resolved: ResolvedJob
+                        var runsOn: [String] = []
                         do {
                             guard let job = jobsByID[instance.jobID] else { throw CoreError("unknown job '\(instance.jobID)'") }
+                            runsOn = job.runsOn
                             resolved = try ResolvedJob.resolve(instance, job: job, in: pipeline, context: context)
                             // Step names come from commands, which may hold rendered secrets.
                             for index in resolved.steps.indices { resolved.steps[index].name = masker.mask(resolved.steps[index].name) }
@@ -302,7 +311,7 @@ public final class RunEngine: Sendable {
                         row.reason = masker.mask(reason)
                         jobRows[key] = row
                         // Step 0's row goes with the attempt when the step will start here and now.
-                        let remotely = runsRemotely(instance, resolved: resolved, pipeline: pipeline)
+                        let remotely = runsRemotely(resolved: resolved, runsOn: runsOn)
                         var firstStep: StepRecord?
                         if let step = resolved.steps.first, !(options.useCache && resolved.cacheInputs != nil), !remotely {
                             firstStep = StepRecord(attemptID: 0, index: 0, name: step.name, logPath: layout.log(run.number, job: key, attempt: attempt, step: 0))
