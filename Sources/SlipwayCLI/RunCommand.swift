@@ -65,7 +65,7 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 /// `slipway run` as plain values. The common command lines are read by `init?(fastParsing:)` without
-/// ArgumentParser, whose reflection over every command's properties costs ~2 ms of a run's start-up;
+/// ArgumentParser, whose reflection over every command's properties costs ~4 ms of a run's start-up;
 /// anything else (help, short or unknown names, bad values) goes through `RunCommand` as before.
 struct RunInvocation: Equatable {
     var file = "slipway.yml"
