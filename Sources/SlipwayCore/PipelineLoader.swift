@@ -759,14 +759,14 @@ public struct PipelineLoader {
     }
 
     mutating func checkKeys(_ map: KeyedMapping, allowed: [String], context: String) {
-        for key in map.keys {
-            guard let name = key.scalar?.string else {
-                error(key, "keys in \(context) must be strings")
+        for (offset, name) in map.names.enumerated() {
+            guard let name else {
+                error(map.key(at: offset), "keys in \(context) must be strings")
                 continue
             }
             if !allowed.contains(name) {
                 let suggestion = Suggestion.nearest(to: name, in: allowed)
-                error(key, "unknown key '\(name)' in \(context)", hint: suggestion.map { "did you mean '\($0)'?" } ?? "allowed keys: \(allowed.joined(separator: ", "))")
+                error(map.key(at: offset), "unknown key '\(name)' in \(context)", hint: suggestion.map { "did you mean '\($0)'?" } ?? "allowed keys: \(allowed.joined(separator: ", "))")
             }
         }
     }
@@ -897,20 +897,38 @@ final class SourceLines {
 /// load a 1000-job file).
 struct KeyedMapping: RandomAccessCollection {
     let mapping: Node.Mapping
-    /// Positions, not nodes: building the index copies no `Node`.
-    private let byName: [String: Node.Mapping.Index]
+    /// Each position's key as a string (nil for a key that is not a scalar), read once.
+    let names: [String?]
+    /// Positions, not nodes, by name (the first of a repeated one), for large mappings only: most of a
+    /// pipeline's have a key or two, which a search in order finds sooner than a hash is computed.
+    private let byName: [String: Node.Mapping.Index]?
+    static let indexedFrom = 12
 
     init(_ mapping: Node.Mapping) {
         self.mapping = mapping
+        var names: [String?] = []
+        names.reserveCapacity(mapping.count)
+        for key in mapping.keys { names.append(key.scalar?.string) }
+        self.names = names
+        guard names.count >= Self.indexedFrom else {
+            byName = nil
+            return
+        }
         var byName: [String: Node.Mapping.Index] = [:]
-        byName.reserveCapacity(mapping.count)
-        for position in mapping.indices {
-            if let name = mapping[position].key.scalar?.string, byName[name] == nil { byName[name] = position }
+        byName.reserveCapacity(names.count)
+        for (offset, name) in names.enumerated() {
+            if let name, byName[name] == nil { byName[name] = mapping.index(mapping.startIndex, offsetBy: offset) }
         }
         self.byName = byName
     }
 
-    subscript(name: String) -> Node? { byName[name].map { mapping[$0].value } }
+    subscript(name: String) -> Node? {
+        if let byName { return byName[name].map { mapping[$0].value } }
+        guard let offset = names.firstIndex(where: { $0 == name }) else { return nil }
+        return mapping[mapping.index(mapping.startIndex, offsetBy: offset)].value
+    }
+    /// The key node at `offset` of `names`.
+    func key(at offset: Int) -> Node { mapping[mapping.index(mapping.startIndex, offsetBy: offset)].key }
     subscript(position: Node.Mapping.Index) -> Node.Mapping.Element { mapping[position] }
     var startIndex: Node.Mapping.Index { mapping.startIndex }
     var endIndex: Node.Mapping.Index { mapping.endIndex }

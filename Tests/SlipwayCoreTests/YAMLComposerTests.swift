@@ -105,6 +105,20 @@ struct YAMLComposerTests {
         }
     }
 
+    @Test("a mapping's keys are found by name, small ones in order and large ones by index, the first of a repeated one", arguments: [3, 11, 12, 40])
+    func keyedMapping(size: Int) throws {
+        var pairs: [(Node, Node)] = (0..<size).map { (Node("k\($0)"), Node("v\($0)")) }
+        pairs.append((Node("k0"), Node("again")))
+        pairs.append((.sequence(Node.Sequence([Node("not"), Node("a"), Node("string")])), Node("odd")))
+        let map = KeyedMapping(Node.Mapping(pairs))
+        #expect(map.names.count == size + 2)
+        #expect(map.names.last == .some(nil))
+        for index in 0..<size { #expect(map["k\(index)"]?.string == "v\(index)") }
+        #expect(map["k0"]?.string == "v0")
+        #expect(map["missing"] == nil)
+        #expect(map.key(at: size).string == "k0")
+    }
+
     @Test("a repeated key still gets the loader's message with both lines")
     func duplicateKeysThroughTheLoader() {
         let result = PipelineLoader.load(text: "jobs:\n  a: { steps: [ { run: x } ] }\n  a: { steps: [ { run: y } ] }\n", file: "dup.yml")
