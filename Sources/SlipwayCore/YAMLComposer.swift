@@ -42,9 +42,33 @@ enum YAMLComposer {
 
     private struct Builder {
         enum Step { case more, done, unsupported }
-        enum Open {
-            case sequence([Node], Mark)
-            case mapping([(Node, Node)], key: Node?, keys: Set<String>, Mark)
+        /// A collection being composed, changed in place as its nodes come.
+        final class Open {
+            let isMapping: Bool
+            let mark: Mark
+            var items: [Node] = []
+            var pairs: [(Node, Node)] = []
+            /// A mapping's key waiting for its value.
+            var key: Node?
+            /// A mapping's keys so far: searched in order while few, hashed once many.
+            var names: [String] = []
+            var nameSet: Set<String>?
+
+            init(isMapping: Bool, mark: Mark) {
+                self.isMapping = isMapping
+                self.mark = mark
+            }
+
+            /// False when `name` is a key of the mapping already.
+            func insert(_ name: String) -> Bool {
+                if nameSet == nil {
+                    if names.contains(name) { return false }
+                    names.append(name)
+                    if names.count >= 12 { nameSet = Set(names) }
+                    return true
+                }
+                return nameSet!.insert(name).inserted
+            }
         }
 
         var open: [Open] = []
@@ -82,24 +106,24 @@ enum YAMLComposer {
                       let style = Node.Scalar.Style(rawValue: numericCast(scalar.style.rawValue)) else { return .unsupported }
                 let value = String(decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length), as: UTF8.self)
                 // Yams resolves every mapping key's tag as it looks for repeated keys (`str` with the basic resolver).
-                let isKey = if case .mapping(_, key: nil, keys: _, _)? = open.last { true } else { false }
+                let isKey = open.last.map { $0.isMapping && $0.key == nil } ?? false
                 return add(.scalar(Node.Scalar(value, tag(scalar.quoted_implicit == 1 || isKey ? .str : .implicit), style, Self.mark(event))))
             case YAML_SEQUENCE_START_EVENT:
                 let start = event.data.sequence_start
                 guard start.anchor == nil, start.implicit != 0 || start.tag == nil else { return .unsupported }
-                open.append(.sequence([], Self.mark(event)))
+                open.append(Open(isMapping: false, mark: Self.mark(event)))
                 return .more
             case YAML_MAPPING_START_EVENT:
                 let start = event.data.mapping_start
                 guard start.anchor == nil, start.implicit != 0 || start.tag == nil else { return .unsupported }
-                open.append(.mapping([], key: nil, keys: [], Self.mark(event)))
+                open.append(Open(isMapping: true, mark: Self.mark(event)))
                 return .more
             case YAML_SEQUENCE_END_EVENT:
-                guard case .sequence(let items, let mark)? = open.popLast() else { return .unsupported }
-                return add(.sequence(Node.Sequence(items, tag(.implicit), .any, mark)))
+                guard let done = open.popLast(), !done.isMapping else { return .unsupported }
+                return add(.sequence(Node.Sequence(done.items, tag(.implicit), .any, done.mark)))
             case YAML_MAPPING_END_EVENT:
-                guard case .mapping(let pairs, key: nil, keys: _, let mark)? = open.popLast() else { return .unsupported }
-                return add(.mapping(Node.Mapping(pairs, tag(.implicit), .any, mark)))
+                guard let done = open.popLast(), done.isMapping, done.key == nil else { return .unsupported }
+                return add(.mapping(Node.Mapping(done.pairs, tag(.implicit), .any, done.mark)))
             default:  // aliases
                 return .unsupported
             }
@@ -108,26 +132,20 @@ enum YAMLComposer {
         /// Puts a finished node into the collection it belongs to, or makes it the root.
         mutating func add(_ node: Node) -> Step {
             nodes += 1
-            guard let last = open.indices.last else {
+            guard let last = open.last else {
                 root = node
                 return .more
             }
-            switch open[last] {
-            case .sequence(var items, let mark):
-                open[last] = .sequence([], mark)  // keeps `items` uniquely referenced while it grows
-                items.append(node)
-                open[last] = .sequence(items, mark)
-            case .mapping(var pairs, let key, var keys, let mark):
-                open[last] = .mapping([], key: nil, keys: [], mark)
-                if let key {
-                    pairs.append((key, node))
-                    open[last] = .mapping(pairs, key: nil, keys: keys, mark)
-                } else {
-                    // Keys other than scalars, and a key seen before (Yams decides with tags whether it repeats),
-                    // are left to Yams.
-                    guard let string = node.scalar?.string, keys.insert(string).inserted else { return .unsupported }
-                    open[last] = .mapping(pairs, key: node, keys: keys, mark)
-                }
+            if !last.isMapping {
+                last.items.append(node)
+            } else if let key = last.key {
+                last.pairs.append((key, node))
+                last.key = nil
+            } else {
+                // Keys other than scalars, and a key seen before (Yams decides with tags whether it repeats),
+                // are left to Yams.
+                guard let string = node.scalar?.string, last.insert(string) else { return .unsupported }
+                last.key = node
             }
             return .more
         }

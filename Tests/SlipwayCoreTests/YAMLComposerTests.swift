@@ -35,6 +35,7 @@ struct YAMLComposerTests {
         "key with: 'colon: inside'\n\"quoted key\": 1\n'single key': 2\n? plain explicit key\n: value\n",
         "- [a, [b, [c]]]\n- {a: {b: {c: d}}}\n- - nested\n  - block\n",
         "empty:\nnull: null\nnum: 010\nbool: yes\n",
+        (1...30).map { "k\($0): [v\($0)]\n" }.joined(),
     ]
 
     static let leftToYams: [String] = [
@@ -51,6 +52,7 @@ struct YAMLComposerTests {
         "a: b: c\n",
         "\t- tab indented\n",
         "x: ! \"non-specific tag\"\n",
+        (1...15).map { "k\($0): v\n" }.joined() + "k3: again\n",
     ]
 
     func expectSame(_ text: String, _ origin: String) throws {
