@@ -89,8 +89,9 @@ public enum FileTree {
 
     /// The whole file, or nil when it does not exist or cannot be read (Foundation's `contents(atPath:)`
     /// builds and throws an error for a missing file, which most jobs' output file is).
-    static func contentsIfPresent(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// With `directory`, a descriptor of `path`'s parent, the name is looked up from there.
+    static func contentsIfPresent(_ path: String, in directory: Int32? = nil) -> [UInt8]? {
+        let fd = directory.map { openat($0, lastComponent(path), O_RDONLY | O_CLOEXEC) } ?? open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
@@ -101,6 +102,18 @@ public enum FileTree {
             if n < 0, errno == EINTR { continue }
             return n == 0 ? bytes : nil
         }
+    }
+
+    /// Removes a file, looked up from `directory` (a descriptor of its parent) when given; errno as unlink's.
+    @discardableResult
+    static func unlink(_ path: String, in directory: Int32? = nil) -> Bool {
+        (directory.map { unlinkat($0, lastComponent(path), 0) } ?? Glibc.unlink(path)) == 0
+    }
+
+    /// What follows the last `/` of `path` (all of it when there is none).
+    static func lastComponent(_ path: String) -> String {
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }
+        return String(path[path.utf8.index(after: slash)...])
     }
 
     static func makeDirectories(_ path: String) throws {

@@ -274,16 +274,17 @@ struct JobExecutor: Sendable {
         }
 
         // Outputs: only the declared ones when the job declares any; masked before they are stored.
-        if let data = FileTree.contentsIfPresent(outputFile) {
+        let outputsDirectory = directories.descriptor(FileTree.parent(outputFile))
+        if let data = FileTree.contentsIfPresent(outputFile, in: outputsDirectory) {
             let parsed = KeyValueFile.parse(String(decoding: data, as: UTF8.self))
             let declared = Set(a.resolved.outputs)
             for (name, value) in parsed.values where declared.isEmpty || declared.contains(name) {
                 outputs[name] = masker.mask(value)
             }
             // The raw file may hold unmasked secrets; its (masked) values now live in the database.
-            unlink(outputFile)
+            FileTree.unlink(outputFile, in: outputsDirectory)
         } else if errno != ENOENT {
-            unlink(outputFile)
+            FileTree.unlink(outputFile, in: outputsDirectory)
         }
         // Work that takes long or writes on its own comes after the steps' ends are on record.
         if a.resolved.deployEnvironment != nil || a.resolved.release != nil || !a.resolved.artifacts.isEmpty || !a.resolved.junitReports.isEmpty,
@@ -531,12 +532,29 @@ public final class RunControl: Sendable {
 /// Directories a run writes into from every job, each made and checked once: a job then costs no mkdir
 /// or access(2) of its own.
 final class PreparedDirectories: Sendable {
-    private let ready = Mutex<Set<String>>([])
+    /// Each prepared directory, with a descriptor of it when one could be opened: names in it are
+    /// then looked up from there, not from `/` (a step's outputs file, read at every job's end).
+    private let ready = Mutex<[String: Int32]>([:])
 
     func prepare(_ directory: String) throws(EngineError) {
-        if ready.withLock({ $0.contains(directory) }) { return }
+        if ready.withLock({ $0[directory] != nil }) { return }
         do { try FileTree.makeDirectories(directory) } catch { throw EngineError("cannot create \(directory): \(error.localizedDescription)") }
         guard access(directory, W_OK) == 0 else { throw EngineError("cannot write into \(directory): \(String(cString: strerror(errno)))") }
-        ready.withLock { _ = $0.insert(directory) }
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let kept = ready.withLock { ready -> Bool in
+            guard ready[directory] == nil else { return false }
+            ready[directory] = descriptor
+            return true
+        }
+        if !kept, descriptor >= 0 { close(descriptor) }
+    }
+
+    /// The descriptor of a prepared directory, or nil (not prepared, or it could not be opened).
+    func descriptor(_ directory: String) -> Int32? {
+        ready.withLock { $0[directory] }.flatMap { $0 >= 0 ? $0 : nil }
+    }
+
+    deinit {
+        for descriptor in ready.withLock({ Array($0.values) }) where descriptor >= 0 { close(descriptor) }
     }
 }
