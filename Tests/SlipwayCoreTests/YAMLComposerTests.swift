@@ -107,6 +107,44 @@ struct YAMLComposerTests {
         }
     }
 
+    /// Mutated fixtures (bytes replaced, inserted, removed, lines swapped; a fixed seed): the composer never
+    /// crashes, and whatever it composes is what Yams composes.
+    @Test("agrees with Yams on 3000 mutated files")
+    func mutatedFiles() throws {
+        struct SplitMix64 { var state: UInt64; mutating func next() -> UInt64 { state &+= 0x9E37_79B9_7F4A_7C15; var z = state; z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9; z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB; return z ^ (z >> 31) } }
+        var random = SplitMix64(state: 0x5EED)
+        var sources = try FileManager.default.contentsOfDirectory(atPath: Self.fixtures.path).filter { $0.hasSuffix(".yml") }.sorted()
+            .map { try String(contentsOf: Self.fixtures.appendingPathComponent($0), encoding: .utf8) }
+        sources += Self.composed
+        let alphabet = Array(" \n\t-:,[]{}'\"#&*!|>?%@`~é日0a".utf8)
+        var composedCount = 0
+        for round in 0..<3000 {
+            var bytes = Array(sources[Int(random.next() % UInt64(sources.count))].utf8)
+            for _ in 0..<(1 + Int(random.next() % 4)) {
+                let position = bytes.isEmpty ? 0 : Int(random.next() % UInt64(bytes.count))
+                switch random.next() % 4 {
+                case 0 where !bytes.isEmpty: bytes[position] = alphabet[Int(random.next() % UInt64(alphabet.count))]
+                case 1: bytes.insert(alphabet[Int(random.next() % UInt64(alphabet.count))], at: position)
+                case 2 where !bytes.isEmpty: bytes.remove(at: position)
+                default:
+                    var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
+                    if lines.count > 2 { lines.swapAt(Int(random.next() % UInt64(lines.count)), Int(random.next() % UInt64(lines.count))) }
+                    bytes = Array(lines.joined(separator: [0x0A]))
+                }
+            }
+            let text = String(decoding: bytes, as: UTF8.self)
+            guard case .composed(let mine, _) = YAMLComposer.compose(text) else { continue }
+            composedCount += 1
+            let yams: Node?
+            do { yams = try Yams.compose(yaml: text, .basic) } catch {
+                Issue.record("round \(round): composed what Yams refuses: \(text.debugDescription)")
+                continue
+            }
+            #expect(mine.map(Self.describe) == yams.map(Self.describe), "round \(round): \(text.debugDescription)")
+        }
+        #expect(composedCount > 300, "only \(composedCount) of 3000 mutated files composed")
+    }
+
     @Test("a mapping's keys are found by name, small ones in order and large ones by index, the first of a repeated one", arguments: [3, 11, 12, 40])
     func keyedMapping(size: Int) throws {
         var pairs: [(Node, Node)] = (0..<size).map { (Node("k\($0)"), Node("v\($0)")) }
