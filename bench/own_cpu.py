@@ -11,9 +11,9 @@ and `sched:sched_switch` gives how long a CPU sat idle between the first step's 
 
 Needs `perf` (linux-perf) and permission to record scheduler tracepoints (root).
 """
-import argparse, collections, os, re, shutil, statistics, subprocess, tempfile
+import argparse, collections, os, re, shutil, statistics, subprocess
 
-from wide_repo import make_wide_repo
+from wide_repo import wide_work
 
 SWITCH = re.compile(r"\[(\d+)\]\s+(\d+\.\d+):\s+sched:sched_switch: prev_comm=(.*?) prev_pid=(\d+) .*?==> next_comm=(.*?) next_pid=(\d+)")
 RUNTIME = re.compile(r"\s*(\d+)/(\d+)\s+\[\d+\]\s+\d+\.\d+:\s+sched:sched_stat_runtime: comm=(\S+) pid=\d+ runtime=(\d+)")
@@ -56,10 +56,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="slipway-own-cpu.")
-    try:
-        repo = os.path.join(work, "repo")
-        make_wide_repo(repo, args.jobs)
+    with wide_work("slipway-own-cpu.", args.jobs) as (work, repo):
         data = os.path.join(work, "perf.data")
         results = collections.defaultdict(list)
         for _ in range(args.rounds):
@@ -69,8 +66,6 @@ def main():
         for binary in args.binaries:
             own, idle, phase = (statistics.median(r[i] for r in results[binary]) for i in range(3))
             print(f"{binary}: own CPU {own:.1f} ms, idle CPU while jobs run {idle:.1f} ms of a {phase:.0f} ms jobs phase")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ while it was inside one, with how long their ends then waited for the thread to 
 
 Needs `perf` (linux-perf) and permission to record system call tracepoints (root).
 """
-import argparse, bisect, os, re, shutil, statistics, subprocess, tempfile
+import argparse, bisect, os, re, shutil, statistics, subprocess
 
-from wide_repo import make_wide_makefile, make_wide_repo
+from wide_repo import make_wide_makefile, wide_work
 
 EVENTS = ["syscalls:sys_enter_clone", "syscalls:sys_exit_clone", "syscalls:sys_enter_clone3", "syscalls:sys_exit_clone3",
           "syscalls:sys_enter_vfork", "syscalls:sys_exit_vfork", "sched:sched_process_exit"]
@@ -53,10 +53,7 @@ def main():
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="slipway-spawn-wait.")
-    try:
-        repo = os.path.join(work, "repo")
-        make_wide_repo(repo, args.jobs)
+    with wide_work("slipway-spawn-wait.", args.jobs) as (work, repo):
         makefile = os.path.join(work, "wide.mk")
         make_wide_makefile(makefile, args.jobs)
         for binary in args.binaries:
@@ -67,8 +64,6 @@ def main():
             starts, total, median, q3, waited, delay = measure(command, name, repo, os.path.join(work, "perf.data"))
             print(f"{binary}: {starts} starts, held {total:.1f} ms in all (median {median:.0f} µs, q3 {q3:.0f} µs); "
                   f"{waited} steps ended meanwhile and waited {delay:.1f} ms for their ends to be seen")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

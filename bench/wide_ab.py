@@ -9,9 +9,9 @@ and the figure is the median of the per-round ratios (binary ÷ make), which dri
 --floor also runs bench/floor.c (built with cc; needs libsqlite3-dev) in both modes: the durable floor, the
 least any engine keeping issue 2's rules can do per job.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, time
 
-from wide_repo import make_wide_makefile, make_wide_repo
+from wide_repo import make_wide_makefile, wide_work
 
 def main():
     parser = argparse.ArgumentParser()
@@ -20,10 +20,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="slipway-wide-ab.")
-    try:
-        repo = os.path.join(work, "repo")
-        make_wide_repo(repo, args.jobs)
+    with wide_work("slipway-wide-ab.", args.jobs) as (work, repo):
         make_wide_makefile(os.path.join(work, "wide.mk"), args.jobs)
 
         def timed(command):
@@ -64,8 +61,6 @@ def main():
             print(f"{b}: median {statistics.median(times[i]) * 1000:.0f} ms, "
                   f"median ratio to make {statistics.median(ratios[i]):.2f}x "
                   f"(quartiles {statistics.quantiles(ratios[i], n=4)[0]:.2f}-{statistics.quantiles(ratios[i], n=4)[2]:.2f})")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

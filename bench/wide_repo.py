@@ -1,6 +1,6 @@
 """The wide-DAG benchmark's project: a git repository whose pipeline has JOBS independent no-op jobs, and the
 same as a Makefile for `make -j2`."""
-import os, subprocess
+import contextlib, os, shutil, subprocess, tempfile
 
 
 def make_wide_repo(repo, jobs):
@@ -21,3 +21,15 @@ def make_wide_makefile(path, jobs):
         f.write(f".PHONY: all {names}\nall: {names}\n")
         for i in range(1, jobs + 1):
             f.write(f"t{i}:\n\t/bin/true\n")
+
+
+@contextlib.contextmanager
+def wide_work(prefix, jobs):
+    """A temporary directory holding the wide repository (`repo` in it), removed afterwards: (work, repo)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    try:
+        repo = os.path.join(work, "repo")
+        make_wide_repo(repo, jobs)
+        yield work, repo
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -83,71 +83,6 @@ struct RunInvocation: Equatable {
     var grace = "5s"
     var plain = false
 
-    /// `--name value`, `--name=value` and the flags; nil for whatever ArgumentParser should judge (so its
-    /// messages and exit codes stay the only ones): unknown or repeated single options, missing or
-    /// non-numeric or empty values, values that look like options, and settings `validate()` rejects.
-    init?(fastParsing arguments: some Collection<String>) {
-        var seen: Set<String> = []
-        var rest = arguments[...]
-        while let argument = rest.popFirst() {
-            guard argument.hasPrefix("--") else { return nil }
-            var name = argument
-            var inline: String?
-            if let equals = argument.firstIndex(of: "=") {
-                name = String(argument[..<equals])
-                inline = String(argument[argument.index(after: equals)...])
-            }
-            let repeatable = ["--job", "--env", "--input"].contains(name)
-            guard repeatable || seen.insert(name).inserted else { return nil }
-            func value() -> String? {
-                if let inline { return inline.isEmpty ? nil : inline }
-                guard let next = rest.first, !next.hasPrefix("-") else { return nil }
-                rest.removeFirst()
-                return next
-            }
-            switch name {
-            case "--plain", "--resume", "--no-cache", "--clean":
-                guard inline == nil else { return nil }
-                switch name {
-                case "--plain": plain = true
-                case "--resume": resume = true
-                case "--no-cache": noCache = true
-                default: clean = true
-                }
-            case "--file": guard let v = value() else { return nil }; file = v
-            case "--data-dir": guard let v = value() else { return nil }; dataDirectory = v
-            case "--job": guard let v = value() else { return nil }; jobs.append(v)
-            case "--event": guard let v = value() else { return nil }; event = v
-            case "--branch": guard let v = value() else { return nil }; branch = v
-            case "--env": guard let v = value() else { return nil }; envOverrides.append(v)
-            case "--input": guard let v = value() else { return nil }; inputs.append(v)
-            case "--grace": guard let v = value() else { return nil }; grace = v
-            case "--jobs": guard let v = value().flatMap({ Int($0) }) else { return nil }; parallelism = v
-            case "--run": guard let v = value().flatMap({ Int64($0) }) else { return nil }; runNumber = v
-            default: return nil
-            }
-        }
-        guard (try? validate()) != nil else { return nil }
-    }
-
-    init(file: String, dataDirectory: String?, jobs: [String], event: String?, branch: String?, envOverrides: [String], inputs: [String],
-         parallelism: Int?, resume: Bool, runNumber: Int64?, noCache: Bool, clean: Bool, grace: String, plain: Bool) {
-        self.file = file
-        self.dataDirectory = dataDirectory
-        self.jobs = jobs
-        self.event = event
-        self.branch = branch
-        self.envOverrides = envOverrides
-        self.inputs = inputs
-        self.parallelism = parallelism
-        self.resume = resume
-        self.runNumber = runNumber
-        self.noCache = noCache
-        self.clean = clean
-        self.grace = grace
-        self.plain = plain
-    }
-
     func validate() throws {
         if let parallelism, parallelism < 1 { throw ValidationError("--jobs must be at least 1") }
         if DurationParser.parse(grace) == nil { throw ValidationError("--grace '\(grace)' is not a duration (e.g. 5s)") }
@@ -307,5 +242,55 @@ final class InterruptHandler: @unchecked Sendable {
             }
             exit(130)
         }
+    }
+}
+
+// In an extension, so the memberwise initializer `RunCommand.invocation` uses stays.
+extension RunInvocation {
+    /// `--name value`, `--name=value` and the flags; nil for whatever ArgumentParser should judge (so its
+    /// messages and exit codes stay the only ones): unknown or repeated single options, missing or
+    /// non-numeric or empty values, values that look like options, and settings `validate()` rejects.
+    init?(fastParsing arguments: some Collection<String>) {
+        var seen: Set<String> = []
+        var rest = arguments[...]
+        while let argument = rest.popFirst() {
+            guard argument.hasPrefix("--") else { return nil }
+            var name = argument
+            var inline: String?
+            if let equals = argument.firstIndex(of: "=") {
+                name = String(argument[..<equals])
+                inline = String(argument[argument.index(after: equals)...])
+            }
+            let repeatable = ["--job", "--env", "--input"].contains(name)
+            guard repeatable || seen.insert(name).inserted else { return nil }
+            func value() -> String? {
+                if let inline { return inline.isEmpty ? nil : inline }
+                guard let next = rest.first, !next.hasPrefix("-") else { return nil }
+                rest.removeFirst()
+                return next
+            }
+            switch name {
+            case "--plain", "--resume", "--no-cache", "--clean":
+                guard inline == nil else { return nil }
+                switch name {
+                case "--plain": plain = true
+                case "--resume": resume = true
+                case "--no-cache": noCache = true
+                default: clean = true
+                }
+            case "--file": guard let v = value() else { return nil }; file = v
+            case "--data-dir": guard let v = value() else { return nil }; dataDirectory = v
+            case "--job": guard let v = value() else { return nil }; jobs.append(v)
+            case "--event": guard let v = value() else { return nil }; event = v
+            case "--branch": guard let v = value() else { return nil }; branch = v
+            case "--env": guard let v = value() else { return nil }; envOverrides.append(v)
+            case "--input": guard let v = value() else { return nil }; inputs.append(v)
+            case "--grace": guard let v = value() else { return nil }; grace = v
+            case "--jobs": guard let v = value().flatMap({ Int($0) }) else { return nil }; parallelism = v
+            case "--run": guard let v = value().flatMap({ Int64($0) }) else { return nil }; runNumber = v
+            default: return nil
+            }
+        }
+        guard (try? validate()) != nil else { return nil }
     }
 }

@@ -106,8 +106,8 @@ public enum FileTree {
 
     /// Removes a file, looked up from `directory` (a descriptor of its parent) when given; errno as unlink's.
     @discardableResult
-    static func unlink(_ path: String, in directory: Int32? = nil) -> Bool {
-        (directory.map { unlinkat($0, lastComponent(path), 0) } ?? Glibc.unlink(path)) == 0
+    static func removeFile(_ path: String, in directory: Int32? = nil) -> Bool {
+        (directory.map { unlinkat($0, lastComponent(path), 0) } ?? unlink(path)) == 0
     }
 
     /// What follows the last `/` of `path` (all of it when there is none).

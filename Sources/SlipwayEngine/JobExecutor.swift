@@ -282,9 +282,9 @@ struct JobExecutor: Sendable {
                 outputs[name] = masker.mask(value)
             }
             // The raw file may hold unmasked secrets; its (masked) values now live in the database.
-            FileTree.unlink(outputFile, in: outputsDirectory)
+            FileTree.removeFile(outputFile, in: outputsDirectory)
         } else if errno != ENOENT {
-            FileTree.unlink(outputFile, in: outputsDirectory)
+            FileTree.removeFile(outputFile, in: outputsDirectory)
         }
         // Work that takes long or writes on its own comes after the steps' ends are on record.
         if a.resolved.deployEnvironment != nil || a.resolved.release != nil || !a.resolved.artifacts.isEmpty || !a.resolved.junitReports.isEmpty,

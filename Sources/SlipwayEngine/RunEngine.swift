@@ -211,13 +211,7 @@ public final class RunEngine: Sendable {
     /// Whether an attempt goes to a remote runner: its job names `runs-on` labels a runner takes, and
     /// it neither deploys nor releases (those stay on the server, which holds the environments and the
     /// signing key).
-    func runsRemotely(_ instance: JobInstance, resolved: ResolvedJob, pipeline: Pipeline) -> Bool {
-        guard let job = pipeline.job(instance.jobID) else { return false }
-        return runsRemotely(resolved: resolved, runsOn: job.runsOn)
-    }
-
-    /// The same from the job's `runs-on`; a job without labels never copies the runner out (a share of a
-    /// no-op job's turn).
+    /// A job without labels never copies the runner out (a share of a no-op job's turn).
     func runsRemotely(resolved: ResolvedJob, runsOn: [String]) -> Bool {
         guard !runsOn.isEmpty, let remote else { return false }
         return resolved.deployEnvironment == nil && resolved.release == nil && remote.takes(labels: runsOn)
@@ -225,7 +219,7 @@ public final class RunEngine: Sendable {
 
     /// The attempt as remote runners get it, when it goes to one (`runsRemotely`).
     func remoteAttempt(for a: AttemptContext, pipeline: Pipeline, plan: RunPlan) -> RemoteAttempt? {
-        guard runsRemotely(a.instance, resolved: a.resolved, pipeline: pipeline), let job = pipeline.job(a.instance.jobID) else { return nil }
+        guard let job = pipeline.job(a.instance.jobID), runsRemotely(resolved: a.resolved, runsOn: job.runsOn) else { return nil }
         let upstream = job.needs.flatMap { need in plan.instances.filter { $0.jobID == need }.map(\.key) }
         let assignment = RunnerAssignment(
             lease: 0, project: projectName, runID: a.run.id, runNumber: a.run.number, pipelineName: a.run.pipelineName, file: a.run.file,
