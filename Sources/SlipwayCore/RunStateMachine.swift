@@ -112,6 +112,8 @@ public struct RunStateMachine: Sendable {
 
     public var isFinished: Bool { runFinished }
     public var runningCount: Int { running }
+    /// Whether some job has still to start or be decided (retries of running jobs aside).
+    public var hasPending: Bool { !pending.isEmpty }
 
     mutating func setState(_ key: String, _ state: State) {
         let jobID = plan.instances[instanceIndex[key]!].jobID

@@ -80,7 +80,15 @@ enum YAMLComposer {
         let resolver = Resolver.basic
         let constructor = Constructor.default
 
-        func tag(_ name: Tag.Name) -> Tag { Tag(name, resolver, constructor) }
+        /// One `str` tag for all keys and quoted scalars: Yams changes a tag in place only while it is implicit
+        /// (when a node is compared or hashed), so a `str` tag can be shared; implicit ones cannot.
+        let str: Tag
+
+        init() {
+            str = Tag(.str, resolver, constructor)
+        }
+
+        func tag(_ name: Tag.Name) -> Tag { name == .str ? str : Tag(name, resolver, constructor) }
 
         /// Yams makes marks only itself (`Mark` has no public initializer); it is two `Int`s, line then
         /// column, which `compose` checks before anything is made this way.

@@ -273,6 +273,7 @@ public final class RunEngine: Sendable {
         // The run's tasks and their step processes on one thread of their own (see EngineLoop).
         await EngineLoop.run { await withTaskGroup(of: (String, Int, AttemptOutcome, CacheKey?, [RunWrite]).self) { group in
             var actions = machine.handle(.start)
+            var tailApplied = false
             // Attempts' ends (and their last steps'), committed with the first write their outcome leads to.
             var deferred: [RunWrite] = []
             while true {
@@ -406,6 +407,11 @@ public final class RunEngine: Sendable {
                 }
                 if !progress.isEmpty { observer?.progress(batch: progress) }
                 if machine.isFinished { break }
+                // The run's tail: the journal's batch is applied while the last jobs run, not after them.
+                if !tailApplied, !machine.hasPending {
+                    tailApplied = true
+                    store.applyJournalSoon()
+                }
                 guard let (key, attempt, outcome, cacheKey, written) = await group.next() else { break }
                 deferred += written
                 if control.isCancelled, !cancelFed {
@@ -426,19 +432,26 @@ public final class RunEngine: Sendable {
             }
         } }
         // Workspaces and the snapshot are only needed while a run can still resume; logs, outputs and
-        // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging.
-        if ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1" {
-            try? FileManager.default.removeItem(atPath: layout.run(run.number) + "/ws")
-            try? FileManager.default.removeItem(atPath: layout.snapshot(run.number))
-        }
+        // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging. Removed while the run's end is
+        // written: with every job done, not even a resume would need them.
+        let workspaces = layout.run(run.number) + "/ws", snapshot = layout.snapshot(run.number)
+        async let removed: Void = {
+            guard ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1" else { return }
+            try? FileManager.default.removeItem(atPath: workspaces)
+            try? FileManager.default.removeItem(atPath: snapshot)
+        }()
         var finished = run
         finished.status = RunStatus(rawValue: finalResult.rawValue) ?? .failure
         finished.finishedAt = Date()
         finished.pid = nil
         do {
-            try store.updateRun(id: run.id, status: finished.status, finishedAt: finished.finishedAt, pid: nil)
-            try store.appendEvent(RunEventRecord(runID: run.id, jobKey: nil, kind: "run-finished", message: "run #\(run.number) finished: \(finalResult.rawValue)"))
-        } catch { throw EngineError(error.message) }
+            try store.updateRun(id: run.id, status: finished.status, finishedAt: finished.finishedAt, pid: nil,
+                                event: RunEventRecord(runID: run.id, jobKey: nil, kind: "run-finished", message: "run #\(run.number) finished: \(finalResult.rawValue)"))
+        } catch {
+            await removed
+            throw EngineError(error.message)
+        }
+        await removed
         observer?.progress(.runFinished(run: finished, result: finalResult, duration: ContinuousClock.now - started))
         return finished
     }

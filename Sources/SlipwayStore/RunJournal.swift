@@ -409,6 +409,16 @@ final class RunJournal: Sendable {
         let wake = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
         let stopping = Atomic<Bool>(false)
+        /// Apply what waits without waiting for more (`applySoon`).
+        let soon = Atomic<Bool>(false)
+    }
+
+    /// Has the folder apply what is waiting now rather than after `foldDelay`: the engine asks once no job
+    /// is left to start, so the run's last write does not apply a whole batch while the CPUs sit idle.
+    func applySoon() {
+        guard own.withLock({ $0.folded < $0.appended && !$0.closing }), let folder = self.folder.withLock({ $0 }) else { return }
+        folder.soon.store(true, ordering: .relaxed)
+        folder.wake.signal()
     }
 
     private func wakeFolder() {
@@ -427,7 +437,9 @@ final class RunJournal: Sendable {
                         folder.wake.wait()
                         continue
                     }
-                    if waiting < Self.foldBatch { _ = folder.wake.wait(timeout: .now() + foldDelay) }
+                    if waiting < Self.foldBatch, !folder.soon.exchange(false, ordering: .relaxed) {
+                        _ = folder.wake.wait(timeout: .now() + foldDelay)
+                    }
                     if folder.stopping.load(ordering: .relaxed) { break }
                     // A failure stays in the journal: the next read or write reports it.
                     if (try? foldNow()) == nil { _ = folder.wake.wait(timeout: .now() + .seconds(1)) }

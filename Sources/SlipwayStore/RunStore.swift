@@ -6,7 +6,8 @@ public protocol RunStore: Sendable {
     func createRun(_ run: RunRecord) throws(StoreError) -> RunRecord
     /// Rewrites what the snapshot found: commit, branch, dirty flag and workspace.
     func updateRunDetails(_ run: RunRecord) throws(StoreError)
-    func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError)
+    /// Sets a run's status, with `event` in the same transaction when given.
+    func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?, event: RunEventRecord?) throws(StoreError)
     func run(id: Int64) throws(StoreError) -> RunRecord?
     func run(number: Int64) throws(StoreError) -> RunRecord?
     func runs(limit: Int) throws(StoreError) -> [RunRecord]
@@ -43,6 +44,15 @@ public protocol RunStore: Sendable {
     func insertTestResults(_ results: [TestResultRecord]) throws(StoreError)
     func testResults(runID: Int64) throws(StoreError) -> [TestResultRecord]
     func flakyCount(testID: String) throws(StoreError) -> Int
+
+    /// A hint that the run's last writes are near: what waits to be applied in batches is applied now.
+    func applyJournalSoon()
+}
+
+extension RunStore {
+    public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError) {
+        try updateRun(id: id, status: status, finishedAt: finishedAt, pid: pid, event: nil)
+    }
 }
 
 /// An attempt a `RunWrite.startAttempt` recorded, and its first step's row when one was given.

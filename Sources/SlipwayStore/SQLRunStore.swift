@@ -118,10 +118,17 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
         }
     }
 
-    public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError) {
-        try writeOne { (db) throws(StoreError) -> Void in
+    public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?, event: RunEventRecord?) throws(StoreError) {
+        let body = { (db: any SQLConnection) throws(StoreError) -> Void in
             try db.execute("UPDATE run SET status = ?, finished_at = ?, pid = ? WHERE id = ?", [status.rawValue, finishedAt, pid, id])
+            if let event { try Self.append(event, in: db) }
         }
+        if event == nil { try writeOne(body) } else { try write(body) }
+    }
+
+    /// On SQLite, the run journal's waiting records are applied now rather than with the next batch.
+    public func applyJournalSoon() {
+        journal?.applySoon()
     }
 
     static func runRecord(_ row: SQLRow) throws(StoreError) -> RunRecord {

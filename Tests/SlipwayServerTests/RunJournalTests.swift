@@ -243,6 +243,27 @@ import GRDB
         #expect(directory.journalFiles() == ["2-new.log"])
     }
 
+    /// `applyJournalSoon` has the folder apply what waits without waiting for its batch to fill or its delay.
+    @Test func applySoonAppliesWaitingRecordsWithoutTheDelay() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        for n in 1...3 {
+            try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+        }
+        // The folder waits for its batch (or 600 s): nothing reaches the tables by itself.
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(try Self.rows(directory.database, "SELECT message FROM event WHERE kind = 'tick'").isEmpty)
+        store.applyJournalSoon()
+        let deadline = Date().addingTimeInterval(10)
+        while store.journal?.pendingRecords != 0, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(store.journal?.pendingRecords == 0)
+        #expect(try Self.rows(directory.database, "SELECT message FROM event WHERE kind = 'tick' ORDER BY id") == ["message=1", "message=2", "message=3"])
+        // With nothing waiting it is a no-op.
+        store.applyJournalSoon()
+        #expect(store.journal?.pendingRecords == 0)
+    }
+
     /// Records another reader applied are not left counted as pending (the folder would wake forever).
     @Test func recordsAppliedByAnotherReaderLeaveNothingPending() throws {
         let directory = try Directory()
