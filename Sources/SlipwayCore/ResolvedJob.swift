@@ -43,25 +43,28 @@ public struct ResolvedJob: Sendable, Codable, Equatable {
     public static func resolve(_ instance: JobInstance, job: Job, in pipeline: Pipeline, context: ExpressionContext) throws(CoreError) -> ResolvedJob {
         var context = context
         var env: [String: String] = [:]
+        // `env` as the expressions see it is built only when an expression is about to be rendered: a job
+        // without any (most) never copies the context.
+        var envPublished = false
         func render(_ text: String, _ what: String) throws(CoreError) -> String {
             guard Template.mayHoldExpressions(text) else { return text }
+            if !envPublished {
+                context.values["env"] = .object(env.mapValues { ExpressionValue.string($0) })
+                envPublished = true
+            }
             do {
                 return try Template(parsing: text).render(in: context)
             } catch {
                 throw CoreError("job '\(instance.key)': \(what): \(error.message)")
             }
         }
-        func publishEnv() {
-            context.values["env"] = .object(env.mapValues { ExpressionValue.string($0) })
-        }
-        publishEnv()
         for variable in pipeline.env {
             env[variable.name] = try render(variable.value, "env \(variable.name)")
-            publishEnv()
+            envPublished = false
         }
         for variable in job.env {
             env[variable.name] = try render(variable.value, "env \(variable.name)")
-            publishEnv()
+            envPublished = false
         }
         var steps: [ResolvedStep] = []
         for (index, step) in job.steps.enumerated() {

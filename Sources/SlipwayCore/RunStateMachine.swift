@@ -59,6 +59,8 @@ public struct RunStateMachine: Sendable {
 
     public let plan: RunPlan
     public let baseContext: ExpressionContext
+    /// `baseContext` with empty `needs` and `matrix`: a job without either shares its storage (no copy).
+    let plainJobContext: ExpressionContext
     public let parallelism: Int
     var states: [String: State] = [:]
     var attempts: [String: Int] = [:]
@@ -84,6 +86,10 @@ public struct RunStateMachine: Sendable {
     public init(plan: RunPlan, baseContext: ExpressionContext, parallelism: Int, previous: [InstanceRecord] = []) {
         self.plan = plan
         self.baseContext = baseContext
+        var plainJobContext = baseContext
+        plainJobContext.values["needs"] = .object([:])
+        plainJobContext.values["matrix"] = .object([:])
+        self.plainJobContext = plainJobContext
         self.parallelism = max(1, parallelism)
         var ancestors: [String: Set<String>] = [:]
         for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
@@ -214,18 +220,21 @@ public struct RunStateMachine: Sendable {
 
     /// Expression context for an instance: base contexts plus `needs` and `matrix`.
     public func context(for instance: JobInstance) -> ExpressionContext {
-        var context = baseContext
-        var needsValue: [String: ExpressionValue] = [:]
-        for need in jobs[instance.jobID]?.needs ?? [] {
-            var merged: [String: ExpressionValue] = [:]
-            for sibling in instancesByJob[need] ?? [] {
-                for (name, value) in outputs[sibling.key] ?? [:] { merged[name] = .string(value) }
+        var context = plainJobContext
+        let needs = jobs[instance.jobID]?.needs ?? []
+        if !needs.isEmpty {
+            var needsValue: [String: ExpressionValue] = [:]
+            for need in needs {
+                var merged: [String: ExpressionValue] = [:]
+                for sibling in instancesByJob[need] ?? [] {
+                    for (name, value) in outputs[sibling.key] ?? [:] { merged[name] = .string(value) }
+                }
+                let result = jobResult(need)?.result.rawValue ?? "skipped"
+                needsValue[need] = .object(["outputs": .object(merged), "result": .string(result)])
             }
-            let result = jobResult(need)?.result.rawValue ?? "skipped"
-            needsValue[need] = .object(["outputs": .object(merged), "result": .string(result)])
+            context.values["needs"] = .object(needsValue)
         }
-        context.values["needs"] = .object(needsValue)
-        context.values["matrix"] = instance.matrix?.expressionValue ?? .object([:])
+        if let matrix = instance.matrix { context.values["matrix"] = matrix.expressionValue }
         var failed = false, cancelled = false
         for ancestor in ancestors[instance.jobID] ?? [] {
             switch jobResult(ancestor)?.result {

@@ -167,6 +167,7 @@ public final class RunEngine: Sendable {
     }
 
     static func masked(_ job: ResolvedJob, by masker: SecretMasker) -> ResolvedJob {
+        guard !masker.isEmpty else { return job }
         var job = job
         job.env = job.env.mapValues(masker.mask)
         for index in job.steps.indices {

@@ -431,6 +431,8 @@ final class RunJournal: Sendable {
                 // Background work: the engine's thread and the steps' processes come first (a thread may
                 // always lower its own priority). The last records are applied by whoever reads or closes.
                 _ = slipway_lower_thread_priority(10)
+                // Named from inside: the name Foundation's `Thread` is given is not the kernel's.
+                slipway_name_background_thread("slipway-journal")
                 while !folder.stopping.load(ordering: .relaxed) {
                     let waiting = own.withLock { $0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords) }
                     if waiting == 0 {
@@ -446,7 +448,6 @@ final class RunJournal: Sendable {
                 }
                 folder.done.signal()
             }
-            thread.name = "slipway-journal"
             thread.start()
             return nil  // a new folder finds the records waiting by itself
         }

@@ -299,6 +299,32 @@ struct RunStateMachineTests {
         #expect(try Expression(parsing: "needs.build.result").evaluate(in: context) == .string("success"))
     }
 
+    /// Each `env` value sees the ones before it (pipeline, then job), steps see all of them, and a job without
+    /// needs or matrix still finds both contexts, empty.
+    @Test func envValuesSeeEarlierOnesAndPlainJobsSeeEmptyNeedsAndMatrix() throws {
+        let yaml = """
+        env: { A: one, B: "${{ env.A }}-two" }
+        jobs:
+          plain:
+            env: { C: "${{ env.B }}-three", D: "${{ env.C }}!" }
+            steps:
+              - run: "echo ${{ env.D }} ${{ matrix.x }}"
+                env: { E: "${{ env.A }}${{ matrix.y }}" }
+              - run: echo literal
+        """
+        var m = try machine(yaml)
+        _ = m.handle(.start)
+        let context = m.context(for: JobInstance(jobID: "plain"))
+        #expect(context.values["needs"] == .object([:]))
+        #expect(context.values["matrix"] == .object([:]))
+        #expect(m.baseContext.values["needs"] == nil)
+        let resolved = try ResolvedJob.resolve(JobInstance(jobID: "plain"), in: m.plan.pipeline, context: context)
+        #expect(resolved.env == ["A": "one", "B": "one-two", "C": "one-two-three", "D": "one-two-three!"])
+        #expect(resolved.steps[0].run == "echo one-two-three! ")
+        #expect(resolved.steps[0].env == ["E": "one"])
+        #expect(resolved.steps[1].run == "echo literal")
+    }
+
     @Test func falseConditionSkipsWithReason() throws {
         var m = try machine("jobs:\n  a: { if: \"${{ branch == 'release' }}\", steps: [ { run: x } ] }")
         let actions = m.handle(.start)
