@@ -540,27 +540,41 @@ extension SQLRunStore {
                 }
             }
         }
-        // Attempts before their steps (the steps' foreign key).
-        for (attempt, insert) in attempts.inOrder {
-            if insert {
-                try db.execute("INSERT INTO attempt (id, job_row_id, number, status, failure, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               [attempt.id, attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt, attempt.finishedAt])
-            } else {
-                try update(attempt, in: db)
-            }
-        }
-        for (step, insert) in steps.inOrder {
-            if insert {
-                try db.execute("""
-                    INSERT INTO step (id, attempt_id, idx, name, status, exit_code, failure, log_path, process_group, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, [step.id, step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
-                          step.startedAt, step.finishedAt])
-            } else {
-                try update(step, in: db)
-            }
-        }
+        // Attempts before their steps (the steps' foreign key). New rows go in many to a statement.
+        let attemptRows = attempts.inOrder
+        try insertRows(into: "attempt", ["id", "job_row_id", "number", "status", "failure", "started_at", "finished_at"],
+                       attemptRows.filter(\.insert).map { attempt, _ in
+                           [attempt.id, attempt.jobRowID, attempt.number, attempt.status.rawValue, attempt.failure, attempt.startedAt, attempt.finishedAt] as [any SQLBindable]
+                       }, in: db)
+        for (attempt, insert) in attemptRows where !insert { try update(attempt, in: db) }
+        let stepRows = steps.inOrder
+        try insertRows(into: "step", ["id", "attempt_id", "idx", "name", "status", "exit_code", "failure", "log_path", "process_group", "started_at", "finished_at"],
+                       stepRows.filter(\.insert).map { step, _ in
+                           [step.id, step.attemptID, step.index, step.name, step.status.rawValue, step.exitCode, step.failure, step.logPath, step.processGroup,
+                            step.startedAt, step.finishedAt] as [any SQLBindable]
+                       }, in: db)
+        for (step, insert) in stepRows where !insert { try update(step, in: db) }
         for key in jobOrder { if let job = jobs[key] { try update(job, in: db) } }
-        for event in events { try append(event, in: db) }
+        // In their order: an event's id is its place in the history.
+        try insertRows(into: "event", ["run_id", "at", "job_key", "kind", "message"],
+                       events.map { [$0.runID, $0.at, $0.jobKey, $0.kind, $0.message] as [any SQLBindable] }, in: db)
+    }
+
+    /// Inserts `rows` in order, up to 64 a statement. Statements are made of 64, 32, … 1 rows, so a table
+    /// has at most seven shapes in the connection's statement cache.
+    static func insertRows(into table: String, _ columns: [String], _ rows: [[any SQLBindable]], in db: any SQLConnection) throws(StoreError) {
+        let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
+        let head = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+        var start = 0
+        while start < rows.count {
+            var count = 64
+            while count > rows.count - start { count /= 2 }
+            var arguments: [any SQLBindable] = []
+            arguments.reserveCapacity(count * columns.count)
+            for row in rows[start..<(start + count)] { arguments += row }
+            try db.execute(head + Array(repeating: tuple, count: count).joined(separator: ", "), arguments)
+            start += count
+        }
     }
 
     /// The rows a batch writes to one table, in the order first written; an update of a row the batch

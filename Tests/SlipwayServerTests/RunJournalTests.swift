@@ -243,6 +243,37 @@ import GRDB
         #expect(directory.journalFiles() == ["2-new.log"])
     }
 
+    /// A fold inserts new rows many to a statement (64, 32, … 1 at a time): every row arrives, in order.
+    @Test func aLargeFoldInsertsEveryRowInOrder() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        let keys = (1...71).map { "j\($0)" }
+        let jobs = try store.insertJobs(keys.map { JobRecord(runID: run.id, key: $0, jobID: $0) })
+        var started: [AttemptStart] = []
+        for var job in jobs {
+            job.status = .running
+            job.attempts = 1
+            started += try store.commit([.startAttempt(job, event: RunEventRecord(runID: run.id, at: Self.at(1), jobKey: job.key, kind: "attempt-started", message: job.key),
+                                                       attempt: 1, firstStep: StepRecord(attemptID: 0, index: 0, name: job.key, logPath: "/l/\(job.key)", startedAt: Self.at(1)))])
+        }
+        for n in 1...130 {
+            try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+        }
+        #expect(store.journal?.pendingRecords == 201)
+        try store.journal?.foldNow()
+        #expect(try Self.rows(directory.database, "SELECT count(*) AS n FROM attempt") == ["n=71"])
+        #expect(try Self.rows(directory.database, "SELECT count(*) AS n FROM step") == ["n=71"])
+        let events = try store.events(runID: run.id)
+        #expect(events.filter { $0.kind == "attempt-started" }.map(\.message) == keys)
+        #expect(events.filter { $0.kind == "tick" }.map(\.message) == (1...130).map(String.init))
+        #expect(events.map(\.id) == events.map(\.id).sorted())
+        for start in started {
+            let step = try #require(start.firstStep)
+            #expect(try store.steps(attemptID: start.attempt.id) == [step])
+        }
+    }
+
     /// `applyJournalSoon` has the folder apply what waits without waiting for its batch to fill or its delay.
     @Test func applySoonAppliesWaitingRecordsWithoutTheDelay() throws {
         let directory = try Directory()
