@@ -433,14 +433,11 @@ public final class RunEngine: Sendable {
             }
         } }
         // Workspaces and the snapshot are only needed while a run can still resume; logs, outputs and
-        // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging. Removed while the run's end is
-        // written: with every job done, not even a resume would need them.
-        let workspaces = layout.run(run.number) + "/ws", snapshot = layout.snapshot(run.number)
-        async let removed: Void = {
-            guard ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] != "1" else { return }
-            try? FileManager.default.removeItem(atPath: workspaces)
-            try? FileManager.default.removeItem(atPath: snapshot)
-        }()
+        // artifacts stay. SLIPWAY_KEEP_WORKSPACES=1 keeps them for debugging. The workspaces go while the
+        // run's end is written (a resume makes new ones from the snapshot); the snapshot only once it is.
+        let keep = ProcessInfo.processInfo.environment["SLIPWAY_KEEP_WORKSPACES"] == "1"
+        let workspaces = layout.run(run.number) + "/ws"
+        async let removed: Void = { if !keep { try? FileManager.default.removeItem(atPath: workspaces) } }()
         var finished = run
         finished.status = RunStatus(rawValue: finalResult.rawValue) ?? .failure
         finished.finishedAt = Date()
@@ -453,6 +450,7 @@ public final class RunEngine: Sendable {
             throw EngineError(error.message)
         }
         await removed
+        if !keep { try? FileManager.default.removeItem(atPath: layout.snapshot(run.number)) }
         observer?.progress(.runFinished(run: finished, result: finalResult, duration: ContinuousClock.now - started))
         return finished
     }

@@ -409,15 +409,18 @@ final class RunJournal: Sendable {
         let wake = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
         let stopping = Atomic<Bool>(false)
-        /// Apply what waits without waiting for more (`applySoon`).
-        let soon = Atomic<Bool>(false)
+        /// Bytes of this process's journal to apply without waiting for more (`applySoon`): a target, not a flag,
+        /// so a request never outlives the records it was made for.
+        let soonUntil = Atomic<Int64>(0)
     }
 
     /// Has the folder apply what is waiting now rather than after `foldDelay`: the engine asks once no job
     /// is left to start, so the run's last write does not apply a whole batch while the CPUs sit idle.
+    /// Records appended later wait as usual.
     func applySoon() {
-        guard own.withLock({ $0.folded < $0.appended && !$0.closing }), let folder = self.folder.withLock({ $0 }) else { return }
-        folder.soon.store(true, ordering: .relaxed)
+        guard let target = own.withLock({ $0.folded < $0.appended && !$0.closing ? $0.appended : nil }),
+              let folder = self.folder.withLock({ $0 }) else { return }
+        folder.soonUntil.max(target, ordering: .relaxed)
         folder.wake.signal()
     }
 
@@ -434,12 +437,12 @@ final class RunJournal: Sendable {
                 // Named from inside: the name Foundation's `Thread` is given is not the kernel's.
                 slipway_name_background_thread("slipway-journal")
                 while !folder.stopping.load(ordering: .relaxed) {
-                    let waiting = own.withLock { $0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords) }
+                    let (waiting, folded) = own.withLock { ($0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords), $0.folded) }
                     if waiting == 0 {
                         folder.wake.wait()
                         continue
                     }
-                    if waiting < Self.foldBatch, !folder.soon.exchange(false, ordering: .relaxed) {
+                    if waiting < Self.foldBatch, folded >= folder.soonUntil.load(ordering: .relaxed) {
                         _ = folder.wake.wait(timeout: .now() + foldDelay)
                     }
                     if folder.stopping.load(ordering: .relaxed) { break }

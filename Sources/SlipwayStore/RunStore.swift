@@ -53,6 +53,9 @@ extension RunStore {
     public func updateRun(id: Int64, status: RunStatus, finishedAt: Date?, pid: Int32?) throws(StoreError) {
         try updateRun(id: id, status: status, finishedAt: finishedAt, pid: pid, event: nil)
     }
+
+    /// A store that writes everything at once has nothing to apply.
+    public func applyJournalSoon() {}
 }
 
 /// An attempt a `RunWrite.startAttempt` recorded, and its first step's row when one was given.

@@ -264,10 +264,9 @@ import GRDB
         try store.journal?.foldNow()
         #expect(try Self.rows(directory.database, "SELECT count(*) AS n FROM attempt") == ["n=71"])
         #expect(try Self.rows(directory.database, "SELECT count(*) AS n FROM step") == ["n=71"])
-        let events = try store.events(runID: run.id)
-        #expect(events.filter { $0.kind == "attempt-started" }.map(\.message) == keys)
-        #expect(events.filter { $0.kind == "tick" }.map(\.message) == (1...130).map(String.init))
-        #expect(events.map(\.id) == events.map(\.id).sorted())
+        // In the journal's order, across statements and kinds.
+        let expected: [String] = keys + (1...130).map { "\($0)" }
+        #expect(try store.events(runID: run.id).map(\.message) == expected)
         for start in started {
             let step = try #require(start.firstStep)
             #expect(try store.steps(attemptID: start.attempt.id) == [step])
@@ -290,9 +289,57 @@ import GRDB
         while store.journal?.pendingRecords != 0, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         #expect(store.journal?.pendingRecords == 0)
         #expect(try Self.rows(directory.database, "SELECT message FROM event WHERE kind = 'tick' ORDER BY id") == ["message=1", "message=2", "message=3"])
-        // With nothing waiting it is a no-op.
+        // With nothing waiting it is a no-op, and records that come later wait for their batch again.
         store.applyJournalSoon()
+        try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(4), jobKey: nil, kind: "tick", message: "4"))])
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(store.journal?.pendingRecords == 1)
+        #expect(try Self.rows(directory.database, "SELECT message FROM event WHERE kind = 'tick' ORDER BY id") == ["message=1", "message=2", "message=3"])
+    }
+
+    /// A row the tables refuse inside a fold of many rows a statement loses only itself; the rows around it,
+    /// in the same statements, arrive in order.
+    @Test func aRefusedRowInALargeFoldLosesOnlyItself() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
+        var ghost = try #require(try store.jobs(runID: run.id).first)
+        ghost.id = 999_999
+        ghost.key = "gone"
+        func tick(_ n: Int) throws {
+            try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(Double(n)), jobKey: nil, kind: "tick", message: "\(n)"))])
+        }
+        for n in 1...40 { try tick(n) }
+        let started = try store.commit([.startAttempt(ghost, event: RunEventRecord(runID: run.id, at: Self.at(41), jobKey: "gone", kind: "attempt-started", message: "ghost"), attempt: 1)])
+        for n in 42...70 { try tick(n) }
+        #expect(store.journal?.pendingRecords == 70)
+        try store.journal?.foldNow()
         #expect(store.journal?.pendingRecords == 0)
+        let expected: [String] = (1...40).map { "\($0)" } + ["ghost"] + (42...70).map { "\($0)" }
+        #expect(try store.events(runID: run.id).map(\.message) == expected)
+        let attempt = try #require(started.first?.attempt)
+        #expect(try Self.rows(directory.database, "SELECT count(*) AS n FROM attempt WHERE id = \(attempt.id)") == ["n=0"])
+    }
+
+    /// A run's end and its last event are one write: both are there, and the event is the run's last.
+    @Test func aRunsEndAndItsEventAreWrittenTogether() throws {
+        let directory = try Directory()
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(Self.newRun())
+        try store.commit([.appendEvent(RunEventRecord(runID: run.id, at: Self.at(1), jobKey: nil, kind: "tick", message: "1"))])
+        try store.updateRun(id: run.id, status: .success, finishedAt: Self.at(2), pid: nil,
+                            event: RunEventRecord(runID: run.id, at: Self.at(2), jobKey: nil, kind: "run-finished", message: "done"))
+        // Straight from the tables: the journal's record was applied in the same transaction.
+        #expect(try Self.rows(directory.database, "SELECT kind FROM event ORDER BY id") == ["kind=tick", "kind=run-finished"])
+        #expect(try Self.rows(directory.database, "SELECT status FROM run") == ["status=success"])
+        let ghost = #expect(throws: StoreError.self) {
+            try store.updateRun(id: run.id, status: .failure, finishedAt: nil, pid: nil,
+                                event: RunEventRecord(runID: 999_999, at: Self.at(3), jobKey: nil, kind: "run-finished", message: "no such run"))
+        }
+        #expect(ghost != nil)
+        // Refused together: the status did not change either.
+        #expect(try Self.rows(directory.database, "SELECT status FROM run") == ["status=success"])
     }
 
     /// Records another reader applied are not left counted as pending (the folder would wake forever).
