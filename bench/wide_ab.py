@@ -9,7 +9,7 @@ and the figure is the median of the per-round ratios (binary ÷ make), which dri
 --floor also runs bench/floor.c (built with cc; needs libsqlite3-dev) in both modes: the durable floor, the
 least any engine keeping issue 2's rules can do per job.
 """
-import argparse, os, shutil, statistics, subprocess, sys, time
+import argparse, json, os, shutil, statistics, subprocess, sys, time
 
 from wide_repo import make_wide_makefile, wide_work
 
@@ -19,6 +19,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--json", help="also write the medians to this file (bench/run.sh's summary reads it)")
     args = parser.parse_args()
     with wide_work("slipway-wide-ab.", args.jobs) as (work, repo):
         make_wide_makefile(os.path.join(work, "wide.mk"), args.jobs)
@@ -57,6 +58,12 @@ def main():
                 times[i].append(t)
                 ratios[i].append(t / m)
         print(f"{args.rounds} rounds, {args.jobs} jobs; make -j2 median {statistics.median(make_times) * 1000:.0f} ms")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rounds": args.rounds, "jobs": args.jobs, "make_ms": statistics.median(make_times) * 1000,
+                           "binaries": [{"name": b, "ms": statistics.median(times[i]) * 1000, "ratio": statistics.median(ratios[i]),
+                                         "quartiles": [statistics.quantiles(ratios[i], n=4)[0], statistics.quantiles(ratios[i], n=4)[2]]}
+                                        for i, b in enumerate(args.binaries)]}, f)
         for i, b in enumerate(args.binaries):
             print(f"{b}: median {statistics.median(times[i]) * 1000:.0f} ms, "
                   f"median ratio to make {statistics.median(ratios[i]):.2f}x "
