@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SlipwayStore",
             dependencies: [
-                "SlipwayCore", "CSlipwaySQLite",
+                "SlipwayCore", "CSlipwaySQLite", "CSlipwaySystem",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -1,6 +1,5 @@
 #define _GNU_SOURCE
 #include <sqlite3.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,5 +45,3 @@ int slipway_sqlite_autocommit(void *statement) {
 int slipway_lower_thread_priority(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }
-
-void slipway_name_background_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

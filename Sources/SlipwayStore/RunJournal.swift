@@ -1,4 +1,5 @@
 import CSlipwaySQLite
+import CSlipwaySystem
 import Foundation
 import GRDB
 import Synchronization
@@ -435,7 +436,7 @@ final class RunJournal: Sendable {
                 // always lower its own priority). The last records are applied by whoever reads or closes.
                 _ = slipway_lower_thread_priority(10)
                 // Named from inside: the name Foundation's `Thread` is given is not the kernel's.
-                slipway_name_background_thread("slipway-journal")
+                slipway_set_thread_name("slipway-journal")
                 while !folder.stopping.load(ordering: .relaxed) {
                     let (waiting, folded) = own.withLock { ($0.folded >= $0.appended ? 0 : max(1, $0.unfoldedRecords), $0.folded) }
                     if waiting == 0 {

@@ -28,7 +28,4 @@ int slipway_sqlite_autocommit(void *statement);
 
 /// Lowers the calling thread's own scheduling priority to `nice` (a background thread; never needs privileges).
 int slipway_lower_thread_priority(int nice);
-
-/// Names the calling thread as `ps`, `top` and `perf` show it (at most 15 bytes are kept).
-void slipway_name_background_thread(const char *name);
 #endif
