@@ -88,7 +88,8 @@ enum YAMLComposer {
             str = Tag(.str, resolver, constructor)
         }
 
-        func tag(_ name: Tag.Name) -> Tag { name == .str ? str : Tag(name, resolver, constructor) }
+        /// A field at a time: a method call on the whole builder from its mutating `take` copied all of it.
+        mutating func tag(_ name: Tag.Name) -> Tag { name == .str ? str : Tag(name, resolver, constructor) }
 
         /// Yams makes marks only itself (`Mark` has no public initializer); it is two `Int`s, line then
         /// column, which `compose` checks before anything is made this way.
@@ -115,7 +116,9 @@ enum YAMLComposer {
                 let value = String(decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length), as: UTF8.self)
                 // Yams resolves every mapping key's tag as it looks for repeated keys (`str` with the basic resolver).
                 let isKey = open.last.map { $0.isMapping && $0.key == nil } ?? false
-                return add(.scalar(Node.Scalar(value, tag(scalar.quoted_implicit == 1 || isKey ? .str : .implicit), style, Self.mark(event))))
+                // Made before `add`: a read of self inside a mutating call's arguments copies the whole builder.
+                let node = Node.scalar(Node.Scalar(value, tag(scalar.quoted_implicit == 1 || isKey ? .str : .implicit), style, Self.mark(event)))
+                return add(node)
             case YAML_SEQUENCE_START_EVENT:
                 let start = event.data.sequence_start
                 guard start.anchor == nil, start.implicit != 0 || start.tag == nil else { return .unsupported }
@@ -128,10 +131,12 @@ enum YAMLComposer {
                 return .more
             case YAML_SEQUENCE_END_EVENT:
                 guard let done = open.popLast(), !done.isMapping else { return .unsupported }
-                return add(.sequence(Node.Sequence(done.items, tag(.implicit), .any, done.mark)))
+                let node = Node.sequence(Node.Sequence(done.items, tag(.implicit), .any, done.mark))
+                return add(node)
             case YAML_MAPPING_END_EVENT:
                 guard let done = open.popLast(), done.isMapping, done.key == nil else { return .unsupported }
-                return add(.mapping(Node.Mapping(done.pairs, tag(.implicit), .any, done.mark)))
+                let node = Node.mapping(Node.Mapping(done.pairs, tag(.implicit), .any, done.mark))
+                return add(node)
             default:  // aliases
                 return .unsupported
             }

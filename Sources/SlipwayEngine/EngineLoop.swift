@@ -53,6 +53,12 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     private static let wakeToken = UInt64.max
     /// Set by `slipway_epoll_wait` on a pipe's token when it hung up empty (SLIPWAY_EPOLL_HUNG_UP).
     private static let hungUp: UInt64 = 1 << 62
+    /// How long a step's pipes go unwatched: most steps of a wide pipeline are over sooner, and what they
+    /// wrote is read at their end (a pipe holds 64 KiB, a step that writes more waits this long at most).
+    /// Watching a pipe and leaving the watch are two system calls each, four a step.
+    static let pipesWatchedAfter = Duration.milliseconds(2)
+    /// Processes whose pipes are not watched yet: the loop then looks again within `pipesWatchedAfter`.
+    private var unwatched = 0
 
     private init(epoll: Int32, wakeFD: Int32) {
         self.epoll = epoll
@@ -152,8 +158,9 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 if passesSinceLook < 4, ContinuousClock.now - lastLook < .microseconds(100) { continue }
             }
             passesSinceLook = 0
-            // Timeouts and cancellations are checked at least every 50 ms while a step runs.
-            let timeout: Int32 = block ? (supervised.isEmpty ? -1 : 50) : 0
+            // Timeouts and cancellations are checked at least every 50 ms while a step runs, pipes that are not
+            // watched yet within 2 ms.
+            let timeout: Int32 = block ? (supervised.isEmpty ? -1 : unwatched > 0 ? 2 : 50) : 0
             let ready = tokens.withUnsafeMutableBufferPointer { slipway_epoll_wait(epoll, $0.baseAddress, 64, timeout) }
             lastLook = ContinuousClock.now
             if block { shared.withLock { $0.sleeping = false } }
@@ -184,7 +191,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     /// A step's process while it runs: its pipes and pidfd are registered with the loop.
     final class Supervised {
-        let spawned: StepProcess.Spawned
+        var spawned: StepProcess.Spawned
         let configuration: StepProcess.Configuration
         let pidfd: Int32
         var fds: [Int32]
@@ -194,6 +201,9 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         let control: ProcessControl
         let sink: ProcessOutputSink
         var grown = [false, false]
+        /// The pipes are in the loop's epoll set (see `EngineLoop.pipesWatchedAfter`).
+        var pipesWatched = false
+        let startedAt = ContinuousClock.now
         var continuation: CheckedContinuation<Result<ProcessTermination, StepProcessError>, Never>?
 
         init(spawned: StepProcess.Spawned, configuration: StepProcess.Configuration, pidfd: Int32, escalation: StepProcess.Escalation, control: ProcessControl, sink: ProcessOutputSink) {
@@ -221,28 +231,32 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     /// Starts a step's process on this thread and returns when it has ended and its output is drained.
     /// The start is detached: this thread goes on while the child sets itself up and execs, instead of
     /// waiting in vfork (on two cores, often for the other core, busy with another step, while this one idles).
+    ///
+    /// The pipes' write ends stay open here until the process has exited: the pipes then cannot hang up
+    /// before the pidfd reports the exit (a process closes its descriptors a few microseconds before its
+    /// parent hears of it), and a step's end wakes this thread once instead of twice.
     func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
-        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink, detached: true) else { return .cancelled }
+        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink, detached: true, keepWriteEnds: true) else { return .cancelled }
         let pidfd = spawned.pidfd >= 0 ? spawned.pidfd : slipway_pidfd_open(spawned.pid)
         spawned.pidfd = -1  // the loop's own now
         guard pidfd >= 0 else {
             // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
+            spawned.closeWriteEnds()
             return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
         let token = nextToken
         nextToken += 1
-        let registered = [(spawned.stdout, token << 2), (spawned.stderr, token << 2 | 1), (pidfd, token << 2 | 2)].prefix { fd, key in
-            slipway_epoll_add(epoll, fd, key) == 0
-        }
-        guard registered.count == 3 else {
+        // Only the pidfd at first: the pipes are watched once the step has run for a while (superviseAll).
+        guard slipway_epoll_add(epoll, pidfd, token << 2 | 2) == 0 else {
             // epoll is out of room (ENOMEM, max_user_watches): this step gets a reader thread of its own.
-            for (fd, _) in registered { _ = slipway_epoll_remove(epoll, fd) }
             close(pidfd)
+            spawned.closeWriteEnds()
             return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
         let process = Supervised(spawned: spawned, configuration: configuration, pidfd: pidfd,
                                  escalation: .init(timeout: configuration.timeout, grace: configuration.gracePeriod), control: control, sink: sink)
         supervised[token] = process
+        unwatched += 1
         return try await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 process.continuation = continuation
@@ -283,7 +297,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     private func closePipe(_ process: Supervised, _ index: Int) {
         let fd = process.fds[index]
         guard fd >= 0 else { return }
-        _ = slipway_epoll_remove(epoll, fd)
+        if process.pipesWatched { _ = slipway_epoll_remove(epoll, fd) }
         close(fd)
         process.fds[index] = -1
     }
@@ -304,6 +318,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 // pipes hold now is read, no more: a background child writing on and on must not keep the
                 // run's only thread here.
                 // (A read of no more than a pipe holds does not block, so the pipe stays as it is.)
+                process.spawned.closeWriteEnds()
                 for index in 0..<2 where process.fds[index] >= 0 {
                     let fd = process.fds[index]
                     var left = Int(slipway_pipe_available(fd))
@@ -323,12 +338,28 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 finish(token, process)
                 continue
             }
+            if !process.pipesWatched, now - process.startedAt >= Self.pipesWatchedAfter { watchPipes(token, process) }
             process.escalation.check(group: process.spawned.pid, control: process.control, now: now)
         }
     }
 
+    /// Adds a running step's pipes to the epoll set; tried again on the next pass should epoll be out of room.
+    private func watchPipes(_ token: UInt64, _ process: Supervised) {
+        var added: [Int32] = []
+        for index in 0..<2 where process.fds[index] >= 0 {
+            guard slipway_epoll_add(epoll, process.fds[index], token << 2 | UInt64(index)) == 0 else {
+                for fd in added { _ = slipway_epoll_remove(epoll, fd) }
+                return
+            }
+            added.append(process.fds[index])
+        }
+        process.pipesWatched = true
+        unwatched -= 1
+    }
+
     private func finish(_ token: UInt64, _ process: Supervised) {
         supervised[token] = nil
+        if !process.pipesWatched { unwatched -= 1 }
         _ = slipway_epoll_remove(epoll, process.pidfd)
         close(process.pidfd)
         // A child that could not exec wrote why before it exited: the step fails to start, as it would have

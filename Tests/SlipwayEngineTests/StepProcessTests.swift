@@ -60,6 +60,25 @@ func runStep(_ configuration: StepProcess.Configuration, control: ProcessControl
 
 struct SinkBox: @unchecked Sendable { let sink: ProcessOutputSink }
 
+/// Collects output and creates the file `mark` once a whole `line` has arrived on stdout.
+final class MarkingSink: ProcessOutputSink, @unchecked Sendable {
+    let line: String
+    let mark: String
+    var stdout: [UInt8] = []
+    var stderr: [UInt8] = []
+    init(line: String, mark: String) {
+        self.line = line
+        self.mark = mark
+    }
+    func consume(stream: Int, bytes: UnsafeRawBufferPointer) {
+        if stream == 1 { stdout.append(contentsOf: bytes) } else { stderr.append(contentsOf: bytes) }
+        if stream == 1, String(decoding: stdout, as: UTF8.self).split(separator: "\n").contains(Substring(line)) {
+            _ = FileManager.default.createFile(atPath: mark, contents: nil)
+        }
+    }
+    func finish() {}
+}
+
 /// Everything a pipe gives until EOF, as text; closes it.
 func drainPipe(_ fd: Int32) -> String {
     var bytes: [UInt8] = []
@@ -384,6 +403,20 @@ final class SlowSink: ProcessOutputSink, @unchecked Sendable {
         #expect(chatty == .exited(0))
         #expect(quiet == .exited(0))
         #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    /// A step's pipes are watched only once it has run a little while (a quick step's output is read at its
+    /// end): a longer one's output still comes while it runs. This step goes on only once its first line has
+    /// reached the sink; output read at its end alone would leave it waiting until its timeout.
+    @Test(arguments: Supervisor.allCases) func aRunningStepsOutputReachesTheSinkBeforeItEnds(supervisor: Supervisor) async throws {
+        let mark = NSTemporaryDirectory() + "slipway-live-\(UUID().uuidString)"
+        defer { unlink(mark) }
+        let sink = MarkingSink(line: "first", mark: mark)
+        let script = "echo first; while [ ! -e '\(mark)' ]; do sleep 0.01; done; echo second; echo done >&2"
+        let result = try await runStep(bash(script, timeout: .seconds(20)), control: ProcessControl(), sink: sink, on: supervisor)
+        #expect(result == .exited(0))
+        #expect(String(decoding: sink.stdout, as: UTF8.self) == "first\nsecond\n")
+        #expect(String(decoding: sink.stderr, as: UTF8.self) == "done\n")
     }
 
     /// Six steps at once on one loop: each gets its own output and exit code, and they overlap in time.
