@@ -31,7 +31,8 @@ public struct SlipwayCommand: AsyncParsableCommand {
             let arguments = CommandLine.arguments.dropFirst()
             if arguments.first == "run", let invocation = RunInvocation(fastParsing: arguments.dropFirst()) {
                 try await invocation.run()
-                return
+                // Here and now: returned, the process would end on a dispatch thread made only for that.
+                Foundation.exit(0)
             }
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

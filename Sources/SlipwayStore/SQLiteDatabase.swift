@@ -12,7 +12,10 @@ public final class SQLiteDatabase: SQLDatabase {
         self.path = path
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        // Statement journals in memory: a multi-row statement inside a transaction (the journal's folds) keeps
+        // one to undo itself alone, which past 64 KiB SQLite otherwise spills to a temporary file, a page and
+        // its number at a time (two system calls each).
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY") }
         configuration.journalMode = .wal
         do {
             queue = try DatabaseQueue(path: path, configuration: configuration)
