@@ -36,7 +36,7 @@ let package = Package(
         .target(
             name: "SlipwayCLI",
             dependencies: [
-                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy", "SlipwayServer", "SlipwayRunner",
+                "SlipwayCore", "SlipwayStore", "SlipwayEngine", "SlipwayArtifacts", "SlipwayDeploy", "SlipwayServer", "SlipwayRunner", "CSlipwaySystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -65,6 +65,18 @@ extension EndToEnd {
                   - run: echo c >> "$OUT/ran"
             """
 
+        /// Each step held open takes five descriptors (its pipes' ends and its pidfd): 80 at once need more than
+        /// the 256 this run starts with. Slipway raises its own soft limit; its steps get the original back.
+        @Test("many steps at once under a low descriptor limit all run, and each sees the limit slipway started with")
+        func manyStepsUnderALowDescriptorLimit() async throws {
+            let jobs = (1...80).map { "  j\($0): { steps: [ { run: 'sleep 0.5; ulimit -Sn >> \"$OUT/limits\"' } ] }" }
+            let box = try Sandbox("name: descriptors\njobs:\n" + jobs.joined(separator: "\n") + "\n")
+            let result = try await box.launch(["run", "--plain", "--jobs", "80"] + box.outEnv, softDescriptorLimit: 256).wait(timeout: 60)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("80 succeeded"), "\(result)")
+            #expect(box.lines("limits") == Array(repeating: "256", count: 80))
+        }
+
         @Test("a successful run exits 0 and runs every job")
         func success() async throws {
             let box = try Sandbox(Self.pipeline)

@@ -188,7 +188,8 @@ final class Sandbox: @unchecked Sendable {
     func count(_ name: String) -> Int { lines(name).count }
 
     /// Starts `slipway ARGS` in the repository; stdout and stderr go to files (or stdout to `stdoutPath`).
-    func launch(_ arguments: [String], env: [String: String] = [:], stdoutPath: String? = nil) throws -> Launched {
+    /// `softDescriptorLimit`: slipway starts with this soft limit on open descriptors (set by a shell before it).
+    func launch(_ arguments: [String], env: [String: String] = [:], stdoutPath: String? = nil, softDescriptorLimit: Int? = nil) throws -> Launched {
         let binary = try SlipwayBinary.require()
         commandCount += 1
         let out = stdoutPath ?? root + "/cmd-\(commandCount).out"
@@ -197,8 +198,13 @@ final class Sandbox: @unchecked Sendable {
         if !FileManager.default.fileExists(atPath: out) { _ = FileManager.default.createFile(atPath: out, contents: nil) }
         _ = FileManager.default.createFile(atPath: err, contents: nil)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+        if let softDescriptorLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "ulimit -S -n \(softDescriptorLimit) && exec \"$@\"", "bash", binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: repo)
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLIPWAY_") }
         environment["HOME"] = root
