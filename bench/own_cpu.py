@@ -39,6 +39,7 @@ def measure(binary, repo, data):
     # name only until they exec, in thread groups of their own).
     group = max((key for key in runtime if key[1] == "slipway-engine"), key=lambda key: runtime[key])[0]
     own = sum(value for key, value in runtime.items() if key[0] == group) / 1e6
+    engine = runtime[(group, "slipway-engine")] / 1e6
     steps = [t for t, _, _, comm, _ in switches if comm == "true"]
     first, last = min(steps), max(steps)
     idle, since = 0.0, {}
@@ -47,7 +48,7 @@ def measure(binary, repo, data):
             idle += t - max(since.pop(cpu), first)
         if next_pid == "0":
             since[cpu] = t
-    return own, idle * 1000, (last - first) * 1000
+    return own, idle * 1000, (last - first) * 1000, engine
 
 
 def main():
@@ -64,8 +65,8 @@ def main():
                 results[binary].append(measure(os.path.realpath(binary), repo, data))
         print(f"{args.rounds} rounds, {args.jobs} jobs, --jobs 2 (medians)")
         for binary in args.binaries:
-            own, idle, phase = (statistics.median(r[i] for r in results[binary]) for i in range(3))
-            print(f"{binary}: own CPU {own:.1f} ms, idle CPU while jobs run {idle:.1f} ms of a {phase:.0f} ms jobs phase")
+            own, idle, phase, engine = (statistics.median(r[i] for r in results[binary]) for i in range(4))
+            print(f"{binary}: own CPU {own:.1f} ms (engine thread {engine:.1f}), idle CPU while jobs run {idle:.1f} ms of a {phase:.0f} ms jobs phase")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include "CSlipwaySystem.h"
@@ -71,24 +70,6 @@ static int slipway_move_above_stdio(int *fd, int *moved) {
     return 0;
 }
 
-/* The descriptor limit this process started with, given back to every step (see slipway_raise_descriptor_limit). */
-static struct rlimit slipway_original_nofile;
-static volatile int slipway_nofile_raised = 0;
-
-int slipway_raise_descriptor_limit(void) {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
-    if (limit.rlim_cur >= limit.rlim_max) return 0;
-    struct rlimit raised = limit;
-    /* Enough for any run, not the 2^30 some systems allow (a table that large costs memory when touched). */
-    raised.rlim_cur = limit.rlim_max < (1 << 20) ? limit.rlim_max : (1 << 20);
-    if (raised.rlim_cur <= limit.rlim_cur) return 0;
-    slipway_original_nofile = limit;
-    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) return -1;
-    slipway_nofile_raised = 1;
-    return 1;
-}
-
 /* The child's side: only async-signal-safe calls on the parent's memory, never a return. */
 static __attribute__((noinline, noreturn)) void slipway_child(const char *path, char *const argv[], char *const envp[],
                                                              const char *dir, int out_fd, int err_fd,
@@ -113,7 +94,6 @@ static __attribute__((noinline, noreturn)) void slipway_child(const char *path, 
     if (dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
     report->stage = 4;
     if (dir != NULL && chdir(dir) != 0) goto fail;
-    if (slipway_nofile_raised) setrlimit(RLIMIT_NOFILE, &slipway_original_nofile);
     report->stage = 5;
     sigset_t none;
     sigemptyset(&none);
@@ -253,7 +233,6 @@ static int slipway_launch_child(void *p) {
     if ((result = slipway_raw_syscall(SYS_dup3, launch->out_fd, 1, 0, 0)) < 0) slipway_launch_fail(launch, result, 3);
     if ((result = slipway_raw_syscall(SYS_dup3, launch->err_fd, 2, 0, 0)) < 0) slipway_launch_fail(launch, result, 3);
     if (launch->dir != NULL && (result = slipway_raw_syscall(SYS_chdir, (long)launch->dir, 0, 0, 0)) < 0) slipway_launch_fail(launch, result, 4);
-    if (slipway_nofile_raised) slipway_raw_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, (long)&slipway_original_nofile, 0);
     uint64_t none = 0;
     if ((result = slipway_raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none)) < 0) slipway_launch_fail(launch, result, 5);
     result = slipway_raw_syscall(SYS_execve, (long)launch->path, (long)launch->argv, (long)launch->envp, 0);

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CSlipwaySystem
 import Foundation
 
 /// `slipway`: the root command; each verb lives in its own file.
@@ -28,8 +27,6 @@ public struct SlipwayCommand: AsyncParsableCommand {
                 close(null)
             }
         }
-        // Many steps at once hold many descriptors; a 1024 soft limit would fail a wide run's starts.
-        _ = slipway_raise_descriptor_limit()
         do {
             let arguments = CommandLine.arguments.dropFirst()
             if arguments.first == "run", let invocation = RunInvocation(fastParsing: arguments.dropFirst()) {

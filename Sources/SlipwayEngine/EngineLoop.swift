@@ -55,7 +55,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     private static let hungUp: UInt64 = 1 << 62
     /// How long a step's pipes go unwatched: most steps of a wide pipeline are over sooner, and what they
     /// wrote is read at their end (a pipe holds 64 KiB, a step that writes more waits this long at most).
-    /// Watching a pipe and leaving the watch are two system calls each, four a step.
+    /// Watching a pipe and leaving the watch are two system calls each, four a step; and an unwatched pipe's
+    /// hang-up, a few microseconds before the pidfd reports the exit, does not wake the loop a second time.
     static let pipesWatchedAfter = Duration.milliseconds(2)
     /// Processes whose pipes are not watched yet: the loop then looks again within `pipesWatchedAfter`.
     private var unwatched = 0
@@ -181,8 +182,8 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 }
             }
             // A quiet 50 ms: reap directly too, should a pidfd event ever not come. (Not after a look that
-            // did not wait: that is a waitpid per process on every pass.)
-            if ready == 0, block { for process in supervised.values { process.reap() } }
+            // did not wait, nor a 2 ms one: that is a waitpid per process on every pass.)
+            if ready == 0, block, timeout == 50 { for process in supervised.values { process.reap() } }
             if !supervised.isEmpty { superviseAll() }
         }
     }
@@ -191,7 +192,7 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
 
     /// A step's process while it runs: its pipes and pidfd are registered with the loop.
     final class Supervised {
-        var spawned: StepProcess.Spawned
+        let spawned: StepProcess.Spawned
         let configuration: StepProcess.Configuration
         let pidfd: Int32
         var fds: [Int32]
@@ -231,17 +232,12 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     /// Starts a step's process on this thread and returns when it has ended and its output is drained.
     /// The start is detached: this thread goes on while the child sets itself up and execs, instead of
     /// waiting in vfork (on two cores, often for the other core, busy with another step, while this one idles).
-    ///
-    /// The pipes' write ends stay open here until the process has exited: the pipes then cannot hang up
-    /// before the pidfd reports the exit (a process closes its descriptors a few microseconds before its
-    /// parent hears of it), and a step's end wakes this thread once instead of twice.
     func run(_ configuration: StepProcess.Configuration, control: ProcessControl, sink: ProcessOutputSink) async throws(StepProcessError) -> ProcessTermination {
-        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink, detached: true, keepWriteEnds: true) else { return .cancelled }
+        guard var spawned = try StepProcess.start(configuration, control: control, sink: sink, detached: true) else { return .cancelled }
         let pidfd = spawned.pidfd >= 0 ? spawned.pidfd : slipway_pidfd_open(spawned.pid)
         spawned.pidfd = -1  // the loop's own now
         guard pidfd >= 0 else {
             // No pidfd (a kernel before 5.3): the reader thread's poll-and-waitpid loop.
-            spawned.closeWriteEnds()
             return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
         let token = nextToken
@@ -250,7 +246,6 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
         guard slipway_epoll_add(epoll, pidfd, token << 2 | 2) == 0 else {
             // epoll is out of room (ENOMEM, max_user_watches): this step gets a reader thread of its own.
             close(pidfd)
-            spawned.closeWriteEnds()
             return try await supervised(spawned, configuration: configuration, control: control, sink: sink)
         }
         let process = Supervised(spawned: spawned, configuration: configuration, pidfd: pidfd,
@@ -318,43 +313,53 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
                 // pipes hold now is read, no more: a background child writing on and on must not keep the
                 // run's only thread here.
                 // (A read of no more than a pipe holds does not block, so the pipe stays as it is.)
-                process.spawned.closeWriteEnds()
                 for index in 0..<2 where process.fds[index] >= 0 {
-                    let fd = process.fds[index]
-                    var left = Int(slipway_pipe_available(fd))
-                    while left > 0 {
-                        let n = read(fd, buffer.baseAddress, min(left, buffer.count))
-                        if n > 0 {
-                            process.sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                            left -= n
-                        } else if n < 0, errno == EINTR {
-                            continue
-                        } else {
-                            break
-                        }
-                    }
+                    drainAvailable(process, index)
                     closePipe(process, index)
                 }
                 finish(token, process)
                 continue
             }
-            if !process.pipesWatched, now - process.startedAt >= Self.pipesWatchedAfter { watchPipes(token, process) }
+            if !process.pipesWatched, now - process.startedAt >= Self.pipesWatchedAfter, !watchPipes(token, process) {
+                // No room in the epoll set: what the pipes hold is read on every pass (2 ms) instead.
+                for index in 0..<2 { drainAvailable(process, index) }
+            }
             process.escalation.check(group: process.spawned.pid, control: process.control, now: now)
         }
     }
 
-    /// Adds a running step's pipes to the epoll set; tried again on the next pass should epoll be out of room.
-    private func watchPipes(_ token: UInt64, _ process: Supervised) {
+    /// Reads what a pipe holds now, no more: the read cannot block, whoever else still writes to it.
+    private func drainAvailable(_ process: Supervised, _ index: Int) {
+        let fd = process.fds[index]
+        guard fd >= 0 else { return }
+        var left = Int(slipway_pipe_available(fd))
+        while left > 0 {
+            let n = read(fd, buffer.baseAddress, min(left, buffer.count))
+            if n > 0 {
+                process.sink.consume(stream: index + 1, bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                left -= n
+            } else if n < 0, errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+    }
+
+    /// Adds a running step's pipes to the epoll set; false (and tried again on the next pass) when epoll is
+    /// out of room.
+    private func watchPipes(_ token: UInt64, _ process: Supervised) -> Bool {
         var added: [Int32] = []
         for index in 0..<2 where process.fds[index] >= 0 {
             guard slipway_epoll_add(epoll, process.fds[index], token << 2 | UInt64(index)) == 0 else {
                 for fd in added { _ = slipway_epoll_remove(epoll, fd) }
-                return
+                return false
             }
             added.append(process.fds[index])
         }
         process.pipesWatched = true
         unwatched -= 1
+        return true
     }
 
     private func finish(_ token: UInt64, _ process: Supervised) {

@@ -100,17 +100,6 @@ public enum StepProcess {
         /// A detached start's launch block (its address), which whoever reaps the process settles once
         /// (`settleLaunch`); 0 for a start that waited for the exec.
         var launch: UInt = 0
-        /// The pipes' write ends when the start kept them (`keepWriteEnds`), else -1; whoever supervises closes them.
-        var stdoutWrite: Int32 = -1
-        var stderrWrite: Int32 = -1
-
-        /// Closes the write ends a start kept: the pipes hang up once the process and its children are gone.
-        mutating func closeWriteEnds() {
-            if stdoutWrite >= 0 { close(stdoutWrite) }
-            if stderrWrite >= 0 { close(stderrWrite) }
-            stdoutWrite = -1
-            stderrWrite = -1
-        }
     }
 
     /// The sink is used only by the reader thread once handed over.
@@ -169,13 +158,12 @@ public enum StepProcess {
 
     /// Starts the process, or nil (the sink finished) when it was cancelled before it started (fail-fast,
     /// Ctrl-C): it never starts. A cancel that came before the group existed could not signal it: it does now.
-    static func start(_ configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink, detached: Bool = false,
-                      keepWriteEnds: Bool = false) throws(StepProcessError) -> Spawned? {
+    static func start(_ configuration: Configuration, control: ProcessControl, sink: ProcessOutputSink, detached: Bool = false) throws(StepProcessError) -> Spawned? {
         if control.flags.cancelled {
             sink.finish()
             return nil
         }
-        let spawned = try spawn(configuration, detached: detached, keepWriteEnds: keepWriteEnds)
+        let spawned = try spawn(configuration, detached: detached)
         let flags = control.state.withLock { state in
             state.processGroup = spawned.pid
             return (state.cancelRequested, state.killNow)
@@ -316,9 +304,8 @@ public enum StepProcess {
 
     /// Starts the process. `detached`: return as soon as it exists, not once it has exec'd (see
     /// `slipway_spawn_detached`); whoever reaps it then calls `settleLaunch`. Where a detached start is not
-    /// supported, or fails, the start waits for the exec as usual. `keepWriteEnds`: the pipes' write ends stay
-    /// open here (in `Spawned`), so the pipes do not hang up when the process exits (see `EngineLoop.run`).
-    static func spawn(_ configuration: Configuration, detached: Bool = false, keepWriteEnds: Bool = false) throws(StepProcessError) -> Spawned {
+    /// supported, or fails, the start waits for the exec as usual.
+    static func spawn(_ configuration: Configuration, detached: Bool = false) throws(StepProcessError) -> Spawned {
         _ = inheritedDescriptorsClosedOnExec
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
@@ -339,14 +326,13 @@ public enum StepProcess {
                 return pid > 0 ? pid : slipway_spawn(configuration.executable, argv, envp, configuration.workingDirectory, outPipe[1], errPipe[1], &error, &stage, &pidfd)
             }
         }
+        close(outPipe[1])
+        close(errPipe[1])
         guard pid > 0 else {
-            close(outPipe[0]); close(errPipe[0]); close(outPipe[1]); close(errPipe[1])
+            close(outPipe[0]); close(errPipe[0])
             throw startError(configuration, stage: stage, error: error)
         }
-        var spawned = Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd, launch: UInt(bitPattern: launch),
-                              stdoutWrite: outPipe[1], stderrWrite: errPipe[1])
-        if !keepWriteEnds { spawned.closeWriteEnds() }
-        return spawned
+        return Spawned(pid: pid, stdout: outPipe[0], stderr: errPipe[0], pidfd: pidfd, launch: UInt(bitPattern: launch))
     }
 
     /// A detached start's end, once its process has been reaped: the error that kept it from its exec (it

@@ -31,10 +31,6 @@ pid_t slipway_spawn(const char *path, char *const argv[], char *const envp[], co
 /// (ENOSYS where unsupported: before Linux 5.2, or not x86-64/arm64; use `slipway_spawn`).
 pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *dir,
                              int out_fd, int err_fd, int *error, int *pidfd, void **launch);
-/// Raises this process's soft limit on open descriptors to its hard limit (capped at 2^20): a step held open
-/// takes five (its pipes' ends and its pidfd). Steps started with slipway_spawn or slipway_spawn_detached
-/// get the original limit back. 1 when raised, 0 when nothing to raise, -1 on failure.
-int slipway_raise_descriptor_limit(void);
 int slipway_launch_failure(void *launch, int *error, int *stage);
 void slipway_launch_release(void *launch);
 /// Blocks every asynchronous signal but SIGCHLD on the calling thread for good (faults and traps stay open),
