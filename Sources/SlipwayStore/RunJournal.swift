@@ -564,23 +564,6 @@ extension SQLRunStore {
                        events.map { [$0.runID, $0.at, $0.jobKey, $0.kind, $0.message] as [any SQLBindable] }, in: db)
     }
 
-    /// Inserts `rows` in order, up to 64 a statement. Statements are made of 64, 32, … 1 rows, so a table
-    /// has at most seven shapes in the connection's statement cache.
-    static func insertRows(into table: String, _ columns: [String], _ rows: [[any SQLBindable]], in db: any SQLConnection) throws(StoreError) {
-        let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
-        let head = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
-        var start = 0
-        while start < rows.count {
-            var count = 64
-            while count > rows.count - start { count /= 2 }
-            var arguments: [any SQLBindable] = []
-            arguments.reserveCapacity(count * columns.count)
-            for row in rows[start..<(start + count)] { arguments += row }
-            try db.execute(head + Array(repeating: tuple, count: count).joined(separator: ", "), arguments)
-            start += count
-        }
-    }
-
     /// The rows a batch writes to one table, in the order first written; an update of a row the batch
     /// inserts (or already updates) is merged into that write, so each row is written once.
     struct MergedRows<Record> {

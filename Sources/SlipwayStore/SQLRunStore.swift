@@ -126,6 +126,28 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
         if event == nil { try writeOne(body) } else { try write(body) }
     }
 
+    /// Inserts `rows` in order, up to 64 a statement (a thousand-job run's jobs are 16 statements, not a
+    /// thousand). Statements are made of 64, 32, … 1 rows, so a table has at most seven shapes in the
+    /// connection's statement cache. `onConflict`: an `ON CONFLICT` clause's action. The rows inserted.
+    @discardableResult
+    static func insertRows(into table: String, _ columns: [String], _ rows: [[any SQLBindable]], onConflict: String? = nil,
+                           in db: any SQLConnection) throws(StoreError) -> Int {
+        let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
+        let head = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+        let tail = onConflict.map { " ON CONFLICT " + $0 } ?? ""
+        var start = 0, inserted = 0
+        while start < rows.count {
+            var count = 64
+            while count > rows.count - start { count /= 2 }
+            var arguments: [any SQLBindable] = []
+            arguments.reserveCapacity(count * columns.count)
+            for row in rows[start..<(start + count)] { arguments += row }
+            inserted += try db.execute(head + Array(repeating: tuple, count: count).joined(separator: ", ") + tail, arguments)
+            start += count
+        }
+        return inserted
+    }
+
     /// On SQLite, the run journal's waiting records are applied now rather than with the next batch.
     public func applyJournalSoon() {
         journal?.applySoon()
@@ -161,24 +183,14 @@ public final class SQLRunStore: RunStore, SQLBackedStore {
     @discardableResult
     public func insertJobs(_ jobs: [JobRecord]) throws(StoreError) -> [JobRecord] {
         try write { (db) throws(StoreError) -> [JobRecord] in
-            var kept = false
-            // Up to 64 rows a statement: a thousand-job run is 16 statements, not a thousand.
-            var start = 0
-            while start < jobs.count {
-                let chunk = jobs[start..<min(start + 64, jobs.count)]
-                start = chunk.endIndex
-                var arguments: [any SQLBindable] = []
-                arguments.reserveCapacity(chunk.count * 14)
-                for job in chunk {
-                    arguments += [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
-                                  job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt] as [any SQLBindable]
-                }
-                let inserted = try db.execute("""
-                    INSERT INTO job (run_id, key, job_id, status, allowed_failure, reason, attempts, outputs, cache_key, cache_components, cache_hit, definition, started_at, finished_at)
-                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")) ON CONFLICT DO NOTHING
-                    """, arguments)
-                if inserted < chunk.count { kept = true }
-            }
+            let inserted = try Self.insertRows(
+                into: "job", ["run_id", "key", "job_id", "status", "allowed_failure", "reason", "attempts", "outputs", "cache_key", "cache_components", "cache_hit",
+                              "definition", "started_at", "finished_at"],
+                jobs.map { job in
+                    [job.runID, job.key, job.jobID, job.status.rawValue, job.allowedFailure, job.reason, job.attempts, job.outputs, job.cacheKey,
+                     job.cacheComponents, job.cacheHit, job.definition, job.startedAt, job.finishedAt] as [any SQLBindable]
+                }, onConflict: "DO NOTHING", in: db)
+            let kept = inserted < jobs.count
             // New rows are as given but for their ids: two columns read back, not a thousand whole records.
             // A row that was already there (and kept) is read whole.
             var stored: [JobRecord] = []

@@ -36,6 +36,14 @@ import GRDB
                   workspace: "/tmp/ws", options: "{}", createdAt: t0)
     }
 
+    /// A store whose journal folds only when told (or read), with a run holding one job `a`.
+    static func storeWithOneJob(in directory: Directory) throws -> (SQLRunStore, RunRecord, JobRecord) {
+        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
+        let run = try store.createRun(newRun())
+        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
+        return (store, run, try #require(try store.jobs(runID: run.id).first))
+    }
+
     /// Rows of a table as text, straight from the file (no store, no journal applied).
     static func rows(_ path: String, _ sql: String) throws -> [String] {
         try SQLiteDatabase(path: path).read { (db) throws(StoreError) in
@@ -72,10 +80,7 @@ import GRDB
 
     @Test func writesAreSeenAtOnceAndReachTheTablesWithTheirIDs() throws {
         let directory = try Directory()
-        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
-        let run = try store.createRun(Self.newRun())
-        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
-        var job = try #require(try store.jobs(runID: run.id).first)
+        var (store, run, job) = try Self.storeWithOneJob(in: directory)
         job.status = .running
         job.attempts = 1
         let started = try store.commit([.startAttempt(job, event: RunEventRecord(runID: run.id, at: Self.at(1), jobKey: "a", kind: "attempt-started", message: "go"),
@@ -301,10 +306,7 @@ import GRDB
     /// in the same statements, arrive in order.
     @Test func aRefusedRowInALargeFoldLosesOnlyItself() throws {
         let directory = try Directory()
-        let store = try SQLRunStore(database: SQLiteDatabase(path: directory.database), foldDelay: .seconds(600))
-        let run = try store.createRun(Self.newRun())
-        try store.insertJobs([JobRecord(runID: run.id, key: "a", jobID: "a")])
-        var ghost = try #require(try store.jobs(runID: run.id).first)
+        var (store, run, ghost) = try Self.storeWithOneJob(in: directory)
         ghost.id = 999_999
         ghost.key = "gone"
         func tick(_ n: Int) throws {
