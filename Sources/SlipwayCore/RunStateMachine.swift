@@ -76,6 +76,8 @@ public struct RunStateMachine: Sendable {
     /// Indices into `plan.instances` still pending, in plan order; kept small so a 1000-job DAG
     /// does not rescan finished work after every event.
     var pending: [Int] = []
+    /// `pending[..<pendingHead]` are decided: only `pending[pendingHead...]` still wait.
+    var pendingHead = 0
     /// How many of `pending` are not plain: once those are passed and the slots are full, the rest can only wait.
     var pendingNotPlain = 0
     /// Per instance: its job has no needs and no `if` (see `schedule`).
@@ -119,7 +121,7 @@ public struct RunStateMachine: Sendable {
     public var isFinished: Bool { runFinished }
     public var runningCount: Int { running }
     /// Whether some job has still to start or be decided (retries of running jobs aside).
-    public var hasPending: Bool { !pending.isEmpty }
+    public var hasPending: Bool { pendingHead < pending.count }
 
     mutating func setState(_ key: String, _ state: State) {
         let jobID = plan.instances[instanceIndex[key]!].jobID
@@ -252,33 +254,28 @@ public struct RunStateMachine: Sendable {
         var progressed = true
         while progressed {
             progressed = false
-            var stillPending: [Int] = []
-            stillPending.reserveCapacity(pending.count)
+            // The instances passed over that stay pending, in order; they go back just before where the pass
+            // stopped, so a pass that starts one job and stops moves a few indices, not the whole list.
+            var kept: [Int] = []
             var notPlainSeen = 0, notPlainKept = 0
-            for (position, index) in pending.enumerated() {
+            var position = pendingHead
+            while position < pending.count {
+                let index = pending[position]
                 // A job with no needs and no `if` can only wait while every slot is taken: skip the
-                // lookups, and once no other kind is left, copy the rest at once, so a 1000-job wide DAG
-                // costs a copy per event, not a pass of dictionaries.
+                // lookups, and once no other kind is left, leave the rest where it is, so a 1000-job wide
+                // DAG costs a few moves per event, not a pass of dictionaries.
                 if running >= parallelism, !cancelling {
-                    if notPlainSeen == pendingNotPlain {
-                        stillPending.append(contentsOf: pending[position...])
-                        break
-                    }
+                    if notPlainSeen == pendingNotPlain { break }
                     if plainInstances[index] {
-                        stillPending.append(index)
+                        kept.append(index)
+                        position += 1
                         continue
                     }
                 }
-                if !plainInstances[index] {
-                    notPlainSeen += 1
-                    notPlainKept += 1
-                }
+                position += 1
+                if !plainInstances[index] { notPlainSeen += 1 }
                 let instance = plan.instances[index]
-                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else {
-                    if !plainInstances[index] { notPlainKept -= 1 }
-                    continue
-                }
-                stillPending.append(index)
+                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else { continue }
                 // Wait until every need has a final result.
                 var needsOK = true
                 var ready = true
@@ -286,34 +283,40 @@ public struct RunStateMachine: Sendable {
                     guard let result = jobResult(need) else { ready = false; break }
                     if result.result != .success { needsOK = false }
                 }
-                if !ready { continue }
                 let limitReached = running >= parallelism || (job.maxParallel.map { runningByJob[job.id, default: 0] >= $0 } ?? false)
                 // Without an `if`, a ready job with good needs just waits for a slot: no context needed.
-                if limitReached, job.condition == nil, needsOK, !cancelling { continue }
+                if !ready || (limitReached && job.condition == nil && needsOK && !cancelling) {
+                    kept.append(index)
+                    if !plainInstances[index] { notPlainKept += 1 }
+                    continue
+                }
                 let (shouldRun, reason) = decide(job: job, needsOK: needsOK, instance: instance)
                 if !shouldRun {
                     let result: JobResult = cancelling ? .cancelled : .skipped
                     setState(instance.key, .finished(result, allowedFailure: false))
                     actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
-                    stillPending.removeLast()
-                    if !plainInstances[index] { notPlainKept -= 1 }
                     progressed = true
                     continue
                 }
-                if limitReached { continue }
+                if limitReached {
+                    kept.append(index)
+                    if !plainInstances[index] { notPlainKept += 1 }
+                    continue
+                }
                 let attempt = (attempts[instance.key] ?? 0) + 1
                 attempts[instance.key] = attempt
                 setState(instance.key, .running(attempt: attempt))
                 let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
                 actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
-                stillPending.removeLast()
-                if !plainInstances[index] { notPlainKept -= 1 }
                 progressed = true
             }
-            pending = stillPending
+            // Every kept index came from pending[pendingHead..<position]: they fit just before `position`.
+            let head = position - kept.count
+            for (offset, index) in kept.enumerated() { pending[head + offset] = index }
+            pendingHead = head
             pendingNotPlain = notPlainKept
         }
-        if running == 0, pending.isEmpty, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
+        if running == 0, pendingHead == pending.count, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
             runFinished = true
             actions.append(.finishRun(overallResult()))
         }

@@ -19,11 +19,28 @@ public final class EngineLoop: TaskExecutor, @unchecked Sendable {
     /// Runs `body` with its tasks, and the child tasks they start, on a new loop's thread, which ends with
     /// the body. Without epoll (it cannot be set up) the body runs where it would have run anyway.
     public static func run<T>(_ body: () async -> T) async -> T {
-        guard let loop = start() else { return await body() }
-        defer { loop.shutdown() }
-        return await withTaskExecutorPreference(loop) {
-            await $current.withValue(loop) { await body() }
+        await run(lanes: 1) { _ in await body() }
+    }
+
+    /// Runs `body` on the first of `count` new loops ("lanes", a thread each), which end with it; `body` puts
+    /// tasks on the others by preference, and each such task `adopt`s its lane. Lanes that cannot be set up
+    /// are left out: with none, `body` gets none and runs where it would have run anyway.
+    public static func run<T>(lanes count: Int, _ body: ([EngineLoop]) async -> T) async -> T {
+        var loops: [EngineLoop] = []
+        for _ in 0..<max(1, count) {
+            if let loop = start() { loops.append(loop) }
         }
+        guard let first = loops.first else { return await body([]) }
+        defer { for loop in loops { loop.shutdown() } }
+        return await withTaskExecutorPreference(first) {
+            await $current.withValue(first) { await body(loops) }
+        }
+    }
+
+    /// Runs `body` as this loop's, in a task started on it by preference: its step processes are then
+    /// supervised here.
+    func adopt<T>(_ body: () async -> T) async -> T {
+        await Self.$current.withValue(self) { await body() }
     }
 
     /// Runs work that may take long without suspending (copying artifacts, hashing cache inputs, building a

@@ -26,7 +26,9 @@ struct AttemptContext: Sendable {
 }
 
 /// Runs one attempt of a job instance: fresh workspace, steps as real processes, outputs, artifacts, reports.
-struct JobExecutor: Sendable {
+/// A class: each attempt's task captures it, and a struct of this many references (existentials among them)
+/// costs a retain and a release of each per capture.
+final class JobExecutor: Sendable {
     let store: RunStore
     let layout: DataLayout
     let masker: SecretMasker
@@ -42,6 +44,22 @@ struct JobExecutor: Sendable {
     let deployments: DeployContext
     /// This run's workspaces, reused from job to job.
     let workspaces: WorkspacePool
+
+    init(store: RunStore, layout: DataLayout, masker: SecretMasker, baseEnvironment: StepEnvironment, live: LiveOutput?, observer: RunObserver?,
+         gracePeriod: Duration, control: RunControl, releases: ReleaseService?, builtins: BuiltinSteps, deployments: DeployContext, workspaces: WorkspacePool) {
+        self.store = store
+        self.layout = layout
+        self.masker = masker
+        self.baseEnvironment = baseEnvironment
+        self.live = live
+        self.observer = observer
+        self.gracePeriod = gracePeriod
+        self.control = control
+        self.releases = releases
+        self.builtins = builtins
+        self.deployments = deployments
+        self.workspaces = workspaces
+    }
 
     /// What an attempt ended with, and the store writes it held back (the last step's end, the attempt's
     /// end) for the caller to commit with its next write.
