@@ -77,7 +77,7 @@ final class RunDriver: Sendable {
 
     /// Runs every job; returns the run's result.
     func drive() async -> JobResult {
-        let laneCount = max(1, min(options.parallelism, ProcessInfo.processInfo.activeProcessorCount, 16))
+        let laneCount = Self.laneCount(parallelism: options.parallelism)
         await EngineLoop.run(lanes: laneCount) { lanes in
             await withDiscardingTaskGroup { group in
                 var placed = state.withLock { state -> [(Launch, Int)] in
@@ -116,6 +116,13 @@ final class RunDriver: Sendable {
             }
         }
         return state.withLock { $0.finalResult }
+    }
+
+    /// One lane per CPU, no more than jobs may run at once; `SLIPWAY_ENGINE_LANES` sets the number (tests use it
+    /// to run several lanes on any machine).
+    static func laneCount(parallelism: Int) -> Int {
+        if let text = ProcessInfo.processInfo.environment["SLIPWAY_ENGINE_LANES"], let count = Int(text), count > 0 { return min(count, 64) }
+        return max(1, min(parallelism, ProcessInfo.processInfo.activeProcessorCount, 16))
     }
 
     /// Gives each launch the least loaded lane, counted as running there (and as a task) from now on, so the

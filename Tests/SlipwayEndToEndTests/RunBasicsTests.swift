@@ -217,6 +217,32 @@ extension EndToEnd {
             #expect(fStart < bEnd, "f waited for b although it only needs c")
         }
 
+        @Test("a fan-out and fan-in on three lanes: each job runs once, after its needs, and a failure still stops its dependents")
+        func lanes() async throws {
+            var yaml = "name: lanes\njobs:\n  root:\n    steps: [{ run: '\(TimeLog.wrap("root", "true"))' }]\n"
+            let middle = (1...16).map { "m\($0)" }
+            for name in middle {
+                yaml += "  \(name):\n    needs: [root]\n    steps: [{ run: '\(TimeLog.wrap(name, "sleep 0.0\(name.count)"))' }]\n"
+            }
+            yaml += "  sink:\n    needs: [\(middle.joined(separator: ", "))]\n    steps: [{ run: '\(TimeLog.wrap("sink", "true"))' }]\n"
+            yaml += "  broken:\n    needs: [root]\n    steps: [{ run: 'exit 3' }]\n"
+            yaml += "  after-broken:\n    needs: [broken]\n    steps: [{ run: '\(TimeLog.wrap("after-broken", "true"))' }]\n"
+            let box = try Sandbox(yaml)
+            let result = try await box.run("--jobs", "5", env: ["SLIPWAY_ENGINE_LANES": "3"])
+            #expect(result.status == 1, "\(result)")
+            let lines = box.lines("times")
+            let log = TimeLog(lines)
+            #expect(Set(log.starts.keys) == Set(["root", "sink"] + middle), "\(box.readOutside("times"))")
+            #expect(lines.filter { $0.hasPrefix("start ") }.count == 18, "a job ran twice: \(box.readOutside("times"))")
+            let rootEnd = try #require(log.ends["root"]), sinkStart = try #require(log.starts["sink"])
+            for name in middle {
+                let started = try #require(log.starts[name]), ended = try #require(log.ends[name])
+                #expect(started > rootEnd, "\(name) started before root ended")
+                #expect(sinkStart > ended, "sink started before \(name) ended")
+            }
+            #expect(result.stdout.contains("after-broken"), "\(result)")
+        }
+
         static let siblings = """
             name: siblings
             jobs:

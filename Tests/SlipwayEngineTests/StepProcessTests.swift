@@ -367,6 +367,35 @@ final class SlowSink: ProcessOutputSink, @unchecked Sendable {
 
 /// The engine loop: one thread runs a run's tasks and supervises all their processes at once.
 @Suite(.serialized) struct EngineLoopTests {
+    @Test("lanes: each runs its tasks and their steps on a thread of its own")
+    func lanesRunTheirTasksOnTheirOwnThreads() async throws {
+        let seen: [(Bool, Bool, String)] = await EngineLoop.run(lanes: 3) { lanes in
+            #expect(lanes.count == 3)
+            return await withTaskGroup(of: (Int, Bool, Bool, String).self) { group in
+                for (index, lane) in lanes.enumerated() {
+                    group.addTask(executorPreference: lane) {
+                        await lane.adopt {
+                            let here = EngineLoop.current === lane && lane.isCurrentThread
+                            let others = lanes.filter { $0 !== lane }.allSatisfy { !$0.isCurrentThread }
+                            let sink = CollectingSink()
+                            let ended = try? await StepProcess.run(bash("echo lane \(index)"), control: ProcessControl(), sink: sink)
+                            return (index, here, others, ended == .exited(0) ? String(decoding: sink.stdout, as: UTF8.self) : "failed")
+                        }
+                    }
+                }
+                var results: [(Int, Bool, Bool, String)] = []
+                for await result in group { results.append(result) }
+                return results.sorted { $0.0 < $1.0 }.map { ($0.1, $0.2, $0.3) }
+            }
+        }
+        #expect(seen.count == 3)
+        for (index, (here, others, text)) in seen.enumerated() {
+            #expect(here, "lane \(index)'s task did not run on its thread")
+            #expect(others, "lane \(index)'s task ran on another lane's thread")
+            #expect(text == "lane \(index)\n")
+        }
+    }
+
     @Test(arguments: Supervisor.allCases) func aStepThatClosesItsOutputButRunsOnIsWaitedFor(supervisor: Supervisor) async throws {
         let started = ContinuousClock.now
         let sink = CollectingSink()
