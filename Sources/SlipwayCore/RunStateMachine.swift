@@ -62,14 +62,19 @@ public struct RunStateMachine: Sendable {
     /// `baseContext` with empty `needs` and `matrix`: a job without either shares its storage (no copy).
     let plainJobContext: ExpressionContext
     public let parallelism: Int
-    var states: [String: State] = [:]
-    var attempts: [String: Int] = [:]
+    // Per instance, by its index in `plan.instances`: arrays, not tables keyed by name, so an event costs one
+    // lookup of its key rather than one a field.
+    var states: [State]
+    var attempts: [Int]
     /// Attempts that ended because their runner was lost; they do not count against `retry.max`.
-    var lostAttempts: [String: Int] = [:]
+    var lostAttempts: [Int]
+    /// Per instance: its job's position in `jobs.jobs`, -1 for a job the pipeline does not have.
+    let instanceJob: [Int]
     public private(set) var outputs: [String: [String: String]] = [:]
     var cancelling = false
     var runFinished = false
-    var instancesByJob: [String: [JobInstance]] = [:]
+    /// Instance indices of each job.
+    var instancesByJob: [String: [Int]] = [:]
     let ancestors: [String: Set<String>]
     let jobs: JobTable
     let instanceIndex: [String: Int]
@@ -83,7 +88,8 @@ public struct RunStateMachine: Sendable {
     /// Per instance: its job has no needs and no `if` (see `schedule`).
     let plainInstances: [Bool]
     var running = 0
-    var runningByJob: [String: Int] = [:]
+    /// Attempts running, per job (by position in `jobs.jobs`).
+    var runningByJob: [Int]
 
     public init(plan: RunPlan, baseContext: ExpressionContext, parallelism: Int, previous: [InstanceRecord] = []) {
         self.plan = plan
@@ -96,25 +102,30 @@ public struct RunStateMachine: Sendable {
         var ancestors: [String: Set<String>] = [:]
         for job in plan.pipeline.jobs { ancestors[job.id] = DAG.ancestors(of: job.id, edges: plan.needs) }
         self.ancestors = ancestors
-        self.jobs = plan.pipeline.jobsByID
-        let jobs = self.jobs
-        self.plainInstances = plan.instances.map { instance in
-            jobs[instance.jobID].map { $0.needs.isEmpty && $0.condition == nil } ?? false
-        }
+        let jobs = plan.pipeline.jobsByID
+        self.jobs = jobs
+        var position: [String: Int] = [:]
+        for (index, job) in jobs.jobs.enumerated() where position[job.id] == nil { position[job.id] = index }
+        let instanceJob = plan.instances.map { position[$0.jobID] ?? -1 }
+        self.instanceJob = instanceJob
+        self.plainInstances = instanceJob.map { $0 >= 0 && jobs.jobs[$0].needs.isEmpty && jobs.jobs[$0].condition == nil }
         self.instanceIndex = Dictionary(plan.instances.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { first, _ in first })
-        for instance in plan.instances {
-            states[instance.key] = .pending
-            instancesByJob[instance.jobID, default: []].append(instance)
-        }
-        for record in previous where states[record.key] != nil {
-            attempts[record.key] = record.attempts
-            if record.lostAttempts > 0 { lostAttempts[record.key] = record.lostAttempts }
+        runningByJob = Array(repeating: 0, count: jobs.jobs.count)
+        states = Array(repeating: .pending, count: plan.instances.count)
+        attempts = Array(repeating: 0, count: plan.instances.count)
+        lostAttempts = Array(repeating: 0, count: plan.instances.count)
+        for (index, instance) in plan.instances.enumerated() { instancesByJob[instance.jobID, default: []].append(index) }
+        for record in previous {
+            guard let index = instanceIndex[record.key] else { continue }
+            attempts[index] = record.attempts
+            lostAttempts[index] = record.lostAttempts
             if let result = record.result {
-                states[record.key] = .finished(result, allowedFailure: record.allowedFailure)
+                states[index] = .finished(result, allowedFailure: record.allowedFailure)
                 outputs[record.key] = record.outputs
             }
         }
-        pending = plan.instances.indices.filter { states[plan.instances[$0].key] == .pending }
+        let states = states
+        pending = plan.instances.indices.filter { states[$0] == .pending }
         pendingNotPlain = pending.reduce(0) { $0 + (plainInstances[$1] ? 0 : 1) }
     }
 
@@ -123,21 +134,21 @@ public struct RunStateMachine: Sendable {
     /// Whether some job has still to start or be decided (retries of running jobs aside).
     public var hasPending: Bool { pendingHead < pending.count }
 
-    mutating func setState(_ key: String, _ state: State) {
-        let jobID = plan.instances[instanceIndex[key]!].jobID
-        if case .running? = states[key] {
+    mutating func setState(_ index: Int, _ state: State) {
+        let job = instanceJob[index]
+        if case .running = states[index] {
             running -= 1
-            runningByJob[jobID, default: 1] -= 1
+            if job >= 0 { runningByJob[job] -= 1 }
         }
         if case .running = state {
             running += 1
-            runningByJob[jobID, default: 0] += 1
+            if job >= 0 { runningByJob[job] += 1 }
         }
-        states[key] = state
+        states[index] = state
     }
 
     public func result(of key: String) -> JobResult? {
-        if case .finished(let result, _)? = states[key] { return result }
+        if let index = instanceIndex[key], case .finished(let result, _) = states[index] { return result }
         return nil
     }
 
@@ -150,51 +161,53 @@ public struct RunStateMachine: Sendable {
         case .cancelRequested:
             cancelling = true
             // Pending jobs are decided by `schedule()`: cancelled, unless their `if` asks for always().
-            for instance in plan.instances {
-                if case .running? = states[instance.key] {
+            for (index, instance) in plan.instances.enumerated() {
+                if case .running = states[index] {
                     actions.append(.cancelAttempt(key: instance.key, reason: "the run was cancelled"))
                 }
             }
         case .attemptFinished(let key, let attempt, let outcome):
-            guard case .running(let current)? = states[key], current == attempt,
-                  let index = instanceIndex[key], let job = jobs[plan.instances[index].jobID] else { return [] }
+            guard let index = instanceIndex[key], case .running(let current) = states[index], current == attempt, instanceJob[index] >= 0 else { return [] }
             switch outcome {
             case .succeeded(let produced), .cacheHit(let produced):
                 outputs[key] = produced
-                setState(key, .finished(.success, allowedFailure: false))
+                setState(index, .finished(.success, allowedFailure: false))
                 let reason = if case .cacheHit = outcome { "restored from the cache" } else { "all steps succeeded" }
                 actions.append(.finishInstance(key: key, result: .success, allowedFailure: false, reason: reason))
             case .cancelled:
-                setState(key, .finished(.cancelled, allowedFailure: false))
+                setState(index, .finished(.cancelled, allowedFailure: false))
                 actions.append(.finishInstance(key: key, result: .cancelled, allowedFailure: false, reason: cancelling ? "the run was cancelled" : "cancelled by fail-fast"))
-            case .failed(.runnerLost(let why), _) where !cancelling && lostAttempts[key, default: 0] < job.retry.lost:
-                lostAttempts[key, default: 0] += 1
-                attempts[key] = attempt + 1
-                setState(key, .running(attempt: attempt + 1))
-                actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "queued again: \(why)"))
-                return actions
             case .failed(let failure, let produced):
+                let job = jobs.jobs[instanceJob[index]]
+                if case .runnerLost(let why) = failure, !cancelling, lostAttempts[index] < job.retry.lost {
+                    lostAttempts[index] += 1
+                    attempts[index] = attempt + 1
+                    setState(index, .running(attempt: attempt + 1))
+                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "queued again: \(why)"))
+                    return actions
+                }
                 // A lost runner past its `retry.lost` budget fails the job; it does not fall back on `retry.max`.
                 var lostRunner = false
                 if case .runnerLost = failure { lostRunner = true }
-                if !cancelling, !lostRunner, attempt - lostAttempts[key, default: 0] <= job.retry.max, job.retry.allows(failure) {
-                    attempts[key] = attempt + 1
-                    setState(key, .running(attempt: attempt + 1))
-                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt - lostAttempts[key, default: 0]) of \(job.retry.max) after \(failure)"))
+                if !cancelling, !lostRunner, attempt - lostAttempts[index] <= job.retry.max, job.retry.allows(failure) {
+                    attempts[index] = attempt + 1
+                    setState(index, .running(attempt: attempt + 1))
+                    actions.append(.startAttempt(key: key, attempt: attempt + 1, reason: "retry \(attempt - lostAttempts[index]) of \(job.retry.max) after \(failure)"))
                     return actions
                 }
                 outputs[key] = produced
                 let allowed = job.continueOnError
-                setState(key, .finished(.failure, allowedFailure: allowed))
+                setState(index, .finished(.failure, allowedFailure: allowed))
                 let retried = attempt > 1 ? " after \(attempt) attempts" : ""
                 actions.append(.finishInstance(key: key, result: .failure, allowedFailure: allowed, reason: "\(failure)\(retried)" + (allowed ? " (continue-on-error)" : "")))
                 if !allowed, job.failFast, job.matrix != nil {
-                    for sibling in instancesByJob[job.id] ?? [] where sibling.key != key {
-                        switch states[sibling.key] {
-                        case .running?: actions.append(.cancelAttempt(key: sibling.key, reason: "fail-fast: '\(key)' failed"))
-                        case .pending?:
-                            setState(sibling.key, .finished(.cancelled, allowedFailure: false))
-                            actions.append(.finishInstance(key: sibling.key, result: .cancelled, allowedFailure: false, reason: "fail-fast: '\(key)' failed"))
+                    for sibling in instancesByJob[job.id] ?? [] where sibling != index {
+                        let siblingKey = plan.instances[sibling].key
+                        switch states[sibling] {
+                        case .running: actions.append(.cancelAttempt(key: siblingKey, reason: "fail-fast: '\(key)' failed"))
+                        case .pending:
+                            setState(sibling, .finished(.cancelled, allowedFailure: false))
+                            actions.append(.finishInstance(key: siblingKey, result: .cancelled, allowedFailure: false, reason: "fail-fast: '\(key)' failed"))
                         default: break
                         }
                     }
@@ -208,8 +221,8 @@ public struct RunStateMachine: Sendable {
     /// The result of a job across its instances, as `needs.J.result` reports it.
     public func jobResult(_ jobID: String) -> (result: JobResult, allowedFailure: Bool)? {
         var results: [(JobResult, Bool)] = []
-        for instance in instancesByJob[jobID] ?? [] {
-            guard case .finished(let result, let allowed)? = states[instance.key] else { return nil }
+        for index in instancesByJob[jobID] ?? [] {
+            guard case .finished(let result, let allowed) = states[index] else { return nil }
             results.append((result, allowed))
         }
         if results.isEmpty { return nil }
@@ -229,7 +242,7 @@ public struct RunStateMachine: Sendable {
             for need in needs {
                 var merged: [String: ExpressionValue] = [:]
                 for sibling in instancesByJob[need] ?? [] {
-                    for (name, value) in outputs[sibling.key] ?? [:] { merged[name] = .string(value) }
+                    for (name, value) in outputs[plan.instances[sibling].key] ?? [:] { merged[name] = .string(value) }
                 }
                 let result = jobResult(need)?.result.rawValue ?? "skipped"
                 needsValue[need] = .object(["outputs": .object(merged), "result": .string(result)])
@@ -274,27 +287,29 @@ public struct RunStateMachine: Sendable {
                 }
                 position += 1
                 if !plainInstances[index] { notPlainSeen += 1 }
-                let instance = plan.instances[index]
-                guard states[instance.key] == .pending, let job = jobs[instance.jobID] else { continue }
+                let jobPosition = instanceJob[index]
+                guard case .pending = states[index], jobPosition >= 0 else { continue }
                 // Wait until every need has a final result.
                 var needsOK = true
                 var ready = true
-                for need in job.needs {
-                    guard let result = jobResult(need) else { ready = false; break }
-                    if result.result != .success { needsOK = false }
+                if !plainInstances[index] {
+                    for need in jobs.jobs[jobPosition].needs {
+                        guard let result = jobResult(need) else { ready = false; break }
+                        if result.result != .success { needsOK = false }
+                    }
                 }
-                let limitReached = running >= parallelism || (job.maxParallel.map { runningByJob[job.id, default: 0] >= $0 } ?? false)
+                let limitReached = running >= parallelism || (jobs.jobs[jobPosition].maxParallel.map { runningByJob[jobPosition] >= $0 } ?? false)
                 // Without an `if`, a ready job with good needs just waits for a slot: no context needed.
-                if !ready || (limitReached && job.condition == nil && needsOK && !cancelling) {
+                if !ready || (limitReached && jobs.jobs[jobPosition].condition == nil && needsOK && !cancelling) {
                     kept.append(index)
                     if !plainInstances[index] { notPlainKept += 1 }
                     continue
                 }
-                let (shouldRun, reason) = decide(job: job, needsOK: needsOK, instance: instance)
+                let (shouldRun, reason) = decide(jobAt: jobPosition, needsOK: needsOK, instance: index)
                 if !shouldRun {
                     let result: JobResult = cancelling ? .cancelled : .skipped
-                    setState(instance.key, .finished(result, allowedFailure: false))
-                    actions.append(.finishInstance(key: instance.key, result: result, allowedFailure: false, reason: reason))
+                    setState(index, .finished(result, allowedFailure: false))
+                    actions.append(.finishInstance(key: plan.instances[index].key, result: result, allowedFailure: false, reason: reason))
                     progressed = true
                     continue
                 }
@@ -303,11 +318,11 @@ public struct RunStateMachine: Sendable {
                     if !plainInstances[index] { notPlainKept += 1 }
                     continue
                 }
-                let attempt = (attempts[instance.key] ?? 0) + 1
-                attempts[instance.key] = attempt
-                setState(instance.key, .running(attempt: attempt))
+                let attempt = attempts[index] + 1
+                attempts[index] = attempt
+                setState(index, .running(attempt: attempt))
                 let why = attempt > 1 ? "attempt \(attempt) (the previous attempt was interrupted)" : reason
-                actions.append(.startAttempt(key: instance.key, attempt: attempt, reason: why))
+                actions.append(.startAttempt(key: plan.instances[index].key, attempt: attempt, reason: why))
                 progressed = true
             }
             // Every kept index came from pending[pendingHead..<position]: they fit just before `position`.
@@ -316,7 +331,7 @@ public struct RunStateMachine: Sendable {
             pendingHead = head
             pendingNotPlain = notPlainKept
         }
-        if running == 0, pendingHead == pending.count, plan.instances.allSatisfy({ if case .finished? = states[$0.key] { true } else { false } }) {
+        if running == 0, pendingHead == pending.count, states.allSatisfy({ if case .finished = $0 { true } else { false } }) {
             runFinished = true
             actions.append(.finishRun(overallResult()))
         }
@@ -324,10 +339,10 @@ public struct RunStateMachine: Sendable {
     }
 
     /// Whether a ready job runs, with the reason — GitHub Actions semantics for `if` and status functions.
-    func decide(job: Job, needsOK: Bool, instance: JobInstance) -> (Bool, String) {
-        guard let condition = job.condition else {
+    func decide(jobAt position: Int, needsOK: Bool, instance index: Int) -> (Bool, String) {
+        guard let condition = jobs.jobs[position].condition else {
             if cancelling { return (false, "the run was cancelled") }
-            if needsOK { return (true, job.needs.isEmpty ? "no needs" : "all needs succeeded") }
+            if needsOK { return (true, jobs.jobs[position].needs.isEmpty ? "no needs" : "all needs succeeded") }
             return (false, "skipped because a needed job did not succeed (add `if: ${{ always() }}` to run anyway)")
         }
         if !condition.usesStatusFunction, !needsOK {
@@ -335,7 +350,7 @@ public struct RunStateMachine: Sendable {
         }
         if cancelling, !condition.usesStatusFunction { return (false, "the run was cancelled") }
         do {
-            let value = try condition.evaluate(in: context(for: instance))
+            let value = try condition.evaluate(in: context(for: plan.instances[index]))
             if value.isTruthy { return (true, "`if: \(condition.source)` was true") }
             return (false, "`if: \(condition.source)` was false")
         } catch {
@@ -345,8 +360,8 @@ public struct RunStateMachine: Sendable {
 
     func overallResult() -> JobResult {
         var sawCancelled = false
-        for instance in plan.instances {
-            if case .finished(let result, let allowed)? = states[instance.key] {
+        for state in states {
+            if case .finished(let result, let allowed) = state {
                 if result == .failure, !allowed { return .failure }
                 if result == .cancelled { sawCancelled = true }
             }

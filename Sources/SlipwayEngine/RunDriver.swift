@@ -10,16 +10,28 @@ import Synchronization
 /// lanes each take their own steps' ends: a step's end no longer waits for the one thread that did all the
 /// bookkeeping, busy on the other core, while its own core idles (bench/RESULTS.md, 2026-11-25).
 final class RunDriver: Sendable {
-    /// An attempt a turn started, with what its task needs.
-    struct Launch: Sendable {
-        var key: String
-        var attempt: Int
+    /// An attempt a turn started, with what its task needs (a class: it is handed on, and an attempt's
+    /// context is a large value).
+    final class Launch: Sendable {
+        let key: String
+        let attempt: Int
         /// The job could not be resolved: the attempt fails at once with this.
-        var failure: String?
-        var context: AttemptContext?
-        var useCache = false
-        var remote: RemoteAttempt?
-        var needOutputs: [String: [[String: String]]] = [:]
+        let failure: String?
+        let context: AttemptContext?
+        let useCache: Bool
+        let remote: RemoteAttempt?
+        let needOutputs: [String: [[String: String]]]
+
+        init(key: String, attempt: Int, failure: String? = nil, context: AttemptContext? = nil, useCache: Bool = false, remote: RemoteAttempt? = nil,
+             needOutputs: [String: [[String: String]]] = [:]) {
+            self.key = key
+            self.attempt = attempt
+            self.failure = failure
+            self.context = context
+            self.useCache = useCache
+            self.remote = remote
+            self.needOutputs = needOutputs
+        }
     }
 
     /// What an attempt's task hands back to its turn.
