@@ -66,7 +66,7 @@ def main():
         print(f"{args.rounds} rounds, {args.jobs} jobs, --jobs 2 (medians)")
         for binary in args.binaries:
             own, idle, phase, engine = (statistics.median(r[i] for r in results[binary]) for i in range(4))
-            print(f"{binary}: own CPU {own:.1f} ms (engine thread {engine:.1f}), idle CPU while jobs run {idle:.1f} ms of a {phase:.0f} ms jobs phase")
+            print(f"{binary}: own CPU {own:.1f} ms (engine threads {engine:.1f}), idle CPU while jobs run {idle:.1f} ms of a {phase:.0f} ms jobs phase")
 
 
 if __name__ == "__main__":

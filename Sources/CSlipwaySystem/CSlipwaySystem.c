@@ -201,7 +201,7 @@ struct slipway_kernel_sigaction { void *handler; unsigned long flags; void *rest
 
 struct slipway_launch {
     struct slipway_child_report report;
-    const char *path; char **argv; char **envp; const char *dir; int out_fd, err_fd;
+    const char *path; char **argv; char **envp; const char *dir; int out_fd, err_fd, null_fd;
     char stack[SLIPWAY_LAUNCH_STACK] __attribute__((aligned(16)));
     /* then argv and envp pointer arrays, then the strings */
 };
@@ -222,12 +222,18 @@ static int slipway_launch_child(void *p) {
     launch->report.stage = 1;
     long result = slipway_raw_syscall(SYS_setpgid, 0, 0, 0, 0);
     if (result < 0) slipway_launch_fail(launch, result, 1);
-    long null = slipway_raw_syscall(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
-    if (null < 0) slipway_launch_fail(launch, null, 2);
-    if (null != 0) {
-        result = slipway_raw_syscall(SYS_dup3, null, 0, 0, 0);
+    if (launch->null_fd >= 3) {
+        /* The caller's /dev/null, opened once (dup3 leaves the copy without close-on-exec). */
+        result = slipway_raw_syscall(SYS_dup3, launch->null_fd, 0, 0, 0);
         if (result < 0) slipway_launch_fail(launch, result, 2);
-        slipway_raw_syscall(SYS_close, null, 0, 0, 0);
+    } else {
+        long null = slipway_raw_syscall(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
+        if (null < 0) slipway_launch_fail(launch, null, 2);
+        if (null != 0) {
+            result = slipway_raw_syscall(SYS_dup3, null, 0, 0, 0);
+            if (result < 0) slipway_launch_fail(launch, result, 2);
+            slipway_raw_syscall(SYS_close, null, 0, 0, 0);
+        }
     }
     /* Both are 3 or above (moved by the caller), so dup3 never sees equal descriptors. */
     if ((result = slipway_raw_syscall(SYS_dup3, launch->out_fd, 1, 0, 0)) < 0) slipway_launch_fail(launch, result, 3);
@@ -255,6 +261,21 @@ static char **slipway_copy_list(char *const list[], size_t count, char **pointer
     }
     pointers[count] = NULL;
     return pointers;
+}
+
+/* /dev/null for the children's stdin, opened once (close-on-exec, numbered 3 or above) instead of once a child;
+   -1 when it could not be, and each child opens its own. */
+static int slipway_null = -1;
+static pthread_once_t slipway_null_once = PTHREAD_ONCE_INIT;
+
+static void slipway_open_null(void) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && fd < 3) {
+        int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        fd = moved;
+    }
+    slipway_null = fd;
 }
 
 /* Set on a thread that keeps every asynchronous signal blocked (slipway_hold_signals): its detached starts
@@ -304,6 +325,8 @@ pid_t slipway_spawn_detached(const char *path, char *const argv[], char *const e
     if ((*error = slipway_move_above_stdio(&err_fd, &moved_err)) != 0) { if (moved_out >= 0) close(moved_out); free(launch); return -1; }
     launch->out_fd = out_fd;
     launch->err_fd = err_fd;
+    pthread_once(&slipway_null_once, slipway_open_null);
+    launch->null_fd = slipway_null;
     /* No handler of this process may run in the child, which shares its memory; SIGCHLD stays open, as for
        slipway_spawn (the child has no children of its own before its exec). */
     sigset_t all, old;

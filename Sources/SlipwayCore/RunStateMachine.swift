@@ -70,6 +70,8 @@ public struct RunStateMachine: Sendable {
     var lostAttempts: [Int]
     /// Per instance: its job's position in `jobs.jobs`, -1 for a job the pipeline does not have.
     let instanceJob: [Int]
+    /// Per instance: it is the first with its key (the others never run; see `init`).
+    let canonical: [Bool]
     public private(set) var outputs: [String: [String: String]] = [:]
     var cancelling = false
     var runFinished = false
@@ -114,7 +116,11 @@ public struct RunStateMachine: Sendable {
         states = Array(repeating: .pending, count: plan.instances.count)
         attempts = Array(repeating: 0, count: plan.instances.count)
         lostAttempts = Array(repeating: 0, count: plan.instances.count)
-        for (index, instance) in plan.instances.enumerated() { instancesByJob[instance.jobID, default: []].append(index) }
+        // Instances with the same key (a matrix that lists a value twice) are one instance: the first.
+        let instanceIndex = self.instanceIndex
+        let canonical = plan.instances.indices.map { instanceIndex[plan.instances[$0].key] == $0 }
+        self.canonical = canonical
+        for (index, instance) in plan.instances.enumerated() where canonical[index] { instancesByJob[instance.jobID, default: []].append(index) }
         for record in previous {
             guard let index = instanceIndex[record.key] else { continue }
             attempts[index] = record.attempts
@@ -125,7 +131,7 @@ public struct RunStateMachine: Sendable {
             }
         }
         let states = states
-        pending = plan.instances.indices.filter { states[$0] == .pending }
+        pending = plan.instances.indices.filter { canonical[$0] && states[$0] == .pending }
         pendingNotPlain = pending.reduce(0) { $0 + (plainInstances[$1] ? 0 : 1) }
     }
 
@@ -161,7 +167,7 @@ public struct RunStateMachine: Sendable {
         case .cancelRequested:
             cancelling = true
             // Pending jobs are decided by `schedule()`: cancelled, unless their `if` asks for always().
-            for (index, instance) in plan.instances.enumerated() {
+            for (index, instance) in plan.instances.enumerated() where canonical[index] {
                 if case .running = states[index] {
                     actions.append(.cancelAttempt(key: instance.key, reason: "the run was cancelled"))
                 }
@@ -331,7 +337,11 @@ public struct RunStateMachine: Sendable {
             pendingHead = head
             pendingNotPlain = notPlainKept
         }
-        if running == 0, pendingHead == pending.count, states.allSatisfy({ if case .finished = $0 { true } else { false } }) {
+        if running == 0, pendingHead == pending.count, states.indices.allSatisfy({ index in
+            if !canonical[index] { return true }
+            if case .finished = states[index] { return true }
+            return false
+        }) {
             runFinished = true
             actions.append(.finishRun(overallResult()))
         }
@@ -360,7 +370,7 @@ public struct RunStateMachine: Sendable {
 
     func overallResult() -> JobResult {
         var sawCancelled = false
-        for state in states {
+        for (index, state) in states.enumerated() where canonical[index] {
             if case .finished(let result, let allowed) = state {
                 if result == .failure, !allowed { return .failure }
                 if result == .cancelled { sawCancelled = true }

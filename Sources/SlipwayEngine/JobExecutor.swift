@@ -71,7 +71,6 @@ final class JobExecutor: Sendable {
     func runAttempt(_ a: AttemptContext) async -> AttemptEnd {
         let key = a.instance.key
         let number = a.run.number
-        control.clearJob(key)
         let attemptRecord: AttemptRecord
         if let existing = a.attemptRecord {
             attemptRecord = existing

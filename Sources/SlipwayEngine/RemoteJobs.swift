@@ -265,6 +265,7 @@ public struct RemoteJobExecution: Sendable {
             run: prepared.run, instance: assignment.instance, jobRowID: prepared.jobRowID, attempt: assignment.attempt,
             attemptRecord: prepared.attemptRecord, resolved: assignment.resolved, context: assignment.context, upstreamArtifacts: upstream,
             environmentOverrides: ["SLIPWAY_RUN_ID": String(assignment.runID), "SLIPWAY_RUN_NUMBER": String(assignment.runNumber), "SLIPWAY_PROJECT": assignment.project])
+        control.clearJob(assignment.instance.key)
         let end = await executor.runAttempt(context)
         // The server is told from these rows: nothing may stay held back.
         _ = try? store.commit(end.deferred)

@@ -317,8 +317,12 @@ final class RunDriver: Sendable {
             case .cancel(let key):
                 engine.control.cancelJob(key)
             case .failedStart(let key, let attempt, let message):
+                engine.control.clearJob(key)
                 launches.append(Launch(key: key, attempt: attempt, failure: message))
             case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context, let remotely):
+                // A cancel of an earlier attempt (fail-fast) no longer holds; one a later turn sends does, even
+                // if it comes before this attempt's task gets going.
+                engine.control.clearJob(key)
                 let started = nextStarted.next() ?? nil
                 progress.append(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
                 let needs = jobsByID[instance.jobID]?.needs ?? []

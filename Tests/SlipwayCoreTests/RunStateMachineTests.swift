@@ -53,6 +53,28 @@ struct RunStateMachineTests {
         #expect(m.isFinished)
     }
 
+    /// A matrix that lists a value twice plans two instances with one key: they are one job, which runs once,
+    /// and the run ends when it does (two attempts of one key would share its logs, outputs and rows).
+    @Test func instancesWithTheSameKeyRunOnce() throws {
+        var m = try machine("""
+        jobs:
+          test:
+            strategy: { matrix: { shard: [1, 1, 2] } }
+            steps: [ { run: x } ]
+          after: { needs: [test], steps: [ { run: x } ] }
+        """)
+        let keys = m.plan.instances.map(\.key)
+        #expect(keys.count == 4 && Set(keys).count == 3, "\(keys)")
+        let first = Self.started(m.handle(.start))
+        #expect(first.count == 2 && Set(first).count == 2, "\(first)")
+        var next: [RunStateMachine.Action] = []
+        for key in first { next += m.handle(.attemptFinished(key: key, attempt: 1, outcome: .succeeded(outputs: [:]))) }
+        #expect(Self.started(next) == ["after"])
+        let end = m.handle(.attemptFinished(key: "after", attempt: 1, outcome: .succeeded(outputs: [:])))
+        #expect(Self.runResult(end) == .success)
+        #expect(m.isFinished)
+    }
+
     /// Random DAGs mixing plain jobs (no needs, no `if`) with jobs that have needs or conditions, random
     /// outcomes, parallelism 1 to 3: every job ends exactly once, none starts before its needs end or while
     /// the slots are full, one whose need failed is skipped unless `always()`, and slots are never left idle
