@@ -11,6 +11,9 @@ import Synchronization
 /// took four hand-offs between threads, and on two cores the woken thread often waited for the busy core
 /// while its waker's core went idle (a third of the cores' time in a wide run).
 ///
+/// A run has one such loop per core ("lanes", `run(lanes:_:)`): a single one took every step's end, so on two
+/// cores a step ending on the other core waited for this thread, busy on its own (see `RunDriver`).
+///
 /// Tasks get here by preference (`run(_:)`); a step process is supervised here when its task runs on this
 /// thread (`StepProcess.run` checks), otherwise on a reader thread of its own as before.
 public final class EngineLoop: TaskExecutor, @unchecked Sendable {
