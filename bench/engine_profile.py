@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Wide DAG: where the engine thread's CPU goes, by part of a job's path, from call stacks.
 
-On two cores the engine thread's CPU time a job sets the pace of the wide DAG (bench/RESULTS.md, 2026-11-25):
+The engine threads' (lanes') CPU time a job is a share of the wide DAG's pace (bench/RESULTS.md, 2026-11-25):
 this shows which parts of a job's path hold it. Each row is inclusive (a part's callees count in it), as a share
 of the engine thread's samples in the jobs phase and as µs a job.
 
@@ -18,16 +18,16 @@ PARTS = [
     ("step start (spawn, all)", "StepProcessO5spawn"),
     ("  clone (kernel)", "kernel_clone"),
     ("  pipes", "do_pipe2"),
-    ("engine turn (RunEngine.execute closure)", "C7execute3run4plan7options8previous7jobRows"),
+    ("engine turn (RunDriver.turn)", "RunDriverC4turn"),
     ("  journal append", "RunJournalC6append"),
     ("  journal record encoding", "RunJournalCodecO6record"),
     ("  run state machine", "RunStateMachineV6handle"),
     ("  job resolution", "ResolvedJobV7resolve"),
     ("  definition JSON", "ResolvedJobV13canonicalJSON"),
     ("  progress line", "PlainReporter"),
-    ("attempt (JobExecutor.runAttempt)", "JobExecutorV10runAttempt"),
+    ("attempt (JobExecutor.runAttempt)", "JobExecutorC10runAttempt"),
     ("  workspace check-in", "WorkspacePoolC7checkIn"),
-    ("  process configuration", "JobExecutorV20processConfiguration"),
+    ("  process configuration", "JobExecutorC20processConfiguration"),
     ("step end (superviseAll)", "LoopC12superviseAll"),
     ("waiting (epoll_wait)", "do_epoll_wait"),
     ("scheduling", "__schedule"),
