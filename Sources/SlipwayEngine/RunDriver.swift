@@ -228,7 +228,7 @@ final class RunDriver: Sendable {
 
     /// What a turn does once its writes are committed, in the order the machine asked.
     private enum Committed {
-        case start(key: String, attempt: Int, reason: String, instance: JobInstance, row: JobRecord, resolved: ResolvedJob, context: ExpressionContext, remotely: Bool)
+        case start(key: String, attempt: Int, instance: JobInstance, row: JobRecord, resolved: ResolvedJob, context: ExpressionContext, remotely: Bool)
         case failedStart(key: String, attempt: Int, message: String)
         case cancel(key: String)
         case finished(RunProgress)
@@ -262,7 +262,8 @@ final class RunDriver: Sendable {
                 row.startedAt = row.startedAt ?? Date()
                 // Mask before encoding: JSON escaping would otherwise hide a secret from the masker.
                 row.definition = String(decoding: RunEngine.masked(resolved, by: masker).canonicalJSON(), as: UTF8.self)
-                row.reason = masker.mask(reason)
+                let maskedReason = masker.mask(reason)
+                row.reason = maskedReason
                 state.jobRows[key] = row
                 // Step 0's row goes with the attempt when the step will start here and now.
                 let remotely = engine.runsRemotely(resolved: resolved, runsOn: runsOn)
@@ -270,8 +271,8 @@ final class RunDriver: Sendable {
                 if let step = resolved.steps.first, !(options.useCache && resolved.cacheInputs != nil), !remotely {
                     firstStep = StepRecord(attemptID: 0, index: 0, name: step.name, logPath: layout.log(run.number, job: key, attempt: attempt, step: 0))
                 }
-                writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(masker.mask(reason))"), attempt: attempt, firstStep: firstStep))
-                committed.append(.start(key: key, attempt: attempt, reason: reason, instance: instance, row: row, resolved: resolved, context: context, remotely: remotely))
+                writes.append(.startAttempt(row, event: RunEventRecord(runID: run.id, jobKey: key, kind: "attempt-started", message: "attempt \(attempt): \(maskedReason)"), attempt: attempt, firstStep: firstStep))
+                committed.append(.start(key: key, attempt: attempt, instance: instance, row: row, resolved: resolved, context: context, remotely: remotely))
             case .cancelAttempt(let key, let reason):
                 writes.append(.appendEvent(RunEventRecord(runID: run.id, jobKey: key, kind: "cancel", message: reason)))
                 committed.append(.cancel(key: key))
@@ -319,12 +320,12 @@ final class RunDriver: Sendable {
             case .failedStart(let key, let attempt, let message):
                 engine.control.clearJob(key)
                 launches.append(Launch(key: key, attempt: attempt, failure: message))
-            case .start(let key, let attempt, let reason, let instance, let row, let resolved, let context, let remotely):
+            case .start(let key, let attempt, let instance, let row, let resolved, let context, let remotely):
                 // A cancel of an earlier attempt (fail-fast) no longer holds; one a later turn sends does, even
                 // if it comes before this attempt's task gets going.
                 engine.control.clearJob(key)
                 let started = nextStarted.next() ?? nil
-                progress.append(.jobStarted(key: key, attempt: attempt, reason: masker.mask(reason)))
+                progress.append(.jobStarted(key: key, attempt: attempt, reason: row.reason ?? ""))
                 let needs = jobsByID[instance.jobID]?.needs ?? []
                 let upstream = needs.flatMap { need in
                     plan.instances.filter { $0.jobID == need }.map { layout.artifacts(run.number, job: $0.key) }
